@@ -1,0 +1,29 @@
+# Developer commands. Every target installs first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; on a CUDA machine set TORCH="torch" (or a CUDA wheel) before `make install`.
+TORCH ?= torch==2.13.0
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+run: install
+	$(PY) run.py recipes/quickstart.yaml --overwrite
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check recipekit tests run.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,312 @@
+"""The recipe: a YAML file whose sections map onto the dataclasses below, validated before anything runs.
+
+Sections: `model`, `data`, `preprocess` (ordered steps), `metrics` (names), and `training`, which is
+`transformers.TrainingArguments` itself: its fields are checked against that class, never re-declared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import TrainingArguments
+
+from . import metrics as metric_registry
+from . import paths
+from .errors import RecipeError
+from .heads import HEADS
+from .preprocess import STEPS
+from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
+
+DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+
+
+@dataclass
+class ModelArgs:
+    name_or_path: str | None = field(
+        default=None, metadata={"help": "Hub id (org/name), local folder, or package:NAME/path inside an installed package"}
+    )
+    head: str = field(
+        default="sequence_classification", metadata={"help": "task head; see the heads table", "choices": lambda: list(HEADS)}
+    )
+    revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit to load"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "weight dtype at load; mixed precision is training.bf16/fp16", "choices": DTYPES},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "run model code shipped with a Hub repository (only for repos you trust)"}
+    )
+
+    def problems(self) -> list[str]:
+        if not self.name_or_path:
+            return ["name_or_path: required (a Hub id, a local folder, or package:NAME/path)"]
+        try:
+            local = paths.resolve(self.name_or_path)
+        except Problem as p:
+            return [f"name_or_path: {p}"]
+        if paths.looks_local(self.name_or_path) and not Path(local).expanduser().is_dir():
+            return [f"name_or_path: {self.name_or_path!r} is not a folder"]
+        return []
+
+    @property
+    def path(self) -> str:
+        return str(Path(paths.resolve(self.name_or_path)).expanduser()) if paths.looks_local(self.name_or_path) else self.name_or_path
+
+
+@dataclass
+class DataArgs:
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id; or give train_file for local files"})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name"})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset branch, tag or commit"})
+    train_split_name: str = field(default="train", metadata={"help": "Hub split to train on"})
+    validation_split_name: str | None = field(default=None, metadata={"help": "Hub split to validate on, if any"})
+    test_split_name: str | None = field(default=None, metadata={"help": "Hub split to test on, if any"})
+    train_file: str | None = field(default=None, metadata={"help": "local training file: csv, tsv, json, jsonl or parquet"})
+    validation_file: str | None = field(default=None, metadata={"help": "local validation file, same formats"})
+    test_file: str | None = field(default=None, metadata={"help": "local test file, same formats"})
+    text_columns: list[str] = field(
+        default_factory=lambda: ["text"], metadata={"help": "one text column, or two for sentence pairs"}
+    )
+    label_column: str = field(default="label", metadata={"help": "column holding the label (ints of any range, or strings)"})
+    validation_split: float = field(
+        default=0.0, metadata={"help": "fraction of train held out (stratified, seeded) when no validation set is given"}
+    )
+    max_length: int = field(default=256, metadata={"help": "tokens per example after truncation"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
+    max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
+
+    def problems(self) -> list[str]:
+        out = []
+        if bool(self.dataset) == bool(self.train_file):
+            out.append("dataset / train_file: give exactly one (a Hub dataset id, or a local training file)")
+        if self.dataset:
+            for key in ("validation_file", "test_file"):
+                if getattr(self, key):
+                    out.append(f"{key}: local files cannot be mixed with a Hub dataset; use validation_split_name/test_split_name")
+        else:
+            for key in ("dataset_config", "dataset_revision", "validation_split_name", "test_split_name"):
+                if getattr(self, key) is not None:
+                    out.append(f"{key}: only applies to a Hub dataset (data.dataset)")
+            for key in ("train_file", "validation_file", "test_file"):
+                out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]
+        if not 1 <= len(self.text_columns) <= 2 or len(set(self.text_columns)) != len(self.text_columns):
+            out.append(f"text_columns: {self.text_columns} must name one column, or two different ones for pairs")
+        if not 0.0 <= self.validation_split < 1.0:
+            out.append(f"validation_split: {self.validation_split} must be a fraction in [0, 1)")
+        if self.validation_split and (self.validation_file or self.validation_split_name):
+            out.append("validation_split: a validation set is already given; set one or the other")
+        if self.max_length <= 0:
+            out.append(f"max_length: {self.max_length} must be a positive number of tokens")
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                out.append(f"{key}: {getattr(self, key)} must be positive (or null for all rows)")
+        return out
+
+    def has_validation(self) -> bool:
+        return bool(self.validation_file or self.validation_split_name or self.validation_split)
+
+
+def file_problems(spec: str | None) -> list[str]:
+    if spec is None:
+        return []
+    try:
+        path = Path(paths.resolve(spec)).expanduser()
+    except Problem as p:
+        return [str(p)]
+    if not path.exists():
+        return [f"{spec!r} does not exist"]
+    if not path.is_file():
+        return [f"{spec!r} is a directory, not a file"]
+    if path.suffix.lower() not in DATA_FORMATS:
+        return [f"{spec!r}: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}"]
+    return []
+
+
+@dataclass
+class Recipe:
+    model: ModelArgs
+    data: DataArgs
+    preprocess: list
+    metrics: list[str]
+    training: TrainingArguments
+    training_keys: dict  # what the recipe itself set under `training:`, coerced; recipe.yaml writes these
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        steps = [{s.name: dataclasses.asdict(s)} for s in self.preprocess]
+        training = {k: v for k, v in self.training_keys.items() if k != "hub_token"}
+        return {
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "preprocess": steps,
+            "metrics": list(self.metrics),
+            "training": training,
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+SECTIONS = {"model", "data", "preprocess", "metrics", "training"}
+
+
+def read_yaml(path: str) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise RecipeError(f"{path}: recipe file does not exist")
+    if p.is_dir():
+        raise RecipeError(f"{path}: is a directory, not a recipe file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if raw is None:
+        raise RecipeError(f"{path}: the recipe is empty; expected sections {', '.join(sorted(SECTIONS))}")
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: the top level must be a mapping of sections ({', '.join(sorted(SECTIONS))}), got a {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides) -> None:
+    """Set `section.key=value` pairs into `raw`; values are parsed as YAML scalars or lists, never evaluated."""
+    errors = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            errors.append(f"override {item!r}: expected section.key=value, e.g. training.learning_rate=3.0e-5")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            errors.append(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})")
+            continue
+        node, parts = raw, key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                errors.append(f"override {item!r}: {'.'.join(parts[:depth + 1])} is not a mapping")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if errors:
+        raise RecipeError(errors)
+
+
+def build_recipe(raw: dict, source: str | None = None) -> Recipe:
+    """Validate every section of `raw` and report all problems at once."""
+    errors: list[str] = []
+    for key in raw:
+        if key not in SECTIONS:
+            errors.append(f"{key}: {not_one_of(key, sorted(SECTIONS), 'a recipe section')}")
+
+    model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
+    errors += [f"model.{p}" for p in model.problems()]
+    data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
+    errors += [f"data.{p}" for p in data.problems()]
+    steps = build_steps(raw.get("preprocess"), errors)
+    names = build_metrics(raw.get("metrics"), errors)
+
+    training_keys = build_kwargs(TrainingArguments, raw.get("training"), "training", errors, list_valid_keys=False)
+    errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
+    if errors:
+        raise RecipeError(errors)
+    try:
+        training = TrainingArguments(**with_device_defaults(dict(training_keys)))
+    except (ValueError, TypeError, ImportError) as e:
+        raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
+    return Recipe(model, data, steps, names, training, training_keys, source)
+
+
+def load_recipe(path: str, overrides=()) -> Recipe:
+    raw = read_yaml(path)
+    apply_overrides(raw, overrides)
+    return build_recipe(raw, source=path)
+
+
+def build_steps(raw, errors: list[str]) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errors.append(f"preprocess: expected a list of steps, got {show(raw)}")
+        return []
+    steps = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            name, options = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            name, options = next(iter(item.items()))
+        else:
+            errors.append(f"preprocess[{i}]: expected a step name or {{name: {{options}}}}, got {show(item)}")
+            continue
+        if name not in STEPS:
+            errors.append(f"preprocess[{i}]: {not_one_of(name, list(STEPS), 'a preprocessing step')}")
+            continue
+        path = f"preprocess[{i}].{name}"
+        step = STEPS[name](**build_kwargs(STEPS[name], options, path, errors))
+        errors += [f"{path}.{p}" for p in step.problems()]
+        steps.append(step)
+    return steps
+
+
+def build_metrics(raw, errors: list[str]) -> list[str]:
+    if raw is None:
+        return list(metric_registry.DEFAULT_CLASSIFICATION)
+    if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw) or not raw:
+        errors.append(f"metrics: expected a non-empty list of metric names, got {show(raw)}")
+        return []
+    for name in raw:
+        try:
+            metric_registry.resolve(name)
+        except Problem as p:
+            errors.append(f"metrics: {p}")
+    return raw
+
+
+def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list[str]:
+    """Impossible values that TrainingArguments itself accepts silently."""
+    out = []
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if key in kw and kw[key] <= 0:
+            out.append(f"{key}: {kw[key]} must be a positive integer")
+    if "learning_rate" in kw and kw["learning_rate"] <= 0:
+        out.append(f"learning_rate: {kw['learning_rate']} must be positive (typical fine-tuning: 1.0e-5 to 1.0e-4)")
+    if kw.get("max_steps", -1) <= 0 and "num_train_epochs" in kw and kw["num_train_epochs"] <= 0:
+        out.append(f"num_train_epochs: {kw['num_train_epochs']} must be positive (or set max_steps)")
+    best = kw.get("metric_for_best_model")
+    if best is not None:
+        valid = ["loss"] + metric_names
+        if best.removeprefix("eval_") not in valid:
+            out.append(f"metric_for_best_model: {not_one_of(best, valid, 'a computed metric')}")
+    if kw.get("eval_strategy", "no") != "no" and not data.has_validation():
+        out.append(
+            f"eval_strategy: {kw['eval_strategy']!r} needs a validation set "
+            "(data.validation_file, data.validation_split_name or data.validation_split)"
+        )
+    return out
+
+
+def accelerator_available() -> bool:
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def with_device_defaults(kw: dict) -> dict:
+    """On a machine without an accelerator, train on the CPU, and across CPU processes with gloo."""
+    if "use_cpu" not in kw and not accelerator_available():
+        kw["use_cpu"] = True
+    if kw.get("use_cpu") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        kw.setdefault("ddp_backend", "gloo")
+    return kw

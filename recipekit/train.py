@@ -1,0 +1,77 @@
+"""The Trainer, the evaluation of each split, and the files a finished run writes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
+
+from .outputs import strip_prefix, versions, write_json, write_predictions
+
+
+def load_tokenizer(model_args):
+    return AutoTokenizer.from_pretrained(
+        model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code
+    )
+
+
+def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
+    args = recipe.training
+    # Multiples of 8 let fp16/bf16 matmuls use tensor cores; on the CPU they only add padding.
+    multiple = 8 if (args.fp16 or args.bf16) and not args.use_cpu else None
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized.get("validation"),
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
+        compute_metrics=head.compute_metrics(recipe.metrics),
+    )
+
+
+def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tuple[dict, pd.DataFrame | None]:
+    """Validation and test metrics; predictions for the test split (with gold labels where it has them)."""
+    results = {}
+    if "validation" in tokenized:
+        results["validation"] = strip_prefix(trainer.evaluate(), "eval_")
+    frame = None
+    if "test" in tokenized:
+        output = trainer.predict(tokenized["test"], metric_key_prefix="test")
+        if output.label_ids is not None:
+            results["test"] = strip_prefix(output.metrics, "test_")
+        test = data.splits["test"]
+        frame = pd.DataFrame({c: test[c] for c in text_columns})
+        if "labels" in test.column_names:
+            frame["label"] = [data.labels[i] for i in test["labels"]]
+        for name, values in head.prediction_columns(output.predictions, data.labels).items():
+            frame[name] = values
+    return results, frame
+
+
+def write_run(output_dir: str, results: dict, data, predictions, started: float) -> dict:
+    out = Path(output_dir)
+    if predictions is not None:
+        write_predictions(out / "predictions.csv", predictions)
+    record = {
+        "status": "finished",
+        **results,
+        "data": data.report,
+        "labels": data.labels,
+        "wall_time_s": round(time.time() - started, 2),
+        "versions": versions(),
+    }
+    write_json(out / "metrics.json", record)
+    return record
+
+
+def summary(results: dict) -> str:
+    lines = []
+    for split in ("validation", "test"):
+        scores = results.get(split)
+        if scores:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float) and not k.endswith(("_per_second", "runtime")))
+            lines.append(f"{split}: {shown}")
+    return "\n".join(lines)

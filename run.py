@@ -1,0 +1,52 @@
+"""Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--overwrite|--resume]."""
+
+import sys
+import time
+
+from transformers import set_seed
+
+from recipekit.cli import guarded, parse_args
+from recipekit.data import load_splits, tokenize
+from recipekit.heads import HEADS
+from recipekit.outputs import check_output_dir, start_run
+from recipekit.recipe import load_recipe
+from recipekit.train import build_trainer, evaluate_splits, load_tokenizer, summary, write_run
+
+
+def main(argv=None) -> int:
+    started = time.time()
+    args = parse_args(argv)
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.check:
+        print(recipe.to_yaml(), end="")
+        return 0
+    training = recipe.training
+    check_output_dir(training.output_dir, args.overwrite, args.resume)
+
+    with training.main_process_first(desc="load and preprocess data"):
+        data = load_splits(recipe.data, recipe.preprocess, training.seed)
+    print(f"data: {data.report['sizes']} labels: {data.labels}")
+
+    set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
+    head = HEADS[recipe.model.head]
+    tokenizer = load_tokenizer(recipe.model)
+    model = head.load_model(recipe.model, data.labels)
+    with training.main_process_first(desc="tokenize"):
+        tokenized = tokenize(data.splits, tokenizer, recipe.data)
+        if training.process_index == 0:
+            start_run(training.output_dir, recipe.to_yaml(), clear=args.overwrite)
+
+    trainer = build_trainer(recipe, head, model, tokenizer, tokenized)
+    train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    trainer.save_model()
+    trainer.save_state()
+    results, predictions = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
+
+    if trainer.is_world_process_zero():
+        write_run(training.output_dir, {"train": train_result.metrics, **results}, data, predictions, started)
+        print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded(main))
