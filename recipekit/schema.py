@@ -15,6 +15,8 @@ import types
 import typing
 from typing import Any
 
+import yaml
+
 _MISSING = object()
 # PyYAML follows YAML 1.1, which reads `1e-5` (no dot) as a string; a float field accepts such text.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -69,7 +71,7 @@ def coerce(value, tp):
             raise Problem(f"expected {describe(tp)}, got null")
         # An Enum|str field accepts only the Enum's values: a free string would fail later, less clearly.
         for arg in args:
-            if isinstance(arg, type) and issubclass(arg, enum.Enum) and isinstance(value, str):
+            if isinstance(arg, type) and issubclass(arg, enum.Enum) and isinstance(value, (str, bool)):
                 return coerce(value, arg)
         for arg in args:
             if arg is type(None):
@@ -85,6 +87,8 @@ def coerce(value, tp):
         raise Problem(f"expected {describe(tp)}, got {show(value)}")
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         values = [e.value for e in tp]
+        if value is False and "no" in values:
+            return "no"  # YAML 1.1 reads a bare `no` (eval_strategy: no) as false
         if value in values:
             return value
         raise Problem(not_one_of(value, values))
@@ -165,5 +169,6 @@ def help_table(cls) -> list[tuple[str, str, str]]:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"
         )
-        rows.append((f.name, show(default), f.metadata.get("help", "")))
+        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+        rows.append((f.name, shown, f.metadata.get("help", "")))
     return rows

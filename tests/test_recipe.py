@@ -63,6 +63,11 @@ def test_exponent_without_dot_is_coerced_to_float(base, text):
     assert build_recipe(base).training.learning_rate == 1e-5
 
 
+def test_bare_no_is_the_strategy_no_not_false(base, write_recipe):
+    recipe = load_recipe(write_recipe(base), ["training.eval_strategy=no", "training.save_strategy=no"])
+    assert recipe.training.eval_strategy == "no" and recipe.training.save_strategy == "no"
+
+
 def test_unknown_key_names_full_path_and_suggests(base):
     base["model"]["head_typ"] = "x"
     base["training"]["learnig_rate"] = 1.0e-4

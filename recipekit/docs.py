@@ -1,0 +1,41 @@
+"""Print the README's reference tables from the dataclasses themselves: python -m recipekit.docs
+
+The README embeds this output and a test compares the two, so a key's default and help live in one place.
+"""
+
+from __future__ import annotations
+
+from .heads import HEADS
+from .preprocess import STEPS
+from .recipe import DataArgs, ModelArgs
+from .schema import help_table
+
+
+def key_table(cls, section: str) -> str:
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default, text in help_table(cls):
+        lines.append(f"| `{section}.{key}` | `{default}` | {text} |")
+    return "\n".join(lines)
+
+
+def step_table() -> str:
+    lines = ["| step | options | what it does |", "| --- | --- | --- |"]
+    for name, cls in STEPS.items():
+        options = ", ".join(f"`{k}` ({d})" for k, d, _ in help_table(cls)) or "none"
+        lines.append(f"| `{name}` | {options} | {(cls.__doc__ or '').strip().splitlines()[0]} |")
+    return "\n".join(lines)
+
+
+def head_table() -> str:
+    lines = ["| head | what it trains |", "| --- | --- |"]
+    for name, head in HEADS.items():
+        lines.append(f"| `{name}` | {(type(head).__doc__ or '').strip().splitlines()[0]} |")
+    return "\n".join(lines)
+
+
+def reference() -> str:
+    return "\n\n".join([key_table(ModelArgs, "model"), key_table(DataArgs, "data"), step_table(), head_table()])
+
+
+if __name__ == "__main__":
+    print(reference())
