@@ -192,7 +192,7 @@ class NormalizeUnicode(Clean):
 @register("lowercase")
 @dataclass
 class Lowercase(Clean):
-    """Lower-case the text (only for cased models' data you want uncased; uncased tokenizers do it themselves)."""
+    """Lower-case the text (uncased tokenizers, such as MiniLM's, already do this themselves)."""
 
     reason = "lower-cased"
 
