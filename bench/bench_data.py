@@ -61,7 +61,7 @@ def near(data: Path, rows: int) -> dict:
     frame = pd.read_csv(data / "sst2" / "train.csv", keep_default_na=False).head(rows)
     ds = datasets.Dataset.from_pandas(frame[["text", "label"]])  # in memory: nothing cached, every run computes
     start = time.perf_counter()
-    out, removed = REGISTRY["near_dedupe"]()(ds, Context(["text"]))
+    out, _ = REGISTRY["near_dedupe"]()(ds, Context(["text"]))
     return {"rows": rows, "rows_out": len(out), "seconds": time.perf_counter() - start}
 
 
@@ -91,7 +91,7 @@ def main() -> None:
         warm = measure("pipeline", args.data, cache)
     with tempfile.TemporaryDirectory() as cache:
         nears = [measure("near", args.data, cache, n) for n in (10_000, 20_000, 40_000)]
-    print(f"| run | rows in | rows out | seconds | rows/s | peak MB |")
+    print("| run | rows in | rows out | seconds | rows/s | peak MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, r in [(f"SST-2 train, {' + '.join(STEPS)} + tokenize, cold cache", cold), ("same, second run (warm cache)", warm)]:
         print(f"| {name} | {r['rows']:,} | {r['rows_out']:,} | {r['seconds']:.2f} | {r['rows'] / r['seconds']:,.0f} | {r['peak_mb']:.0f} |")

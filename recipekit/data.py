@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets, interleave_datasets, load_dataset
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Value,
+    concatenate_datasets,
+    interleave_datasets,
+    load_dataset,
+)
 from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 from sklearn.model_selection import train_test_split

@@ -501,7 +501,7 @@ class Leakage(NearOptions):
     """Find validation/test rows whose text also occurs in train (exactly, or near with `near: true`); report or remove them."""
 
     reason = "text also in train"
-    default_splits = ["validation", "test"]
+    default_splits = ("validation", "test")
     policy: str = field(default="remove", metadata={"help": "report: count only; remove: drop them from the evaluation split", "choices": ["report", "remove"]})
     near: bool = field(default=False, metadata={"help": "also match near-duplicates (MinHash, using threshold/num_perm/shingle/ngram)"})
     ignore_case: bool = field(default=False, metadata={"help": "compare texts case-insensitively (exact matching)"})
@@ -519,7 +519,9 @@ class Leakage(NearOptions):
             return ds, 0
 
         def compute():
-            key = lambda d: (normal_key(r, self.ignore_case, self.ignore_whitespace, False) for r in texts(d, ctx.columns))  # noqa: E731
+            def key(d):
+                return (normal_key(r, self.ignore_case, self.ignore_whitespace, False) for r in texts(d, ctx.columns))
+
             in_train = set(key(train))
             leaked = {i for i, k in enumerate(key(ds)) if k in in_train}
             exact = len(leaked)

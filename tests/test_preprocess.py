@@ -280,3 +280,17 @@ def test_imdb_test_texts_in_train_match_pandas(shared_data, tmp_path):
     (leak,) = [r for r in data.report["steps"] if r["step"] == "leakage"]
     assert leak["removed"] == test["text"].isin(set(train["text"])).sum() == 6
     assert data.report["sizes"]["test"] == 5000 - 6
+
+
+def test_a_training_run_writes_data_report_json(tmp_path, tiny_model):
+    path = write_csv(tmp_path / "t.csv", {"text": ["good film", "great film", "bad film", "awful film", "bad film"], "label": ["p", "p", "n", "n", "n"]})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "model": {"name_or_path": tiny_model}, "data": {"train_file": path, "test_file": path, "max_length": 8},
+        "preprocess": ["dedupe"], "training": {"output_dir": str(tmp_path / "out"), "max_steps": 1, "report_to": "none"},
+    }))
+    assert run_cli([recipe]) == 0
+    report = json.loads((tmp_path / "out" / "data_report.json").read_text())
+    assert report == json.loads((tmp_path / "out" / "metrics.json").read_text())["data"]
+    assert [(r["step"], r["split"], r["removed"]) for r in report["steps"] if r["step"] == "dedupe"] == [("dedupe", "train", 1), ("dedupe", "test", 1)]
+    assert report["tokens"]["splits"]["test"]["max"] == 4 and report["sizes"] == {"train": 4, "test": 4}
