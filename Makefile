@@ -25,5 +25,8 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check recipekit tests run.py
 
+bench: install
+	$(PY) bench/bench_data.py
+
 clean:
 	rm -rf runs .pytest_cache

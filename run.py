@@ -1,14 +1,16 @@
-"""Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--overwrite|--resume]."""
+"""Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume]."""
 
 import sys
 import time
+from pathlib import Path
 
 from transformers import set_seed
 
 from recipekit.cli import guarded, parse_args
 from recipekit.data import load_splits, tokenize
+from recipekit.datareport import format_report
 from recipekit.heads import HEADS
-from recipekit.outputs import check_output_dir, start_run
+from recipekit.outputs import check_output_dir, start_run, write_json
 from recipekit.recipe import load_recipe
 from recipekit.train import build_trainer, evaluate_splits, load_tokenizer, summary, write_run
 
@@ -21,20 +23,24 @@ def main(argv=None) -> int:
         print(recipe.to_yaml(), end="")
         return 0
     training = recipe.training
-    check_output_dir(training.output_dir, args.overwrite, args.resume)
+    if not args.data_only:
+        check_output_dir(training.output_dir, args.overwrite, args.resume)
 
-    with training.main_process_first(desc="load and preprocess data"):
-        data = load_splits(recipe.data, recipe.preprocess, training.seed)
-    print(f"data: {data.report['sizes']} labels: {data.labels}")
+    tokenizer = load_tokenizer(recipe.model)
+    with training.main_process_first(desc="load, preprocess and tokenize data"):
+        data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer)
+        tokenized, data.report["tokens"] = tokenize(data.splits, tokenizer, recipe.data)
+        if training.process_index == 0:
+            print(format_report(data.report))
+            if not args.data_only:
+                start_run(training.output_dir, recipe.to_yaml(), clear=args.overwrite)
+                write_json(Path(training.output_dir) / "data_report.json", data.report)
+    if args.data_only:
+        return 0
 
     set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
     head = HEADS[recipe.model.head]
-    tokenizer = load_tokenizer(recipe.model)
     model = head.load_model(recipe.model, data.labels)
-    with training.main_process_first(desc="tokenize"):
-        tokenized = tokenize(data.splits, tokenizer, recipe.data)
-        if training.process_index == 0:
-            start_run(training.output_dir, recipe.to_yaml(), clear=args.overwrite)
 
     trainer = build_trainer(recipe, head, model, tokenizer, tokenized)
     train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)

@@ -17,6 +17,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("recipe", help="path to a YAML recipe")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
     parser.add_argument("--check", action="store_true", help="validate, print the resolved recipe, train nothing")
+    parser.add_argument("--data-only", action="store_true", help="run the data pipeline, print its report, train nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in output_dir")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     # Intermixed: flags may come before, between or after the overrides.

@@ -10,12 +10,24 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+import numpy as np
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Value,
+    concatenate_datasets,
+    interleave_datasets,
+    load_dataset,
+)
 from datasets.exceptions import DatasetGenerationError
+from datasets.fingerprint import Hasher
+from sklearn.model_selection import train_test_split
 
 from . import paths
 from .errors import RecipeError
-from .preprocess import run_pipeline
+from .preprocess import Context, run_pipeline
 from .recipe import DATA_FORMATS, DataArgs
 
 SPLITS = ("train", "validation", "test")
@@ -25,44 +37,89 @@ SPLITS = ("train", "validation", "test")
 class Splits:
     splits: DatasetDict  # text columns, integer `labels` (a ClassLabel), any other columns of the source
     labels: list[str]  # label id -> name, in a stable sorted order built from the training split
-    report: dict  # sizes, preprocessing rows, label counts: written into metrics.json
+    report: dict  # sources, steps (rows in/out with reasons), sizes, label counts: data_report.json
 
 
-def load_splits(args: DataArgs, steps: list, seed: int) -> Splits:
-    raw = load_hub(args) if args.dataset else load_files(args)
+def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None) -> Splits:
+    """Load, check, carve, preprocess and encode: every row removed on the way is counted with its reason."""
+    raw, sources = load_sources(args, seed)
     check_columns(raw, args)
-    processed, preprocess_report = run_pipeline(steps, raw, args.text_columns)
-    labels = label_names(processed["train"][args.label_column])
+    raw, notes = labels_as_text(raw, args.label_column)
+    ctx = Context(list(args.text_columns), args.label_column, seed, args.num_proc, tokenizer)
+    rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
+    checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars)], raw, ctx, first=-1)
+    carved, carve_rows = carve(checked, args, seed)
+    processed, step_rows = run_pipeline(steps, carved, ctx)
+    labels = label_names(column(processed["train"], args.label_column))
     check_unseen_labels(processed, args.label_column, labels)
     splits = DatasetDict({name: encode_labels(ds, args.label_column, labels) for name, ds in processed.items()})
-    if args.validation_split and "validation" not in splits:
-        splits = carve_validation(splits, args.validation_split, seed)
     splits = subsample(splits, args, seed)
-    present = set(splits["train"]["labels"])
+    present = set(column(splits["train"], "labels"))
     if len(present) < 2:
         only = labels[present.pop()] if present else "none"
         raise RecipeError(f"data.label_column: the training split has a single class ({only!r}); a classifier needs two or more")
     report = {
+        "sources": sources,
+        "notes": notes,
+        "steps": rows + check_rows_report + carve_rows + step_rows,
         "sizes": {name: len(ds) for name, ds in splits.items()},
         "labels": {name: label_counts(ds, labels) for name, ds in splits.items() if "labels" in ds.column_names},
-        "preprocess": preprocess_report,
     }
     return Splits(splits, labels, report)
 
 
-def load_hub(args: DataArgs) -> DatasetDict:
-    loaded = load_dataset(args.dataset, args.dataset_config, revision=args.dataset_revision)
-    wanted = {"train": args.train_split_name, "validation": args.validation_split_name, "test": args.test_split_name}
-    out = {}
-    for split, name in wanted.items():
-        if name is None:
-            continue
-        if name not in loaded:
+def load_sources(args: DataArgs, seed: int) -> tuple[DatasetDict, list[dict]]:
+    """The splits a recipe names; several `data.sources` are mixed into one training split."""
+    if args.sources is None:
+        raw = load_hub(args) if args.dataset else load_files(args)
+        return raw, []
+    keep = list(args.text_columns) + [args.label_column]
+    parts = []
+    for i, source in enumerate(args.sources):
+        ds = read_file(source.file) if source.file else load_hub_split(source.dataset, source.dataset_config, source.dataset_revision, source.split)
+        missing = [k for k in source.columns if k not in ds.column_names]
+        if missing:
+            raise RecipeError(f"data.sources[{i}].columns: {missing} not in {source.label}; columns: {', '.join(ds.column_names)}")
+        ds = ds.rename_columns(source.columns)
+        absent = [c for c in keep if c not in ds.column_names]
+        if absent:
             raise RecipeError(
-                f"data.{split}_split_name: {args.dataset!r} has no split {name!r}; splits: {', '.join(loaded)}"
+                f"data.sources[{i}]: {source.label} has no column {absent[0]!r} (map one with columns:); columns: {', '.join(ds.column_names)}"
             )
-        out[split] = loaded[name]
-    return DatasetDict(out)
+        # Only the recipe's columns, all as text: sources with int and string labels still concatenate.
+        ds = ds.select_columns(keep)
+        ds = ds.map(as_text, batched=True, fn_kwargs={"columns": keep}, features=Features({c: Value("string") for c in keep}), desc="normalise source")
+        parts.append(ds.add_column("__source", [i] * len(ds)))
+    if args.mix == "interleave":
+        weights = [s.weight for s in args.sources]
+        train = interleave_datasets(parts, probabilities=[w / sum(weights) for w in weights], seed=seed, stopping_strategy="all_exhausted")
+    else:
+        train = concatenate_datasets(parts)
+    counts = Counter(train.with_format("arrow")["__source"].to_pylist())
+    shares = [
+        {"source": s.label, "rows_read": len(parts[i]), "rows_used": counts.get(i, 0), "share": round(counts.get(i, 0) / max(len(train), 1), 4)}
+        for i, s in enumerate(args.sources)
+    ]
+    others = {split: read_file(spec) for split, spec in (("validation", args.validation_file), ("test", args.test_file)) if spec}
+    return DatasetDict({"train": train.remove_columns("__source"), **others}), shares
+
+
+def as_text(batch, columns):
+    return {c: [None if v is None else str(v) for v in batch[c]] for c in columns}
+
+
+def load_hub(args: DataArgs) -> DatasetDict:
+    wanted = {"train": args.train_split_name, "validation": args.validation_split_name, "test": args.test_split_name}
+    return DatasetDict(
+        {split: load_hub_split(args.dataset, args.dataset_config, args.dataset_revision, name, f"data.{split}_split_name") for split, name in wanted.items() if name is not None}
+    )
+
+
+def load_hub_split(dataset: str, config: str | None, revision: str | None, name: str, key: str = "data.sources") -> Dataset:
+    loaded = load_dataset(dataset, config, revision=revision)
+    if name not in loaded:
+        raise RecipeError(f"{key}: {dataset!r} has no split {name!r}; splits: {', '.join(loaded)}")
+    return loaded[name]
 
 
 def load_files(args: DataArgs) -> DatasetDict:
@@ -73,13 +130,105 @@ def load_files(args: DataArgs) -> DatasetDict:
 def read_file(spec: str) -> Dataset:
     path = Path(paths.resolve(spec)).expanduser()
     builder = DATA_FORMATS[path.suffix.lower()]
-    options = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    # Undecodable bytes become U+FFFD rather than failing the whole file; the checks count those rows.
+    options = {"encoding_errors": "replace"} if builder == "csv" else {}
+    if path.suffix.lower() == ".tsv":
+        options["delimiter"] = "\t"
     try:
         return load_dataset(builder, data_files=str(path), split="train", **options)
     except (DatasetGenerationError, ValueError) as e:
         cause = e.__cause__ or e
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')}: {first}") from None
+
+
+def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[str]]:
+    """Labels as strings (so 1 and "1" are one class), with a note wherever a label column mixes numbers and words."""
+    notes, out = [], {}
+    for name, ds in splits.items():
+        if column not in ds.column_names:
+            out[name] = ds
+            continue
+        feature = ds.features[column]
+        if not (isinstance(feature, Value) and feature.dtype == "string"):
+            features = ds.features.copy()
+            features[column] = Value("string")
+            ds = ds.map(as_text, batched=True, fn_kwargs={"columns": [column]}, features=features, desc="labels as text")
+        kinds = Counter()
+        for value, n in Counter(ds.with_format("arrow")[column].to_pylist()).items():
+            if value is not None:
+                kinds[label_kind(value)] += n
+        if len(kinds) > 1:
+            notes.append(
+                f"{name}: the label column mixes numbers ({kinds['number']} rows) and words ({kinds['word']} rows); all are compared as text"
+            )
+        out[name] = ds
+    return DatasetDict(out), notes
+
+
+def label_kind(value) -> str:
+    if isinstance(value, (int, float)):
+        return "number"
+    try:
+        float(value)
+        return "number"
+    except (TypeError, ValueError):
+        return "word"
+
+
+@dataclass
+class Checks:
+    """Always run first: rows no step could use are dropped, each counted under its reason."""
+
+    max_chars: int = 1_000_000
+    name = "checks"
+    effect = "removed"
+    reason = "rows no step could use"
+
+    def applies_to(self, split: str) -> bool:
+        return True
+
+    def verdict(self, batch, columns, label):
+        out = []
+        for i in range(len(batch[columns[0]])):
+            row = [batch[c][i] for c in columns]
+            if any(not isinstance(t, str) or not t.strip() for t in row):
+                out.append("missing or empty text")
+            elif label in batch and batch[label][i] is None:
+                out.append("missing label")
+            elif sum(len(t) for t in row) > self.max_chars:
+                out.append(f"text over data.max_chars ({self.max_chars:,} characters)")
+            elif any("\ufffd" in t for t in row):
+                out.append("kept: undecodable bytes, replaced by U+FFFD")
+            else:
+                out.append("")
+        return {"__verdict": out}
+
+    def __call__(self, ds: Dataset, ctx):
+        kw = {"columns": ctx.columns, "label": ctx.label}
+        ds = ds.map(self.verdict, batched=True, fn_kwargs=kw, num_proc=ctx.num_proc, desc="checks")
+        counts = Counter(ds.with_format("arrow")["__verdict"].to_pylist())
+        counts.pop("", None)
+        kept = ds.filter(lambda v: [x == "" or x.startswith("kept") for x in v], input_columns="__verdict", batched=True, desc="checks")
+        return kept.remove_columns("__verdict"), len(ds) - len(kept), {"reasons": dict(counts)} if counts else {}
+
+
+def carve(splits: DatasetDict, args: DataArgs, seed: int) -> tuple[DatasetDict, list[dict]]:
+    """Hold out stratified, seeded test and validation sets from train where the recipe asks for them."""
+    out, rows = dict(splits), []
+    for split, fraction in (("test", args.test_split), ("validation", args.validation_split)):
+        if not fraction or split in out:
+            continue
+        train = out["train"]
+        size = round(fraction * len(splits["train"]))  # a fraction of all training rows, before any carving
+        labels = train.with_format("arrow")[args.label_column].to_pylist()
+        try:
+            rest, held = train_test_split(np.arange(len(train)), test_size=size, random_state=seed, stratify=labels)
+        except ValueError as e:
+            raise RecipeError(f"data.{split}_split: cannot carve a stratified {fraction} of train: {e}") from None
+        out["train"], out[split] = train.select(np.sort(rest)), train.select(np.sort(held))
+        rows.insert(0, {"step": f"carve {split}", "split": "train", "rows_in": len(train), "rows_out": len(rest), "moved": len(held), "reason": f"stratified {fraction} held out as {split}"})
+    return DatasetDict({name: out[name] for name in SPLITS if name in out}), rows
 
 
 def check_columns(splits: DatasetDict, args: DataArgs) -> None:
@@ -96,24 +245,25 @@ def check_columns(splits: DatasetDict, args: DataArgs) -> None:
         raise RecipeError(problems)
 
 
+def column(ds: Dataset, name: str) -> list:
+    """One column as a Python list, read as Arrow in one go (indexing a Dataset row by row is ~100x slower)."""
+    return ds.with_format("arrow")[name].to_pylist()
+
+
 def label_names(values) -> list[str]:
-    """Distinct labels of the training split, sorted (numbers numerically, strings alphabetically), as names."""
-    missing = sum(v is None for v in values)
-    if missing:
-        raise RecipeError(f"data.label_column: {missing} training rows have no label")
+    """Distinct labels of the training split, sorted (numerically when all are numbers, else alphabetically)."""
     distinct = set(values)
-    kinds = {type(v) for v in distinct}
-    if len(kinds) > 1 and not kinds <= {int, float}:
-        raise RecipeError(f"data.label_column: labels mix types ({', '.join(sorted(k.__name__ for k in kinds))})")
-    return [str(v) for v in sorted(distinct)]
+    if all(label_kind(v) == "number" for v in distinct):
+        return sorted(distinct, key=float)
+    return sorted(distinct)
 
 
-def check_unseen_labels(splits: DatasetDict, column: str, labels: list[str]) -> None:
+def check_unseen_labels(splits: DatasetDict, label: str, labels: list[str]) -> None:
     known = set(labels)
     for split, ds in splits.items():
-        if split == "train" or column not in ds.column_names:
+        if split == "train" or label not in ds.column_names:
             continue
-        unseen = Counter(str(v) for v in ds[column] if str(v) not in known)
+        unseen = Counter(v for v in column(ds, label) if v not in known)
         if unseen:
             shown = ", ".join(f"{k!r} ({n} rows)" for k, n in unseen.most_common(5))
             raise RecipeError(
@@ -131,14 +281,6 @@ def encode_labels(ds: Dataset, column: str, labels: list[str]) -> Dataset:
     return ds.cast_column("labels", ClassLabel(names=labels))
 
 
-def carve_validation(splits: DatasetDict, fraction: float, seed: int) -> DatasetDict:
-    try:
-        parts = splits["train"].train_test_split(test_size=fraction, seed=seed, stratify_by_column="labels")
-    except ValueError as e:
-        raise RecipeError(f"data.validation_split: cannot carve a stratified {fraction} of train: {e}") from None
-    return DatasetDict({**splits, "train": parts["train"], "validation": parts["test"]})
-
-
 def subsample(splits: DatasetDict, args: DataArgs, seed: int) -> DatasetDict:
     # A seeded random subset, not the first N rows: many sources are sorted by label.
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
@@ -150,21 +292,51 @@ def subsample(splits: DatasetDict, args: DataArgs, seed: int) -> DatasetDict:
 
 
 def label_counts(ds: Dataset, labels: list[str]) -> dict[str, int]:
-    counts = Counter(ds["labels"])
+    counts = Counter(column(ds, "labels"))
     return {labels[i]: counts.get(i, 0) for i in range(len(labels))}
 
 
-def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> DatasetDict:
-    """Truncate to max_length and leave padding to the collator, so each batch pads only to its own longest text."""
-    columns = args.text_columns
+def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> tuple[DatasetDict, dict]:
+    """Truncate to max_length (padding is left to the collator); also return token-length percentiles per split.
+
+    Each text is tokenized once in full to learn its length; only the rows over max_length are tokenized
+    again with truncation, which lets pairs use the tokenizer's own truncation strategy.
+    """
+    columns, limit = args.text_columns, args.max_length
 
     def encode(batch):
-        return tokenizer(*[batch[c] for c in columns], truncation=True, max_length=args.max_length)
+        full = tokenizer(*[batch[c] for c in columns], verbose=False)
+        lengths = [len(ids) for ids in full["input_ids"]]
+        long = [i for i, n in enumerate(lengths) if n > limit]
+        if long:
+            cut = tokenizer(*[[batch[c][i] for i in long] for c in columns], truncation=True, max_length=limit)
+            for key in cut:
+                for j, i in enumerate(long):
+                    full[key][i] = cut[key][j]
+        return {**full, "n_tokens": lengths}
 
-    keep = {"labels"}
-    return DatasetDict(
-        {
-            name: ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c not in keep], desc=f"tokenize {name}")
-            for name, ds in splits.items()
-        }
-    )
+    out, stats = {}, {}
+    for name, ds in splits.items():
+        drop = [c for c in ds.column_names if c != "labels"]
+        # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
+        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, "tokenize"])
+        ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
+        stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
+        out[name] = ds.remove_columns("n_tokens")
+    return DatasetDict(out), {"max_length": limit, "splits": stats}
+
+
+def tokenizer_identity(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else Hasher.hash(tokenizer)
+    return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.model_max_length, tokenizer.padding_side, tokenizer.truncation_side])
+
+
+def length_stats(lengths: np.ndarray, limit: int) -> dict:
+    if not len(lengths):
+        return {}
+    p = np.percentile(lengths, [50, 90, 95, 99])
+    return {
+        "p50": int(p[0]), "p90": int(p[1]), "p95": int(p[2]), "p99": int(p[3]), "max": int(lengths.max()),
+        "mean": round(float(lengths.mean()), 1), "truncated": round(float((lengths > limit).mean()), 4),
+    }

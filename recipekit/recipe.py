@@ -60,6 +60,37 @@ class ModelArgs:
 
 
 @dataclass
+class SourceArgs:
+    """One training source of several (`data.sources`): a local file or a Hub split, with its columns renamed."""
+
+    file: str | None = field(default=None, metadata={"help": "local file: csv, tsv, json, jsonl or parquet"})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id"})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name"})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset branch, tag or commit"})
+    split: str = field(default="train", metadata={"help": "Hub split to read"})
+    columns: dict = field(
+        default_factory=dict, metadata={"help": "source column -> recipe column, e.g. {sentence: text, polarity: label}"}
+    )
+    weight: float = field(default=1.0, metadata={"help": "relative sampling weight when data.mix is interleave"})
+    name: str | None = field(default=None, metadata={"help": "name in the data report; default: the file name or dataset id"})
+
+    def problems(self) -> list[str]:
+        out = []
+        if bool(self.file) == bool(self.dataset):
+            out.append("file / dataset: give exactly one")
+        out += [f"file: {p}" for p in file_problems(self.file)]
+        if self.weight <= 0:
+            out.append(f"weight: {self.weight} must be positive")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items()):
+            out.append(f"columns: {self.columns} must map source column names to recipe column names")
+        return out
+
+    @property
+    def label(self) -> str:
+        return self.name or (Path(self.file).name if self.file else f"{self.dataset}:{self.split}")
+
+
+@dataclass
 class DataArgs:
     dataset: str | None = field(default=None, metadata={"help": "Hub dataset id; or give train_file for local files"})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name"})
@@ -74,8 +105,25 @@ class DataArgs:
         default_factory=lambda: ["text"], metadata={"help": "one text column, or two for sentence pairs"}
     )
     label_column: str = field(default="label", metadata={"help": "column holding the label (ints of any range, or strings)"})
+    sources: list[SourceArgs] | None = field(
+        default=None, metadata={"help": "several training sources instead of dataset/train_file, mixed by data.mix"}
+    )
+    mix: str = field(
+        default="concatenate",
+        metadata={"help": "concatenate sources, or interleave them sampling by weight", "choices": ["concatenate", "interleave"]},
+    )
     validation_split: float = field(
         default=0.0, metadata={"help": "fraction of train held out (stratified, seeded) when no validation set is given"}
+    )
+    test_split: float = field(
+        default=0.0, metadata={"help": "fraction of train held out (stratified, seeded) as a test set when none is given"}
+    )
+    max_chars: int = field(
+        default=1_000_000,
+        metadata={"help": "rows with a longer text are dropped before any step (a guard against corrupt rows; IMDb's longest review is 13k)"},
+    )
+    num_proc: int | None = field(
+        default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
     )
     max_length: int = field(default=256, metadata={"help": "tokens per example after truncation"})
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
@@ -84,7 +132,7 @@ class DataArgs:
 
     def problems(self) -> list[str]:
         out = []
-        if bool(self.dataset) == bool(self.train_file):
+        if bool(self.dataset) + bool(self.train_file) + (self.sources is not None) != 1:
             out.append("dataset / train_file: give exactly one (a Hub dataset id, or a local training file)")
         if self.dataset:
             for key in ("validation_file", "test_file"):
@@ -98,10 +146,21 @@ class DataArgs:
                 out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]
         if not 1 <= len(self.text_columns) <= 2 or len(set(self.text_columns)) != len(self.text_columns):
             out.append(f"text_columns: {self.text_columns} must name one column, or two different ones for pairs")
-        if not 0.0 <= self.validation_split < 1.0:
-            out.append(f"validation_split: {self.validation_split} must be a fraction in [0, 1)")
+        if self.sources is not None and not self.sources:
+            out.append("sources: an empty list; give one source or more")
+        for key in ("validation_split", "test_split"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                out.append(f"{key}: {getattr(self, key)} must be a fraction in [0, 1)")
+        if self.validation_split + self.test_split >= 1.0:
+            out.append(f"validation_split + test_split: {self.validation_split + self.test_split} leaves no training rows")
         if self.validation_split and (self.validation_file or self.validation_split_name):
             out.append("validation_split: a validation set is already given; set one or the other")
+        if self.test_split and (self.test_file or self.test_split_name):
+            out.append("test_split: a test set is already given; set one or the other")
+        if self.max_chars <= 0:
+            out.append(f"max_chars: {self.max_chars} must be a positive number of characters")
+        if self.num_proc is not None and self.num_proc < 1:
+            out.append(f"num_proc: {self.num_proc} must be 1 or more (or null)")
         if self.max_length <= 0:
             out.append(f"max_length: {self.max_length} must be a positive number of tokens")
         for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
@@ -216,6 +275,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
     errors += [f"model.{p}" for p in model.problems()]
     data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
+    data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
     steps = build_steps(raw.get("preprocess"), errors)
     names = build_metrics(raw.get("metrics"), errors)
@@ -235,6 +295,17 @@ def load_recipe(path: str, overrides=()) -> Recipe:
     raw = read_yaml(path)
     apply_overrides(raw, overrides)
     return build_recipe(raw, source=path)
+
+
+def build_sources(raw, errors: list[str]) -> list[SourceArgs] | None:
+    if raw is None:
+        return None
+    sources = []
+    for i, item in enumerate(raw):
+        source = SourceArgs(**build_kwargs(SourceArgs, item, f"data.sources[{i}]", errors))
+        errors += [f"data.sources[{i}].{p}" for p in source.problems()]
+        sources.append(source)
+    return sources
 
 
 def build_steps(raw, errors: list[str]) -> list:

@@ -8,6 +8,7 @@ import yaml
 from conftest import ROOT, run_cli
 
 from recipekit.errors import RecipeError
+from recipekit.preprocess import STEPS
 from recipekit.recipe import apply_overrides, build_recipe, load_recipe, read_yaml, with_device_defaults
 
 
@@ -202,7 +203,7 @@ def test_preprocess_steps(base):
 def test_preprocess_errors(base):
     base["preprocess"] = ["dedup", {"regex_replace": {"pattern": "(["}}, {"regex_replace": {"patern": "x"}}, 3]
     assert problems(base) == [
-        "preprocess[0]: 'dedup' is not a preprocessing step; did you mean 'dedupe'? Choices: regex_replace, dedupe, drop_empty",
+        f"preprocess[0]: 'dedup' is not a preprocessing step; did you mean 'dedupe'? Choices: {', '.join(STEPS)}",
         "preprocess[1].regex_replace.pattern: '([' is not a valid regular expression "
         "(unterminated character set at position 1)",
         "preprocess[2].regex_replace.patern: unknown key; did you mean 'pattern'? Valid keys: splits, pattern, replacement",
