@@ -1,4 +1,4 @@
-"""Print the README's reference tables from the dataclasses themselves: python -m recipekit.docs
+"""The README's reference tables, from the dataclasses themselves: python -m recipekit.docs [--write]
 
 The README embeds this output and a test compares the two, so a key's default and help live in one place.
 """
@@ -37,5 +37,19 @@ def reference() -> str:
     return "\n\n".join([key_table(ModelArgs, "model"), key_table(DataArgs, "data"), step_table(), head_table()])
 
 
+START, END = "<!-- reference:start (python -m recipekit.docs) -->\n", "<!-- reference:end -->"
+
+
+def update_readme(path: str = "README.md") -> None:
+    """python -m recipekit.docs --write: replace the README's reference block with a fresh one."""
+    text = open(path, encoding="utf-8").read()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(head + START + reference() + "\n" + END + tail)
+
+
 if __name__ == "__main__":
-    print(reference())
+    import sys
+
+    update_readme() if "--write" in sys.argv else print(reference())

@@ -2,13 +2,14 @@
 
 from conftest import ROOT
 
-from recipekit.docs import reference
+from recipekit.docs import END, START, reference
 
 README = (ROOT / "README.md").read_text()
 
 
 def test_reference_tables_match_the_dataclasses():
-    assert reference() in README, "README reference is stale: paste the output of `python -m recipekit.docs`"
+    block = README.split(START)[1].split(END)[0]
+    assert block == reference() + "\n", "README reference is stale: run `python -m recipekit.docs --write`"
 
 
 def test_setup_commands_come_first_and_ci_runs_the_test_command():
