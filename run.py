@@ -1,5 +1,6 @@
 """Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume]."""
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,9 +11,10 @@ from recipekit.cli import guarded, parse_args
 from recipekit.data import load_splits, tokenize
 from recipekit.datareport import format_report
 from recipekit.heads import HEADS
+from recipekit.interrupt import StopOnSignal
 from recipekit.outputs import check_output_dir, start_run, write_json
 from recipekit.recipe import load_recipe
-from recipekit.train import build_trainer, evaluate_splits, load_tokenizer, summary, write_run
+from recipekit.train import build_trainer, evaluate_splits, interrupted, load_tokenizer, summary, write_run
 
 
 def main(argv=None) -> int:
@@ -23,6 +25,8 @@ def main(argv=None) -> int:
         print(recipe.to_yaml(), end="")
         return 0
     training = recipe.training
+    if recipe.hub_token:
+        os.environ["HF_TOKEN"] = recipe.hub_token  # read by huggingface_hub; never written to any output
     if not args.data_only:
         check_output_dir(training.output_dir, args.overwrite, args.resume)
 
@@ -43,13 +47,17 @@ def main(argv=None) -> int:
     model = head.load_model(recipe.model, data.labels)
 
     trainer = build_trainer(recipe, head, model, tokenizer, tokenized)
-    train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    with StopOnSignal() as stop:
+        trainer.add_callback(stop)
+        train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+    if stop.received:
+        return interrupted(trainer, stop.received)
     trainer.save_model()
     trainer.save_state()
     results, predictions = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
 
     if trainer.is_world_process_zero():
-        write_run(training.output_dir, {"train": train_result.metrics, **results}, data, predictions, started)
+        write_run(recipe, {"train": train_result.metrics, **results}, data, predictions, started)
         print(summary(results))
     return 0
 

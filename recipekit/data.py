@@ -6,6 +6,7 @@ reads Arrow files instead of recomputing.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,12 +135,18 @@ def read_file(spec: str) -> Dataset:
     options = {"encoding_errors": "replace"} if builder == "csv" else {}
     if path.suffix.lower() == ".tsv":
         options["delimiter"] = "\t"
+    # datasets logs a parse failure at ERROR level before raising; our one-line error says it better.
+    csv_logger = logging.getLogger("datasets.packaged_modules.csv.csv")
+    level = csv_logger.level
+    csv_logger.setLevel(logging.CRITICAL)
     try:
         return load_dataset(builder, data_files=str(path), split="train", **options)
-    except (DatasetGenerationError, ValueError) as e:
+    except (DatasetGenerationError, ValueError, OSError) as e:
         cause = e.__cause__ or e
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')}: {first}") from None
+    finally:
+        csv_logger.setLevel(level)
 
 
 def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[str]]:

@@ -7,5 +7,6 @@ class RecipeError(Exception):
     def __init__(self, problems):
         if isinstance(problems, str):
             problems = [problems]
-        self.problems = list(problems)
+        # One line per problem, whatever a library's message looked like.
+        self.problems = [" ".join(part.strip() for part in str(p).splitlines() if part.strip()) for p in problems]
         super().__init__("\n".join(self.problems))

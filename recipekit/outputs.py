@@ -6,16 +6,21 @@ every other output is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+from . import paths
 from .errors import RecipeError
 
 FINISHED_MARKER = "metrics.json"
+STATUS = "status.json"
 
 
 def checkpoints(output_dir: str) -> list[Path]:
@@ -32,10 +37,10 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> None:
     ancestor = out
     while not ancestor.exists():
         ancestor = ancestor.parent
-    if not os.access(ancestor, os.W_OK | os.X_OK):
+    if not can_create_in(ancestor):
         raise RecipeError(f"training.output_dir: {output_dir!r} is not writable ({ancestor} does not allow writing)")
     finished = (out / FINISHED_MARKER).exists()
-    started = finished or bool(checkpoints(output_dir)) or (out / "recipe.yaml").exists()
+    started = finished or bool(checkpoints(output_dir)) or (out / "recipe.yaml").exists() or (out / STATUS).exists()
     if resume and not checkpoints(output_dir):
         raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
     if started and not (overwrite or resume):
@@ -44,6 +49,15 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> None:
             f"training.output_dir: {output_dir!r} holds {state}; pass --overwrite to replace it, "
             "--resume to continue from its last checkpoint, or choose another output_dir"
         )
+
+
+def can_create_in(folder: Path) -> bool:
+    """Try it: permission bits say nothing for root, and a read-only mount passes os.access."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".recipekit-probe-"))
+        return True
+    except OSError:
+        return False
 
 
 def start_run(output_dir: str, recipe_yaml: str, clear: bool) -> None:
@@ -59,6 +73,54 @@ def start_run(output_dir: str, recipe_yaml: str, clear: bool) -> None:
         for name in (FINISHED_MARKER, "predictions.csv", "trainer_state.json"):
             (out / name).unlink(missing_ok=True)
     write_atomic(out / "recipe.yaml", recipe_yaml)
+    mark(output_dir, "running")
+
+
+def mark(output_dir: str, status: str, **details) -> None:
+    """status.json: running, interrupted or finished. Only a finished run also has metrics.json."""
+    write_json(Path(output_dir) / STATUS, {"status": status, **details})
+
+
+def manifest(recipe, data) -> dict:
+    """What it takes to reproduce the run: code version, data identity, seed, machine."""
+    files = [recipe.data.train_file, recipe.data.validation_file, recipe.data.test_file]
+    files += [s.file for s in recipe.data.sources or []]
+    return {
+        "command": sys.argv,
+        "git": git_state(),
+        "seed": recipe.training.seed,
+        "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec},
+        "dataset_fingerprints": {name: ds._fingerprint for name, ds in data.splits.items()},
+        "hardware": hardware(),
+    }
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(Path(path).expanduser(), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_state() -> dict | None:
+    """The commit of this project's checkout and whether it had uncommitted changes; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty.strip())}
+
+
+def hardware() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
 
 
 def write_atomic(path: Path, text: str) -> None:

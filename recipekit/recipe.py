@@ -197,6 +197,8 @@ class Recipe:
     training: TrainingArguments
     training_keys: dict  # what the recipe itself set under `training:`, coerced; recipe.yaml writes these
     source: str | None = None
+    # Kept out of TrainingArguments, whose pickle (training_args.bin) lands in every checkpoint.
+    hub_token: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         steps = [{s.name: dataclasses.asdict(s)} for s in self.preprocess]
@@ -284,11 +286,12 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
     if errors:
         raise RecipeError(errors)
+    passed = {k: v for k, v in training_keys.items() if k != "hub_token"}
     try:
-        training = TrainingArguments(**with_device_defaults(dict(training_keys)))
+        training = TrainingArguments(**with_device_defaults(passed))
     except (ValueError, TypeError, ImportError) as e:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
-    return Recipe(model, data, steps, names, training, training_keys, source)
+    return Recipe(model, data, steps, names, training, training_keys, source, training_keys.get("hub_token"))
 
 
 def load_recipe(path: str, overrides=()) -> Recipe:

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from .outputs import strip_prefix, versions, write_json, write_predictions
+from .errors import RecipeError
+from .outputs import manifest, mark, strip_prefix, versions, write_json, write_predictions
 
 
 def load_tokenizer(model_args):
-    return AutoTokenizer.from_pretrained(
-        model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code
-    )
+    if model_args.trust_remote_code:
+        print(f"warning: model.trust_remote_code is true: code shipped with {model_args.name_or_path!r} will run here", file=sys.stderr)
+    with model_load_errors(model_args):
+        return AutoTokenizer.from_pretrained(
+            model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code
+        )
+
+
+@contextmanager
+def model_load_errors(model_args):
+    """A model or tokenizer that cannot be loaded (no network, a typo in a Hub id) is a recipe error."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecipeError(f"model.name_or_path: cannot load {model_args.name_or_path!r}: {first}") from None
 
 
 def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
@@ -51,8 +67,8 @@ def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tu
     return results, frame
 
 
-def write_run(output_dir: str, results: dict, data, predictions, started: float) -> dict:
-    out = Path(output_dir)
+def write_run(recipe, results: dict, data, predictions, started: float) -> dict:
+    out = Path(recipe.training.output_dir)
     if predictions is not None:
         write_predictions(out / "predictions.csv", predictions)
     record = {
@@ -62,9 +78,20 @@ def write_run(output_dir: str, results: dict, data, predictions, started: float)
         "labels": data.labels,
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
+        "manifest": manifest(recipe, data),
     }
-    write_json(out / "metrics.json", record)
+    mark(str(out), "finished")
+    write_json(out / "metrics.json", record)  # last: its presence means every other output is complete
     return record
+
+
+def interrupted(trainer: Trainer, signum: int) -> int:
+    """After a signal: the checkpoint is saved; say how to continue and exit as a signalled program does."""
+    step = trainer.state.global_step
+    if trainer.is_world_process_zero():
+        mark(trainer.args.output_dir, "interrupted", step=step, signal=signum)
+        print(f"interrupted at step {step}: checkpoint saved in {trainer.args.output_dir}; continue with --resume", file=sys.stderr)
+    return 128 + signum
 
 
 def summary(results: dict) -> str:
