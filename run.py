@@ -14,7 +14,8 @@ from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
 from recipekit.outputs import check_output_dir, start_run, write_json
 from recipekit.recipe import load_recipe
-from recipekit.train import build_trainer, evaluate_splits, interrupted, load_tokenizer, summary, write_run
+from recipekit.report import write_report
+from recipekit.train import build_trainer, evaluate_splits, interrupted, load_tokenizer, run_record, summary, write_run
 
 
 def main(argv=None) -> int:
@@ -54,10 +55,12 @@ def main(argv=None) -> int:
         return interrupted(trainer, stop.received)
     trainer.save_model()
     trainer.save_state()
-    results, predictions = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
+    results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
 
     if trainer.is_world_process_zero():
-        write_run(recipe, {"train": train_result.metrics, **results}, data, predictions, started)
+        record = run_record(recipe, {"train": train_result.metrics, **results}, data, head, outputs, started)
+        write_report(training.output_dir, recipe.to_dict(), head, record, outputs)
+        write_run(recipe, record, predictions)
         print(summary(results))
     return 0
 

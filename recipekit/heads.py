@@ -1,6 +1,8 @@
 """Task heads, chosen by `model.head`: each one says how to build the model, score it and write predictions.
 
-Adding a head is one class with these four methods, one `@register` line, one test and one README row.
+Adding a head is one class with these methods, one `@register` line, one test and one README row:
+`load_model`, `compute_metrics` (the recipe's `metrics:` during training), `prediction_columns`, and for
+the report and `run.py evaluate`, `evaluation` (scores and tables for one split) and `plots` (PNG files).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from .metrics import classification_scores, softmax
+from . import plots
+from .metrics import classification_details, classification_scores, softmax
 
 HEADS: dict[str, object] = {}
 
@@ -46,11 +49,19 @@ class SequenceClassification:
             **load_kwargs(model_args),
         )
 
-    def compute_metrics(self, metric_names: list[str]):
+    def compute_metrics(self, metric_names: list[str], labels: list[str] | None = None):
         def compute(prediction):
-            return classification_scores(metric_names, prediction.label_ids, softmax(prediction.predictions))
+            return classification_scores(metric_names, prediction.label_ids, softmax(prediction.predictions), labels)
 
         return compute
+
+    def evaluation(self, label_ids: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
+        """{"scores": every built-in metric, "per_class": rows of a table, "confusion_matrix": counts}."""
+        return classification_details(label_ids, softmax(logits), labels)
+
+    def plots(self, label_ids: np.ndarray, logits: np.ndarray, labels: list[str], folder, split: str) -> list:
+        """(title, path) of each PNG written: confusion matrix, ROC, precision-recall, reliability diagram."""
+        return plots.classification(label_ids, softmax(logits), labels, folder, split)
 
     def prediction_columns(self, logits: np.ndarray, labels: list[str]) -> dict[str, list]:
         probs = softmax(logits)

@@ -3,6 +3,11 @@
 A recipe's `metrics:` list names entries of `CLASSIFICATION`. Any other name is tried as
 `module:function` (a function of the user's own, called as fn(y_true, y_pred, probs) and returning a
 number or a dict of numbers) and then as an `evaluate.load(name)` metric, which needs the Hub once.
+
+Every entry is called as fn(y_true, y_pred, probs, labels): integer gold ids, integer predicted ids
+(the argmax), an (n, n_labels) array of probabilities, and the label names. What Trainer hands
+`compute_metrics` is already gathered across processes with the padding of the last batch dropped
+(`accelerate`'s gather_for_metrics), so every example counts once.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ import math
 
 import numpy as np
 from sklearn import metrics as skm
+from sklearn.preprocessing import label_binarize
 
 from .schema import Problem, did_you_mean
+
+# 15 equal-width confidence bins: the usual choice since Guo et al. (2017), "On Calibration of Modern Neural Networks".
+ECE_BINS = 15
 
 
 def _average(n_labels: int) -> str:
@@ -21,34 +30,104 @@ def _average(n_labels: int) -> str:
     return "binary" if n_labels == 2 else "macro"
 
 
-def roc_auc(y_true, probs) -> float | None:
-    """Binary ROC-AUC, or one-vs-rest macro over the classes present; None when undefined (one class in gold)."""
+def _one_vs_rest(score, y_true, probs) -> float | None:
+    """Binary: `score` of the second label. More: the mean over the classes present in gold of `score` one-vs-rest.
+
+    None when undefined: a single class in gold has no negatives (or no positives) to rank against.
+    """
     present = np.unique(y_true)
     if len(present) < 2:
         return None
     if probs.shape[1] == 2:
-        return float(skm.roc_auc_score(y_true, probs[:, 1]))
-    return float(np.mean([skm.roc_auc_score(y_true == c, probs[:, c]) for c in present]))
+        return float(score(y_true == 1, probs[:, 1]))
+    return float(np.mean([score(y_true == c, probs[:, c]) for c in present]))
+
+
+def roc_auc(y_true, probs) -> float | None:
+    """Binary ROC-AUC, or one-vs-rest macro over the classes present; None when undefined (one class in gold)."""
+    return _one_vs_rest(skm.roc_auc_score, y_true, probs)
+
+
+def pr_auc(y_true, probs) -> float | None:
+    """Area under the precision-recall curve as average precision (step-wise, no interpolation); same averaging as roc_auc."""
+    return _one_vs_rest(skm.average_precision_score, y_true, probs)
+
+
+def expected_calibration_error(y_true, probs, bins: int = ECE_BINS) -> float:
+    """Mean gap between confidence (top probability) and accuracy over equal-width bins, weighted by bin size.
+
+    0 is perfectly calibrated; a model that says 0.9 and is right 70% of the time adds 0.2 for those examples.
+    """
+    confidence = probs.max(axis=-1)
+    correct = probs.argmax(axis=-1) == y_true
+    # Same bin edges as sklearn.calibration.calibration_curve(strategy="uniform"), so the two agree.
+    which = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], confidence)
+    total = 0.0
+    for b in np.unique(which):
+        inside = which == b
+        total += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total / len(y_true))
+
+
+def per_class(y_true, y_pred, labels) -> list[dict]:
+    """One row per label: precision, recall, F1 and support (gold count); a label never predicted scores 0 precision."""
+    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=range(len(labels)), zero_division=0)
+    return [
+        {"label": name, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, name in enumerate(labels)
+    ]
+
+
+def confusion(y_true, y_pred, labels) -> np.ndarray:
+    """Counts: row = gold label, column = predicted label, every label present even when unused."""
+    return skm.confusion_matrix(y_true, y_pred, labels=range(len(labels)))
+
+
+def _per_class_scores(y, p, pr, labels) -> dict[str, float]:
+    return {f"{k}_{row['label']}": row[k] for row in per_class(y, p, labels) for k in ("precision", "recall", "f1", "support")}
+
+
+def _confusion_scores(y, p, pr, labels) -> dict[str, int]:
+    matrix = confusion(y, p, labels)
+    return {f"confusion_{gold}_as_{pred}": int(matrix[i, j]) for i, gold in enumerate(labels) for j, pred in enumerate(labels)}
+
+
+def _averaged(score, average):
+    def fn(y, p, pr, labels):
+        avg = average or _average(len(labels))
+        return score(y, p, average=avg, labels=range(len(labels)), zero_division=0)
+
+    return fn
 
 
 CLASSIFICATION = {
-    "accuracy": lambda y, p, pr, n: skm.accuracy_score(y, p),
-    "balanced_accuracy": lambda y, p, pr, n: skm.balanced_accuracy_score(y, p),
-    "precision": lambda y, p, pr, n: skm.precision_score(y, p, average=_average(n), labels=range(n), zero_division=0),
-    "recall": lambda y, p, pr, n: skm.recall_score(y, p, average=_average(n), labels=range(n), zero_division=0),
-    "f1": lambda y, p, pr, n: skm.f1_score(y, p, average=_average(n), labels=range(n), zero_division=0),
-    "f1_macro": lambda y, p, pr, n: skm.f1_score(y, p, average="macro", labels=range(n), zero_division=0),
-    "f1_micro": lambda y, p, pr, n: skm.f1_score(y, p, average="micro", labels=range(n), zero_division=0),
-    "f1_weighted": lambda y, p, pr, n: skm.f1_score(y, p, average="weighted", labels=range(n), zero_division=0),
-    "mcc": lambda y, p, pr, n: skm.matthews_corrcoef(y, p),
-    "roc_auc": lambda y, p, pr, n: roc_auc(y, pr),
-    "log_loss": lambda y, p, pr, n: skm.log_loss(y, pr, labels=range(n)),
+    "accuracy": lambda y, p, pr, labels: skm.accuracy_score(y, p),
+    "balanced_accuracy": lambda y, p, pr, labels: skm.balanced_accuracy_score(y, p),
+    # precision/recall/f1: binary (of the second label) for two labels, macro for more.
+    "precision": _averaged(skm.precision_score, None),
+    "recall": _averaged(skm.recall_score, None),
+    "f1": _averaged(skm.f1_score, None),
+    **{
+        f"{name}_{average}": _averaged(score, average)
+        for name, score in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score))
+        for average in ("macro", "micro", "weighted")
+    },
+    "mcc": lambda y, p, pr, labels: skm.matthews_corrcoef(y, p),
+    "roc_auc": lambda y, p, pr, labels: roc_auc(y, pr),
+    "pr_auc": lambda y, p, pr, labels: pr_auc(y, pr),
+    "log_loss": lambda y, p, pr, labels: skm.log_loss(y, pr, labels=range(len(labels))),
+    "ece": lambda y, p, pr, labels: expected_calibration_error(y, pr),
+    # Flat dicts of numbers (so Trainer can log them): precision_<label>, ..., and confusion_<gold>_as_<predicted>.
+    "per_class": _per_class_scores,
+    "confusion_matrix": _confusion_scores,
 }
 DEFAULT_CLASSIFICATION = ["accuracy", "precision", "recall", "f1", "roc_auc"]
+# What `evaluate`, the report and the model card show: every scalar built-in.
+FULL_CLASSIFICATION = [name for name in CLASSIFICATION if name not in ("per_class", "confusion_matrix")]
 
 
 def resolve(name: str):
-    """Return a callable fn(y_true, y_pred, probs, n_labels) -> number | dict | None, or raise Problem."""
+    """Return a callable fn(y_true, y_pred, probs, labels) -> number | dict | None, or raise Problem."""
     if name in CLASSIFICATION:
         return CLASSIFICATION[name]
     if ":" in name:
@@ -57,7 +136,9 @@ def resolve(name: str):
             fn = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as e:
             raise Problem(f"{name!r}: cannot import {func!r} from module {module!r} ({e})") from None
-        return lambda y, p, pr, n: fn(y, p, pr)
+        if not callable(fn):
+            raise Problem(f"{name!r}: {func!r} in module {module!r} is not a function")
+        return lambda y, p, pr, labels: fn(y, p, pr)
     hint = did_you_mean(name, CLASSIFICATION)
     builtins = ", ".join(CLASSIFICATION)
     if hint:
@@ -72,27 +153,42 @@ def resolve(name: str):
             f"{name!r} is not a built-in metric (built-ins: {builtins}) and evaluate.load({name!r}) failed, "
             f"which needs the network the first time: {first}"
         ) from None
-    return lambda y, p, pr, n: metric.compute(predictions=p, references=y)
+    return lambda y, p, pr, labels: metric.compute(predictions=p, references=y)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    # float64: float32 probabilities can miss summing to 1 by more than log_loss tolerates.
+    logits = np.asarray(logits, dtype=np.float64)
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def classification_scores(names: list[str], y_true, probs) -> dict[str, float | None]:
+def classification_scores(names: list[str], y_true, probs, labels: list[str] | None = None) -> dict[str, float | None]:
+    """The named metrics for gold ids and probabilities; an undefined value (e.g. ROC-AUC with one gold class) is None."""
     y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
     y_pred = probs.argmax(axis=-1)
-    n = probs.shape[1]
+    labels = list(labels) if labels is not None else [str(i) for i in range(probs.shape[1])]
     out = {}
     for name in names:
-        value = resolve(name)(y_true, y_pred, probs, n)
+        value = resolve(name)(y_true, y_pred, probs, labels)
         if isinstance(value, dict):
             out.update({k: _number(v) for k, v in value.items()})
         else:
             out[name] = _number(value)
     return out
+
+
+def classification_details(y_true, probs, labels: list[str]) -> dict:
+    """Everything the report and `evaluate` show for one split: every scalar metric, the per-class table, the confusion matrix."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(probs).argmax(axis=-1)
+    return {
+        "scores": classification_scores(FULL_CLASSIFICATION, y_true, probs, labels),
+        "per_class": per_class(y_true, y_pred, labels),
+        "confusion_matrix": confusion(y_true, y_pred, labels).tolist(),
+    }
 
 
 def _number(value):

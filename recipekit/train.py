@@ -44,45 +44,70 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         eval_dataset=tokenized.get("validation"),
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
-        compute_metrics=head.compute_metrics(recipe.metrics),
+        compute_metrics=head.compute_metrics(recipe.metrics, label_names(tokenized["train"])),
+        preprocess_logits_for_metrics=logits_only,
     )
 
 
-def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tuple[dict, pd.DataFrame | None]:
-    """Validation and test metrics; predictions for the test split (with gold labels where it has them)."""
-    results = {}
+def label_names(ds) -> list[str] | None:
+    feature = ds.features.get("labels")
+    return list(feature.names) if hasattr(feature, "names") else None
+
+
+def logits_only(logits, labels):
+    """Keep the logits, drop hidden states or attentions a model config may add: evaluation holds only what metrics need."""
+    return logits[0] if isinstance(logits, tuple) else logits
+
+
+def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tuple[dict, pd.DataFrame | None, dict]:
+    """Validation and test metrics; predictions for the test split (with gold labels where it has them);
+    and (label_ids, predictions) of each labelled split, for the report.
+
+    Trainer gathers predictions across processes and drops the duplicates that pad a distributed
+    sampler's last batch, so every returned array has exactly one row per example.
+    """
+    results, outputs = {}, {}
     if "validation" in tokenized:
-        results["validation"] = strip_prefix(trainer.evaluate(), "eval_")
+        output = trainer.predict(tokenized["validation"], metric_key_prefix="eval")
+        results["validation"] = strip_prefix(output.metrics, "eval_")
+        outputs["validation"] = (output.label_ids, output.predictions)
     frame = None
     if "test" in tokenized:
         output = trainer.predict(tokenized["test"], metric_key_prefix="test")
         if output.label_ids is not None:
             results["test"] = strip_prefix(output.metrics, "test_")
+            outputs["test"] = (output.label_ids, output.predictions)
         test = data.splits["test"]
         frame = pd.DataFrame({c: test[c] for c in text_columns})
         if "labels" in test.column_names:
             frame["label"] = [data.labels[i] for i in test["labels"]]
         for name, values in head.prediction_columns(output.predictions, data.labels).items():
             frame[name] = values
-    return results, frame
+    return results, frame, outputs
 
 
-def write_run(recipe, results: dict, data, predictions, started: float) -> dict:
-    out = Path(recipe.training.output_dir)
-    if predictions is not None:
-        write_predictions(out / "predictions.csv", predictions)
-    record = {
+def run_record(recipe, results: dict, data, head, outputs: dict, started: float) -> dict:
+    """What metrics.json holds: the recipe's metrics per split, and the head's full evaluation of each labelled split."""
+    evaluation = getattr(head, "evaluation", None)
+    return {
         "status": "finished",
         **results,
+        "evaluation": {split: evaluation(y, p, data.labels) for split, (y, p) in outputs.items()} if evaluation else {},
         "data": data.report,
         "labels": data.labels,
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
         "manifest": manifest(recipe, data),
     }
+
+
+def write_run(recipe, record: dict, predictions) -> None:
+    """predictions.csv, then metrics.json last: its presence means every other output is complete."""
+    out = Path(recipe.training.output_dir)
+    if predictions is not None:
+        write_predictions(out / "predictions.csv", predictions)
     mark(str(out), "finished")
-    write_json(out / "metrics.json", record)  # last: its presence means every other output is complete
-    return record
+    write_json(out / "metrics.json", record)
 
 
 def interrupted(trainer: Trainer, signum: int) -> int:

@@ -1,0 +1,191 @@
+"""The run report (`report.md` with PNG plots) and the Hugging Face model card (`README.md`) of a finished run.
+
+Both are built from what the run already wrote or computed: the resolved recipe, metrics.json's record,
+Trainer's `trainer_state.json` log history, and each labelled split's (label_ids, predictions). What is
+task-specific comes from the head: `head.evaluation` (scores and tables) and `head.plots` (PNG files).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from huggingface_hub import EvalResult, ModelCardData
+
+from . import paths, plots
+from .outputs import write_atomic
+
+PLOTS = "plots"
+# Throughput and timing keys Trainer adds to evaluation metrics: not model quality, left out of tables.
+_TIMING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
+def report_split(outputs: dict) -> str | None:
+    """The split whose per-class table and plots the report shows: test when it has labels, else validation."""
+    return "test" if "test" in outputs else ("validation" if "validation" in outputs else None)
+
+
+def chosen_metric(recipe: dict) -> str | None:
+    best = (recipe.get("training") or {}).get("metric_for_best_model")
+    if best:
+        return best.removeprefix("eval_")
+    names = [m for m in recipe.get("metrics") or [] if ":" not in m and m not in ("per_class", "confusion_matrix")]
+    return names[0] if names else None
+
+
+def read_log_history(output_dir: Path) -> list[dict]:
+    state = output_dir / "trainer_state.json"
+    return json.loads(state.read_text())["log_history"] if state.exists() else []
+
+
+def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dict) -> list[Path]:
+    """Write the plots, report.md and README.md; return the paths written."""
+    out = Path(output_dir)
+    folder = out / PLOTS
+    figures = plots.curves(read_log_history(out), chosen_metric(recipe), folder)
+    split = report_split(outputs)
+    if split and hasattr(head, "plots"):
+        label_ids, predictions = outputs[split]
+        figures += head.plots(label_ids, predictions, record["labels"], folder, split)
+    write_atomic(out / "report.md", report_markdown(out.name, recipe, record, split, figures, out))
+    write_atomic(out / "README.md", model_card(out.name, recipe, record, head, split))
+    return [out / "report.md", out / "README.md"] + [path for _, path in figures]
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "undefined"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def split_scores(record: dict, split: str) -> dict:
+    """The head's full scores for a split, with the loss and any recipe metric (e.g. a custom one) it lacks."""
+    scores = dict((record.get("evaluation") or {}).get(split, {}).get("scores", {}))
+    for key, value in (record.get(split) or {}).items():
+        if key not in scores and not key.endswith(_TIMING) and isinstance(value, (int, float, type(None))):
+            scores[key] = value
+    if "loss" in scores:
+        scores = {"loss": scores.pop("loss"), **scores}
+    return scores
+
+
+def metrics_table(record: dict) -> list[str]:
+    splits = [s for s in ("validation", "test") if record.get(s)]
+    if not splits:
+        return ["No labelled validation or test split: no metrics."]
+    scores = {s: split_scores(record, s) for s in splits}
+    names = list(dict.fromkeys(k for s in splits for k in scores[s]))
+    return _table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names])
+
+
+def recipe_summary(recipe: dict, record: dict) -> list[str]:
+    model, data, training = recipe.get("model", {}), recipe.get("data", {}), recipe.get("training", {})
+    source = data.get("dataset") or ", ".join(f"{k.removesuffix('_file')}: `{v}`" for k, v in data.items() if k.endswith("_file") and v)
+    steps = [next(iter(s)) if isinstance(s, dict) else s for s in recipe.get("preprocess") or []]
+    rows = [
+        ["model", f"`{model.get('name_or_path')}` ({model.get('head')})"],
+        ["data", source],
+        ["text columns / label", f"{', '.join(data.get('text_columns', []))} / {data.get('label_column')}"],
+        ["labels", ", ".join(record.get("labels", []))],
+        ["preprocessing", ", ".join(steps) or "none"],
+        ["metrics", ", ".join(recipe.get("metrics") or [])],
+        *[[f"training.{k}", f"`{v}`"] for k, v in training.items() if k not in ("output_dir", "report_to")],
+        ["wall time", f"{record.get('wall_time_s')} s"],
+        ["versions", ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items())],
+    ]
+    return _table(["setting", "value"], rows) + ["", "The full resolved recipe is [recipe.yaml](recipe.yaml)."]
+
+
+def data_section(report: dict) -> list[str]:
+    lines = []
+    sizes, counts = report.get("sizes") or {}, report.get("labels") or {}
+    if sizes:
+        labels = list(dict.fromkeys(name for split in counts.values() for name in split))
+        rows = [[split, n, *(counts.get(split, {}).get(name, "") for name in labels)] for split, n in sizes.items()]
+        lines += _table(["split", "rows", *labels], rows) + [""]
+    steps = report.get("preprocess") or []
+    if steps:
+        effects = list(dict.fromkeys(k for row in steps for k in row if k not in ("step", "split", "rows_in", "rows_out")))
+        rows = [[r["step"], r["split"], r["rows_in"], r["rows_out"], *(r.get(k, "") for k in effects)] for r in steps]
+        lines += ["Preprocessing, in recipe order:", ""] + _table(["step", "split", "rows in", "rows out", *effects], rows) + [""]
+    rest = {k: v for k, v in report.items() if k not in ("sizes", "labels", "preprocess")}
+    if rest:
+        lines += ["```json", json.dumps(rest, indent=2, default=str), "```", ""]
+    return lines
+
+
+def report_markdown(name: str, recipe: dict, record: dict, split: str | None, figures, out: Path) -> str:
+    lines = [f"# Run report: {name}", "", "## Recipe", ""] + recipe_summary(recipe, record) + [""]
+    if record.get("data"):
+        lines += ["## Data", ""] + data_section(record["data"])
+    lines += ["## Metrics", "", "Every built-in metric of the head on each labelled split; `undefined` where a metric "
+              "cannot be computed (e.g. ROC-AUC when gold labels hold one class).", ""] + metrics_table(record) + [""]
+    evaluation = (record.get("evaluation") or {}).get(split) or {}
+    if evaluation.get("per_class"):
+        header = list(evaluation["per_class"][0])
+        lines += [f"## Per class ({split})", ""] + _table(header, [list(r.values()) for r in evaluation["per_class"]]) + [""]
+    if figures:
+        lines += ["## Plots", ""]
+        for title, path in figures:
+            lines += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
+    return "\n".join(lines)
+
+
+_DISPLAY = {"f1": "F1", "mcc": "MCC", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "ece": "Expected calibration error"}
+
+
+def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -> str:
+    """A model card in the Hub's format: YAML metadata (base model, datasets, metrics, model-index) and a body."""
+    model, data = recipe.get("model", {}), recipe.get("data", {})
+    base = model.get("name_or_path")
+    hub_base = base if base and not paths.looks_local(base) else None
+    dataset = data.get("dataset")
+    task = getattr(head, "pipeline_task", None)
+    scores = {k: v for k, v in split_scores(record, split).items() if v is not None and k != "loss"} if split else {}
+    file_name = Path(data.get("test_file") or data.get("train_file") or "local").name
+    results = [
+        EvalResult(
+            task_type=task or "text-classification",
+            dataset_type=dataset or file_name,
+            dataset_name=dataset or file_name,
+            dataset_config=data.get("dataset_config") if dataset else None,
+            dataset_split=split,
+            metric_type=key,
+            metric_value=round(float(value), 4),
+            metric_name=_DISPLAY.get(key, key.replace("_", " ").capitalize()),
+        )
+        for key, value in scores.items()
+    ]
+    card = ModelCardData(
+        base_model=hub_base,
+        datasets=[dataset] if dataset else None,
+        metrics=list(scores) or None,
+        library_name="transformers",
+        pipeline_tag=task,
+        tags=["recipekit", *([task] if task else [])],
+        model_name=name,
+        eval_results=results or None,
+    )
+    origin = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else f"`{base}` (a local model)"
+    trained_on = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else "local files (" + ", ".join(
+        f"`{Path(v).name}`" for k, v in data.items() if k.endswith("_file") and v) + ")"
+    lines = [
+        "---", card.to_yaml(), "---", "", f"# {name}", "",
+        f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a "
+        "recipekit recipe (`recipe.yaml` in this folder).", "",
+        f"Labels: {', '.join(record.get('labels', []))}.", "",
+        "## Results", "",
+    ] + metrics_table(record) + ["", "Per-class scores and plots: `report.md`.", "", "## Use", "", "```python",
+        "from transformers import pipeline", "", f'classifier = pipeline("{task or "text-classification"}", model="{name}")',
+        'classifier("A tight, funny, well acted film.")', "```", "",
+        "## Training settings", "", "```yaml", yaml.safe_dump(recipe.get("training", {}), sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(lines)
