@@ -1,4 +1,7 @@
-"""Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume]."""
+"""Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume].
+
+Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python run.py compare OUT1 OUT2 ...
+"""
 
 import os
 import sys
@@ -7,18 +10,23 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from recipekit.cli import guarded, parse_args
+from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
+from recipekit.compare import compare_command
 from recipekit.data import load_splits, tokenize
 from recipekit.datareport import format_report
 from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
 from recipekit.outputs import check_output_dir, start_run, write_json
+from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
 from recipekit.report import write_report
 from recipekit.train import build_trainer, evaluate_splits, interrupted, load_tokenizer, run_record, summary, write_run
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        return run_command(parse_command(argv))
     started = time.time()
     args = parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
@@ -63,6 +71,10 @@ def main(argv=None) -> int:
         write_run(recipe, record, predictions)
         print(summary(results))
     return 0
+
+
+def run_command(args) -> int:
+    return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command}[args.command](args)
 
 
 if __name__ == "__main__":

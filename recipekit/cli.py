@@ -12,7 +12,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Train and evaluate a model from a YAML recipe.",
-        epilog="Example: python run.py recipes/quickstart.yaml training.learning_rate=3.0e-5 data.max_train_samples=200",
+        epilog="Example: python run.py recipes/quickstart.yaml training.learning_rate=3.0e-5 data.max_train_samples=200\n"
+        "Finished runs: python run.py {predict,evaluate,compare} --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recipe", help="path to a YAML recipe")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
@@ -22,6 +24,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
     # Intermixed: flags may come before, between or after the overrides.
     return parser.parse_intermixed_args(argv)
+
+
+COMMANDS = ("predict", "evaluate", "compare")
+
+
+def parse_command(argv) -> argparse.Namespace:
+    """`predict`, `evaluate` and `compare` work on finished runs; the first word chooses, so `run.py RECIPE` is unchanged."""
+    parser = argparse.ArgumentParser(prog="run.py", description="Use and compare finished runs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, what in (
+        ("predict", "write the run's predictions, with a probability per label, for new texts"),
+        ("evaluate", "predict and score against the gold labels in the input (the run's data.label_column)"),
+    ):
+        sub = commands.add_parser(name, help=what, description=what)
+        sub.add_argument("run", metavar="OUTPUT_DIR", help="output_dir of a finished run (read, never written)")
+        sub.add_argument(
+            "--input", required=True,
+            help="csv, tsv, json, jsonl or parquet file with the run's text column(s); '-' reads one text per line from stdin",
+        )
+        default = "CSV on stdout" if name == "predict" else "not written"
+        sub.add_argument("--output", help=f"predictions file, .csv or .jsonl (default: {default})")
+        sub.add_argument("--batch-size", type=int, help="texts per forward pass (default: the run's per_device_eval_batch_size, else 64)")
+    evaluate = commands.choices["evaluate"]
+    evaluate.add_argument("--metrics", help="also write the scores, per-class table and confusion matrix to this JSON file")
+    evaluate.add_argument("--plots", help="also write confusion matrix, ROC, precision-recall and reliability PNGs into this folder")
+    compare = commands.add_parser("compare", help="settings and metrics of runs side by side, and their validation curves")
+    compare.add_argument("runs", nargs="+", metavar="OUTPUT_DIR", help="output_dir of finished runs")
+    compare.add_argument("--split", choices=["validation", "test"], help="metrics of this split (default: test if every run has it)")
+    compare.add_argument("--metric", help="validation metric to plot beside the loss (default: the first run's metric_for_best_model or first metric)")
+    compare.add_argument("--plot", default="compare.png", help="PNG of validation curves (default: compare.png; '' for none)")
+    args = parser.parse_args(argv)
+    if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
+        parser.error(f"--batch-size: {args.batch_size} must be a positive integer")
+    return args
 
 
 def guarded(main, argv=None) -> int:

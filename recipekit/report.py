@@ -61,7 +61,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     return lines
@@ -84,7 +84,7 @@ def metrics_table(record: dict) -> list[str]:
         return ["No labelled validation or test split: no metrics."]
     scores = {s: split_scores(record, s) for s in splits}
     names = list(dict.fromkeys(k for s in splits for k in scores[s]))
-    return _table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names])
+    return markdown_table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names])
 
 
 def recipe_summary(recipe: dict, record: dict) -> list[str]:
@@ -102,7 +102,7 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
         ["wall time", f"{record.get('wall_time_s')} s"],
         ["versions", ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items())],
     ]
-    return _table(["setting", "value"], rows) + ["", "The full resolved recipe is [recipe.yaml](recipe.yaml)."]
+    return markdown_table(["setting", "value"], rows) + ["", "The full resolved recipe is [recipe.yaml](recipe.yaml)."]
 
 
 def data_section(report: dict) -> list[str]:
@@ -111,12 +111,12 @@ def data_section(report: dict) -> list[str]:
     if sizes:
         labels = list(dict.fromkeys(name for split in counts.values() for name in split))
         rows = [[split, n, *(counts.get(split, {}).get(name, "") for name in labels)] for split, n in sizes.items()]
-        lines += _table(["split", "rows", *labels], rows) + [""]
+        lines += markdown_table(["split", "rows", *labels], rows) + [""]
     steps = report.get("preprocess") or []
     if steps:
         effects = list(dict.fromkeys(k for row in steps for k in row if k not in ("step", "split", "rows_in", "rows_out")))
         rows = [[r["step"], r["split"], r["rows_in"], r["rows_out"], *(r.get(k, "") for k in effects)] for r in steps]
-        lines += ["Preprocessing, in recipe order:", ""] + _table(["step", "split", "rows in", "rows out", *effects], rows) + [""]
+        lines += ["Preprocessing, in recipe order:", ""] + markdown_table(["step", "split", "rows in", "rows out", *effects], rows) + [""]
     rest = {k: v for k, v in report.items() if k not in ("sizes", "labels", "preprocess")}
     if rest:
         lines += ["```json", json.dumps(rest, indent=2, default=str), "```", ""]
@@ -132,7 +132,7 @@ def report_markdown(name: str, recipe: dict, record: dict, split: str | None, fi
     evaluation = (record.get("evaluation") or {}).get(split) or {}
     if evaluation.get("per_class"):
         header = list(evaluation["per_class"][0])
-        lines += [f"## Per class ({split})", ""] + _table(header, [list(r.values()) for r in evaluation["per_class"]]) + [""]
+        lines += [f"## Per class ({split})", ""] + markdown_table(header, [list(r.values()) for r in evaluation["per_class"]]) + [""]
     if figures:
         lines += ["## Plots", ""]
         for title, path in figures:
