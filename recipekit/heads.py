@@ -36,6 +36,7 @@ class SequenceClassification:
     """Softmax over the labels of the training split, cross-entropy loss."""
 
     pipeline_task = "text-classification"
+    batch_mean_loss = True  # cross-entropy averaged over the batch, not normalised by Trainer's num_items_in_batch
 
     def load_model(self, model_args, labels: list[str]):
         # problem_type is declared, not guessed: transformers would infer regression from num_labels=1

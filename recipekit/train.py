@@ -37,7 +37,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
     args = recipe.training
     # Multiples of 8 let fp16/bf16 matmuls use tensor cores; on the CPU they only add padding.
     multiple = 8 if (args.fp16 or args.bf16) and not args.use_cpu else None
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
@@ -47,6 +47,12 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         compute_metrics=head.compute_metrics(recipe.metrics, label_names(tokenized["train"])),
         preprocess_logits_for_metrics=logits_only,
     )
+    if getattr(head, "batch_mean_loss", False):
+        # The model's forward takes **kwargs, so Trainer assumes its loss is a sum normalised by the item count
+        # of the whole step: it would then skip dividing by gradient_accumulation_steps and multiply by the
+        # number of processes (a loss of 2 x ln 2 = 1.386 at chance under 2 processes). The loss is a batch mean.
+        trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 def label_names(ds) -> list[str] | None:
