@@ -58,7 +58,7 @@ def confusion_matrix(matrix, labels: list[str], path: Path, split: str) -> Path:
     rows = matrix.sum(axis=1, keepdims=True)
     rates = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     n = len(labels)
-    side = max(4.0, 0.45 * n + 2.0)
+    side = min(10.0, max(4.0, 0.45 * n + 2.0))  # inches per panel; 28 labels still fit at font size 7
     fig = Figure(figsize=(2 * side + 1.0, side))
     for ax, values, title, fmt in (
         (fig.add_subplot(1, 2, 1), matrix, f"Confusion matrix ({split}, counts)", "d"),
@@ -67,8 +67,9 @@ def confusion_matrix(matrix, labels: list[str], path: Path, split: str) -> Path:
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if fmt != "d" else None)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         ax.set(title=title, xlabel="predicted label", ylabel="gold label", xticks=range(n), yticks=range(n))
-        ax.set_xticklabels(labels, rotation=45 if n > 2 else 0, ha="right" if n > 2 else "center")
-        ax.set_yticklabels(labels)
+        small = {"fontsize": 7} if n > MAX_ANNOTATED else {}
+        ax.set_xticklabels(labels, rotation=45 if n > 2 else 0, ha="right" if n > 2 else "center", **small)
+        ax.set_yticklabels(labels, **small)
         if n <= MAX_ANNOTATED:
             top = values.max() if values.size else 0
             for i in range(n):
@@ -92,11 +93,16 @@ def roc_curves(y_true, probs, labels: list[str], path: Path, split: str) -> Path
     fig = Figure(figsize=(6.0, 5.5))
     ax = fig.add_subplot()
     chosen = _one_vs_rest_curves(y_true, probs, labels)
+    many = len(chosen) > MAX_ANNOTATED
+    areas = []
     for name, positive, scores in chosen:
         fpr, tpr, _ = skm.roc_curve(positive, scores)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")
+        areas.append(skm.auc(fpr, tpr))
+        ax.plot(fpr, tpr, label=f"{name} (AUC {areas[-1]:.3f})", **({"lw": 0.8, "alpha": 0.6} if many else {}))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
-    ax.set(title=f"ROC curve ({split})", xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
+    # Too many classes for a legend: the title gives their one-vs-rest macro mean instead.
+    title = f"ROC curves, one vs rest ({split}, {len(chosen)} classes, macro AUC {np.mean(areas):.3f})" if many else f"ROC curve ({split})"
+    ax.set(title=title, xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     if len(chosen) <= MAX_ANNOTATED:
         ax.legend(loc="lower right", fontsize="small")
@@ -110,13 +116,18 @@ def pr_curves(y_true, probs, labels: list[str], path: Path, split: str) -> Path 
     fig = Figure(figsize=(6.0, 5.5))
     ax = fig.add_subplot()
     chosen = _one_vs_rest_curves(y_true, probs, labels)
+    many = len(chosen) > MAX_ANNOTATED
+    areas = []
     for name, positive, scores in chosen:
         precision, recall, _ = skm.precision_recall_curve(positive, scores)
-        ap = skm.average_precision_score(positive, scores)
-        line = ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f}, base rate {positive.mean():.2f})")
-        # A random ranking scores the positive rate: the floor to compare a curve against.
-        ax.axhline(positive.mean(), ls=":", color=line[0].get_color(), alpha=0.6)
-    ax.set(title=f"Precision-recall curve ({split})", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        areas.append(skm.average_precision_score(positive, scores))
+        label = f"{name} (AP {areas[-1]:.3f}, base rate {positive.mean():.2f})"
+        line = ax.step(recall, precision, where="post", label=label, **({"lw": 0.8, "alpha": 0.6} if many else {}))
+        if not many:
+            # A random ranking scores the positive rate: the floor to compare a curve against.
+            ax.axhline(positive.mean(), ls=":", color=line[0].get_color(), alpha=0.6)
+    title = f"Precision-recall, one vs rest ({split}, {len(chosen)} classes, macro AP {np.mean(areas):.3f})" if many else f"Precision-recall curve ({split})"
+    ax.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     if len(chosen) <= MAX_ANNOTATED:
         ax.legend(loc="lower left", fontsize="small")

@@ -100,8 +100,16 @@ def read_input(spec: str, run: TrainedRun) -> Dataset:
             f"--input {spec}: no text column {', '.join(map(repr, missing))} (the run {run.folder} reads "
             f"{', '.join(columns)}); columns: {', '.join(ds.column_names) or 'none'}"
         )
+    return ds
+
+
+def clean(ds: Dataset, run: TrainedRun) -> Dataset:
+    """The text the model reads: the input after the run's inference steps, row for row."""
     for step in inference_steps(run.steps):
-        ds, _ = step(ds, columns)
+        rows_in = len(ds)
+        ds, _ = step(ds, run.data.text_columns)
+        if len(ds) != rows_in:
+            raise RecipeError(f"preprocess step {step.name} changed the number of rows ({rows_in} -> {len(ds)}); it cannot run at inference")
     return ds
 
 
@@ -121,15 +129,19 @@ def check_output(output: str | None, spec: str, run: TrainedRun, option: str, fo
 
 
 def predict_batches(run: TrainedRun, ds: Dataset, batch_size: int | None):
-    """Yield (rows of the input as a dict of columns, logits) batch by batch; memory holds one batch of texts."""
+    """Yield (rows of the input as a dict of columns, logits) batch by batch; memory holds one batch of texts.
+
+    The model reads the cleaned text; the rows yielded are the input's own, so the output shows what the user gave.
+    """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(run.model_args)
     model = run.head.load_model(run.model_args, run.labels).to(device).eval()
     size = batch_size or run.batch_size
     columns = run.data.text_columns
-    batches = tqdm(ds.iter(batch_size=size), total=math.ceil(len(ds) / size), desc="predict", unit="batch", file=sys.stderr)
-    for batch in batches:
-        texts = [[t if t is not None else "" for t in batch[c]] for c in columns]
+    cleaned = clean(ds, run).select_columns(columns)
+    batches = zip(ds.iter(batch_size=size), cleaned.iter(batch_size=size))
+    for batch, model_view in tqdm(batches, total=math.ceil(len(ds) / size), desc="predict", unit="batch", file=sys.stderr):
+        texts = [[t if t is not None else "" for t in model_view[c]] for c in columns]
         encoded = tokenizer(*texts, truncation=True, max_length=run.data.max_length, padding=True, return_tensors="pt").to(device)
         with torch.inference_mode():
             logits = model(**encoded).logits.float().cpu().numpy()
