@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 
 import numpy as np
 from sklearn import metrics as skm
@@ -132,6 +134,9 @@ def resolve(name: str):
         return CLASSIFICATION[name]
     if ":" in name:
         module, _, func = name.partition(":")
+        # Like `python -m`: a module in the folder the command runs from is found (run.py's own folder is not it).
+        if os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
         try:
             fn = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as e:

@@ -48,7 +48,7 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
         ax.plot(*zip(*points), "o-", color="tab:green")
         ax.set(title=f"Validation {metric}", xlabel="optimizer step", ylabel=metric)
         ax.grid(alpha=0.3)
-        out.append((f"Validation {metric}", _save(fig, folder / f"{metric}.png")))
+        out.append((f"Validation {metric}", _save(fig, folder / f"{metric.replace(':', '_')}.png")))
     return out
 
 

@@ -30,7 +30,7 @@ def chosen_metric(recipe: dict) -> str | None:
     best = (recipe.get("training") or {}).get("metric_for_best_model")
     if best:
         return best.removeprefix("eval_")
-    names = [m for m in recipe.get("metrics") or [] if ":" not in m and m not in ("per_class", "confusion_matrix")]
+    names = [m for m in recipe.get("metrics") or [] if m not in ("per_class", "confusion_matrix")]
     return names[0] if names else None
 
 
