@@ -52,7 +52,7 @@ def compare_table(folders: list[str], split: str | None) -> tuple[list[str], str
 
 
 def compare_command(args) -> int:
-    lines, split = compare_table(args.runs, args.split)
+    lines, _ = compare_table(args.runs, args.split)
     print("\n".join(lines))
     if args.plot:
         recipes = [load(f)[0] for f in args.runs]

@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 from sklearn import metrics as skm
-from sklearn.preprocessing import label_binarize
 
 from .schema import Problem, did_you_mean
 

@@ -27,8 +27,8 @@ from .data import read_file
 from .errors import RecipeError
 from .heads import HEADS
 from .outputs import FINISHED_MARKER, write_json
-from .report import markdown_table
 from .recipe import DATA_FORMATS, DataArgs, ModelArgs, build_steps, read_yaml
+from .report import markdown_table
 from .schema import build_kwargs, not_one_of
 from .train import load_tokenizer
 

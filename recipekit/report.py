@@ -127,8 +127,11 @@ def report_markdown(name: str, recipe: dict, record: dict, split: str | None, fi
     lines = [f"# Run report: {name}", "", "## Recipe", ""] + recipe_summary(recipe, record) + [""]
     if record.get("data"):
         lines += ["## Data", ""] + data_section(record["data"])
-    lines += ["## Metrics", "", "Every built-in metric of the head on each labelled split; `undefined` where a metric "
-              "cannot be computed (e.g. ROC-AUC when gold labels hold one class).", ""] + metrics_table(record) + [""]
+    note = (
+        "Every built-in metric of the head on each labelled split; `undefined` where a metric cannot be "
+        "computed (e.g. ROC-AUC when gold labels hold one class)."
+    )
+    lines += ["## Metrics", "", note, ""] + metrics_table(record) + [""]
     evaluation = (record.get("evaluation") or {}).get(split) or {}
     if evaluation.get("per_class"):
         header = list(evaluation["per_class"][0])
@@ -176,16 +179,37 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
         eval_results=results or None,
     )
     origin = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else f"`{base}` (a local model)"
-    trained_on = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if dataset else "local files (" + ", ".join(
-        f"`{Path(v).name}`" for k, v in data.items() if k.endswith("_file") and v) + ")"
-    lines = [
-        "---", card.to_yaml(), "---", "", f"# {name}", "",
-        f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a "
-        "recipekit recipe (`recipe.yaml` in this folder).", "",
-        f"Labels: {', '.join(record.get('labels', []))}.", "",
-        "## Results", "",
-    ] + metrics_table(record) + ["", "Per-class scores and plots: `report.md`.", "", "## Use", "", "```python",
-        "from transformers import pipeline", "", f'classifier = pipeline("{task or "text-classification"}", model="{name}")',
-        'classifier("A tight, funny, well acted film.")', "```", "",
-        "## Training settings", "", "```yaml", yaml.safe_dump(recipe.get("training", {}), sort_keys=False).rstrip(), "```", ""]
+    if dataset:
+        trained_on = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+    else:
+        trained_on = "local files (" + ", ".join(f"`{Path(v).name}`" for k, v in data.items() if k.endswith("_file") and v) + ")"
+    training = yaml.safe_dump(recipe.get("training", {}), sort_keys=False).rstrip()
+    lines = ["---", card.to_yaml(), "---", "", f"# {name}", ""]
+    about = f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
+    lines += [
+        about + " The recipe is `recipe.yaml` in this folder.",
+        "",
+        f"Labels: {', '.join(record.get('labels', []))}.",
+        "",
+        "## Results",
+        "",
+    ]
+    lines += metrics_table(record) + ["", "Per-class scores and plots: `report.md`.", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'classifier = pipeline("{task or "text-classification"}", model="{name}")  # this folder, or its Hub id',
+        'classifier("A tight, funny, well acted film.")',
+        "```",
+        "",
+        "## Training settings",
+        "",
+        "```yaml",
+        training,
+        "```",
+        "",
+    ]
     return "\n".join(lines)

@@ -233,7 +233,7 @@ def test_two_process_evaluation_counts_every_example_once(tiny_model, data_files
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([*launcher, str(ROOT / "run.py"), str(path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*launcher, str(ROOT / "run.py"), str(path)], cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "metrics.json").read_text())
     sizes = record["data"]["sizes"]

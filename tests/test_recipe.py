@@ -156,7 +156,8 @@ def test_metrics_unknown_names(base):
     base["metrics"] = ["acuracy"]
     assert problems(base) == [
         "metrics: 'acuracy' is not a built-in metric; did you mean 'accuracy'? Built-ins: accuracy, balanced_accuracy, "
-        "precision, recall, f1, f1_macro, f1_micro, f1_weighted, mcc, roc_auc, log_loss"
+        "precision, recall, f1, precision_macro, precision_micro, precision_weighted, recall_macro, recall_micro, "
+        "recall_weighted, f1_macro, f1_micro, f1_weighted, mcc, roc_auc, pr_auc, log_loss, ece, per_class, confusion_matrix"
     ]
 
 
