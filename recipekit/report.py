@@ -14,6 +14,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCardData
 
 from . import paths, plots
+from .datareport import format_report
 from .outputs import write_atomic
 
 PLOTS = "plots"
@@ -106,20 +107,14 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
 
 
 def data_section(report: dict) -> list[str]:
+    """Rows and labels per split as a table, then the data pipeline's own report (steps, reasons, token lengths)."""
     lines = []
     sizes, counts = report.get("sizes") or {}, report.get("labels") or {}
     if sizes:
         labels = list(dict.fromkeys(name for split in counts.values() for name in split))
         rows = [[split, n, *(counts.get(split, {}).get(name, "") for name in labels)] for split, n in sizes.items()]
         lines += markdown_table(["split", "rows", *labels], rows) + [""]
-    steps = report.get("preprocess") or []
-    if steps:
-        effects = list(dict.fromkeys(k for row in steps for k in row if k not in ("step", "split", "rows_in", "rows_out")))
-        rows = [[r["step"], r["split"], r["rows_in"], r["rows_out"], *(r.get(k, "") for k in effects)] for r in steps]
-        lines += ["Preprocessing, in recipe order:", ""] + markdown_table(["step", "split", "rows in", "rows out", *effects], rows) + [""]
-    rest = {k: v for k, v in report.items() if k not in ("sizes", "labels", "preprocess")}
-    if rest:
-        lines += ["```json", json.dumps(rest, indent=2, default=str), "```", ""]
+    lines += ["```text", format_report(report), "```", "", "The same numbers as JSON: [data_report.json](data_report.json).", ""]
     return lines
 
 
