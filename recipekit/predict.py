@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .data import read_file
 from .errors import RecipeError
 from .heads import HEADS
+from .preprocess import Context
 from .outputs import FINISHED_MARKER, write_json
 from .recipe import DATA_FORMATS, DataArgs, ModelArgs, build_steps, read_yaml
 from .report import markdown_table
@@ -105,9 +106,10 @@ def read_input(spec: str, run: TrainedRun) -> Dataset:
 
 def clean(ds: Dataset, run: TrainedRun) -> Dataset:
     """The text the model reads: the input after the run's inference steps, row for row."""
+    ctx = Context(columns=run.data.text_columns, label=run.data.label_column)
     for step in inference_steps(run.steps):
         rows_in = len(ds)
-        ds, _ = step(ds, run.data.text_columns)
+        ds, *_ = step(ds, ctx)
         if len(ds) != rows_in:
             raise RecipeError(f"preprocess step {step.name} changed the number of rows ({rows_in} -> {len(ds)}); it cannot run at inference")
     return ds

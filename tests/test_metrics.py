@@ -168,10 +168,10 @@ def test_roc_auc_with_a_single_gold_class_is_undefined():
 
 
 def test_user_metric_returning_a_dict(tmp_path, monkeypatch):
-    (tmp_path / "my_metrics.py").write_text(
+    (tmp_path / "my_dict_metrics.py").write_text(
         "def errors(y_true, y_pred, probs):\n    return {'errors': int((y_true != y_pred).sum())}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
-    got = classification_scores(["accuracy", "my_metrics:errors"], [0, 0, 1], probs)
+    got = classification_scores(["accuracy", "my_dict_metrics:errors"], [0, 0, 1], probs)
     assert got == {"accuracy": pytest.approx(2 / 3), "errors": 1.0}
