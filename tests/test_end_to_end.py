@@ -64,7 +64,8 @@ def test_run_writes_a_complete_consistent_run(recipe, write_recipe, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "finished"
     assert metrics["data"]["sizes"] == {"train": 90, "validation": 30, "test": 30}
-    assert [r["step"] for r in metrics["data"]["preprocess"]] == ["drop_empty"] * 3 + ["dedupe"] * 3
+    steps = [(r["step"], r["split"]) for r in metrics["data"]["steps"] if r["step"] in ("drop_empty", "dedupe")]
+    assert steps == [(s, split) for s in ("drop_empty", "dedupe") for split in ("train", "validation", "test")]
     assert metrics["test"]["accuracy"] == pytest.approx((preds["label"] == preds["predicted"]).mean())
     assert metrics["test"]["accuracy"] > 0.9  # the toy task is learnable: one word decides the label
     assert set(metrics["versions"]) >= {"torch", "transformers", "datasets", "accelerate"}
@@ -112,7 +113,7 @@ def test_batches_are_padded_to_their_own_longest_text(recipe, tiny_model):
     r = build_recipe(recipe)
     data = load_splits(r.data, r.preprocess, seed=0)
     tokenizer = load_tokenizer(r.model)
-    tokenized = tokenize(data.splits, tokenizer, r.data)
+    tokenized, _ = tokenize(data.splits, tokenizer, r.data)
     lengths = [len(x) for x in tokenized["train"]["input_ids"]]
     assert len(set(lengths)) > 1  # stored unpadded
     head = HEADS["sequence_classification"]
