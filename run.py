@@ -1,6 +1,7 @@
 """Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume].
 
 Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python run.py compare OUT1 OUT2 ...
+Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
 """
 
 import os
@@ -14,12 +15,15 @@ from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
 from recipekit.compare import compare_command
 from recipekit.data import load_splits, tokenize
 from recipekit.datareport import format_report
+from recipekit.errors import RecipeError
 from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
 from recipekit.outputs import check_output_dir, start_run, write_json
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
 from recipekit.report import write_report
+from recipekit.sanity import lr_range_test, overfit_batch
+from recipekit.sweep import sweep_command
 from recipekit.train import build_trainer, evaluate_splits, interrupted, load_tokenizer, run_record, summary, write_run
 
 
@@ -27,17 +31,25 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in COMMANDS:
         return run_command(parse_command(argv))
-    started = time.time()
     args = parse_args(argv)
     recipe = load_recipe(args.recipe, args.overrides)
     if args.check:
         print(recipe.to_yaml(), end="")
         return 0
+    if recipe.sweep:
+        raise RecipeError(f"sweep: {args.recipe} is a sweep; run it with: python run.py sweep {args.recipe}")
+    return fine_tune(recipe, args.data_only, args.overwrite, args.resume)
+
+
+def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=()) -> int:
+    started = time.time()
     training = recipe.training
+    sanity = recipe.sanity.active  # a sanity check writes only under output_dir/sanity: the folder stays free for the run
+    data_only = data_only or sanity
     if recipe.hub_token:
         os.environ["HF_TOKEN"] = recipe.hub_token  # read by huggingface_hub; never written to any output
-    if not args.data_only:
-        check_output_dir(training.output_dir, args.overwrite, args.resume)
+    if not data_only:
+        check_output_dir(training.output_dir, overwrite, resume)
 
     tokenizer = load_tokenizer(recipe.model)
     with training.main_process_first(desc="load, preprocess and tokenize data"):
@@ -45,20 +57,26 @@ def main(argv=None) -> int:
         tokenized, data.report["tokens"] = tokenize(data.splits, tokenizer, recipe.data)
         if training.process_index == 0:
             print(format_report(data.report))
-            if not args.data_only:
-                start_run(training.output_dir, recipe.to_yaml(), clear=args.overwrite)
+            if not data_only:
+                start_run(training.output_dir, recipe.to_yaml(), clear=overwrite)
                 write_json(Path(training.output_dir) / "data_report.json", data.report)
-    if args.data_only:
+    if data_only and not sanity:
         return 0
 
     set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
     head = HEADS[recipe.model.head]
     model = head.load_model(recipe.model, data.labels)
+    if recipe.sanity.overfit_batch:
+        return overfit_batch(recipe, head, model, tokenizer, tokenized)
+    if recipe.sanity.lr_range_test:
+        return lr_range_test(recipe, head, model, tokenizer, tokenized)
 
     trainer = build_trainer(recipe, head, model, tokenizer, tokenized)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     with StopOnSignal() as stop:
         trainer.add_callback(stop)
-        train_result = trainer.train(resume_from_checkpoint=True if args.resume else None)
+        train_result = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop.received:
         return interrupted(trainer, stop.received)
     trainer.save_model()
@@ -67,6 +85,7 @@ def main(argv=None) -> int:
 
     if trainer.is_world_process_zero():
         record = run_record(recipe, {"train": train_result.metrics, **results}, data, head, outputs, started)
+        record["model"] = {"parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
         write_report(training.output_dir, recipe.to_dict(), head, record, outputs)
         write_run(recipe, record, predictions)
         print(summary(results))
@@ -74,6 +93,8 @@ def main(argv=None) -> int:
 
 
 def run_command(args) -> int:
+    if args.command == "sweep":
+        return sweep_command(args, fine_tune)
     return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command}[args.command](args)
 
 

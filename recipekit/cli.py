@@ -26,7 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)
 
 
-COMMANDS = ("predict", "evaluate", "compare")
+COMMANDS = ("predict", "evaluate", "compare", "sweep")
 
 
 def parse_command(argv) -> argparse.Namespace:
@@ -54,6 +54,13 @@ def parse_command(argv) -> argparse.Namespace:
     compare.add_argument("--split", choices=["validation", "test"], help="metrics of this split (default: test if every run has it)")
     compare.add_argument("--metric", help="validation metric to plot beside the loss (default: the first run's metric_for_best_model or first metric)")
     compare.add_argument("--plot", default="compare.png", help="PNG of validation curves (default: compare.png; '' for none)")
+    sweep = commands.add_parser(
+        "sweep", help="run every trial of the recipe's sweep: section, each into its own folder, and rank them",
+        description="Run every trial of the recipe's sweep: section into OUTPUT_DIR/trial-NNN; finished trials are skipped.",
+    )
+    sweep.add_argument("recipe", help="path to a YAML recipe with a sweep: section")
+    sweep.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
+    sweep.add_argument("--check", action="store_true", help="validate every trial and list them, train nothing")
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
         parser.error(f"--batch-size: {args.batch_size} must be a positive integer")

@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification
 
 from . import plots
 from .metrics import classification_details, classification_scores, softmax
+from .regularize import config_overrides
 
 HEADS: dict[str, object] = {}
 
@@ -28,7 +29,10 @@ def register(name: str):
 
 def load_kwargs(model_args) -> dict:
     dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
-    return {"revision": model_args.revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code}
+    return {
+        "revision": model_args.revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code,
+        **config_overrides(model_args),
+    }
 
 
 @register("sequence_classification")

@@ -42,8 +42,25 @@ class ModelArgs:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "run model code shipped with a Hub repository (only for repos you trust)"}
     )
+    hidden_dropout: float | None = field(
+        default=None, metadata={"help": "dropout on the encoder's hidden states (BERT's hidden_dropout_prob, default 0.1); null keeps the model's"}
+    )
+    attention_dropout: float | None = field(
+        default=None, metadata={"help": "dropout on attention weights (BERT's attention_probs_dropout_prob); null keeps the model's"}
+    )
+    classifier_dropout: float | None = field(
+        default=None, metadata={"help": "dropout before the task head (BERT's classifier_dropout); null keeps the model's"}
+    )
 
     def problems(self) -> list[str]:
+        out = [
+            f"{key}: {getattr(self, key)} must be a probability in [0, 1)"
+            for key in ("hidden_dropout", "attention_dropout", "classifier_dropout")
+            if getattr(self, key) is not None and not 0.0 <= getattr(self, key) < 1.0
+        ]
+        return out + self.path_problems()
+
+    def path_problems(self) -> list[str]:
         if not self.name_or_path:
             return ["name_or_path: required (a Hub id, a local folder, or package:NAME/path)"]
         try:
@@ -172,6 +189,195 @@ class DataArgs:
         return bool(self.validation_file or self.validation_split_name or self.validation_split)
 
 
+@dataclass
+class RegularizationArgs:
+    """Overfitting controls that TrainingArguments lacks; weight_decay, label_smoothing_factor and
+    max_grad_norm are `training:` keys already."""
+
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "stop after this many evaluations without improving training.metric_for_best_model; null: never"},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "smallest change of the metric that counts as an improvement (absolute)"}
+    )
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={"help": "each layer below the top learns at this times the rate of the one above (0.8-0.95 is usual; 1.0: off)"},
+    )
+    freeze_embeddings: bool = field(default=False, metadata={"help": "train no embedding weights"})
+    freeze_layers: int = field(default=0, metadata={"help": "train none of the first k encoder layers (the embeddings stay trainable unless frozen too)"})
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            out.append(f"early_stopping_patience: {self.early_stopping_patience} must be 1 or more (or null)")
+        if self.early_stopping_threshold < 0:
+            out.append(f"early_stopping_threshold: {self.early_stopping_threshold} must be 0 or more")
+        if not 0.0 < self.layerwise_lr_decay <= 1.0:
+            out.append(f"layerwise_lr_decay: {self.layerwise_lr_decay} must be in (0, 1]")
+        if self.freeze_layers < 0:
+            out.append(f"freeze_layers: {self.freeze_layers} must be 0 or more")
+        return out
+
+
+@dataclass
+class SanityArgs:
+    """Quick checks before a long run; each replaces training and writes only under output_dir/sanity."""
+
+    overfit_batch: bool = field(
+        default=False, metadata={"help": "train on one small batch until its loss is near zero: proves the wiring"}
+    )
+    overfit_batch_size: int = field(default=8, metadata={"help": "examples in that batch"})
+    overfit_steps: int = field(default=200, metadata={"help": "most optimizer steps to try"})
+    overfit_loss: float = field(default=0.05, metadata={"help": "the loss that counts as memorised"})
+    lr_range_test: bool = field(
+        default=False,
+        metadata={"help": "raise the learning rate exponentially each step, record the loss, plot it and suggest a rate (a heuristic)"},
+    )
+    lr_range_min: float = field(default=1.0e-7, metadata={"help": "learning rate at the first step"})
+    lr_range_max: float = field(default=1.0, metadata={"help": "learning rate at the last step"})
+    lr_range_steps: int = field(default=200, metadata={"help": "steps from lr_range_min to lr_range_max"})
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.overfit_batch and self.lr_range_test:
+            out.append("overfit_batch / lr_range_test: choose one")
+        for key in ("overfit_batch_size", "overfit_steps", "lr_range_steps"):
+            if getattr(self, key) < 1:
+                out.append(f"{key}: {getattr(self, key)} must be 1 or more")
+        if self.overfit_loss <= 0:
+            out.append(f"overfit_loss: {self.overfit_loss} must be positive")
+        if not 0 < self.lr_range_min < self.lr_range_max:
+            out.append(f"lr_range_min / lr_range_max: need 0 < {self.lr_range_min} < {self.lr_range_max}")
+        return out
+
+    @property
+    def active(self) -> bool:
+        return self.overfit_batch or self.lr_range_test
+
+
+SWEEP_METHODS = ["grid", "list", "optuna"]
+
+
+@dataclass
+class SpaceArgs:
+    """One key's search space under an optuna sweep: a range (low, high) or a list of choices."""
+
+    low: float | None = field(default=None, metadata={"help": "smallest value"})
+    high: float | None = field(default=None, metadata={"help": "largest value"})
+    log: bool | None = field(default=None, metadata={"help": "sample uniformly in log space; default: true for learning rates"})
+    type: str = field(default="float", metadata={"help": "float or int", "choices": ["float", "int"]})
+    choices: list | None = field(default=None, metadata={"help": "sample one of these instead of a range (e.g. model names)"})
+
+
+@dataclass
+class SweepArgs:
+    """Several runs of one recipe that differ in a few keys, ranked by one validation metric (`python run.py sweep`)."""
+
+    method: str = field(
+        default="grid",
+        metadata={"help": "grid: every combination of `values`; list: the `trials` as written; optuna: `n_trials` drawn from `space`",
+                  "choices": SWEEP_METHODS},
+    )
+    values: dict = field(
+        default_factory=dict, metadata={"help": "grid: section.key -> list of values, e.g. {training.learning_rate: [1.0e-5, 1.0e-4]}"}
+    )
+    trials: list[dict] | None = field(default=None, metadata={"help": "list: one mapping of section.key -> value per trial"})
+    space: dict = field(
+        default_factory=dict, metadata={"help": "optuna: section.key -> {low, high, log, type} or {choices: [...]}"}
+    )
+    n_trials: int = field(default=10, metadata={"help": "optuna: trials to run (a budget, counting finished and pruned ones)"})
+    seed: int = field(default=0, metadata={"help": "optuna: sampler seed; the same seed draws the same trials"})
+    pruning: bool = field(default=True, metadata={"help": "optuna: stop a trial whose evaluations trail the median of earlier trials"})
+    metric: str | None = field(
+        default=None, metadata={"help": "validation metric that ranks trials; default: training.metric_for_best_model, else the first metric"}
+    )
+    direction: str | None = field(
+        default=None,
+        metadata={"help": "maximize or minimize the metric; default: minimize for loss and ece, else maximize", "choices": ["maximize", "minimize"]},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "folder of the sweep (trial-NNN sub-folders); default: training.output_dir"})
+
+
+# What a sweep may vary: every key of these sections.
+SWEEPABLE = {"model": ModelArgs, "data": DataArgs, "training": TrainingArguments, "regularization": RegularizationArgs}
+LOWER_IS_BETTER = ("loss", "ece")
+
+
+def sweep_key_problem(key) -> str | None:
+    section, _, name = str(key).partition(".")
+    if section not in SWEEPABLE:
+        return f"{show(key)}: {not_one_of(section, list(SWEEPABLE), 'a section a sweep can vary')}"
+    names = [f.name for f in dataclasses.fields(SWEEPABLE[section]) if f.init]
+    if name not in names:
+        return f"unknown key{did_you_mean(name, names) or '.'}"
+    return None
+
+
+def build_sweep(raw, metric_names: list[str], training_keys: dict, errors: list[str]) -> SweepArgs | None:
+    """The sweep's own shape: methods, key paths, value lists and ranges; each trial's values are checked by building it."""
+    if raw is None:
+        return None
+    sweep = SweepArgs(**build_kwargs(SweepArgs, raw, "sweep", errors))
+    given = {k for k in (raw if isinstance(raw, dict) else {})}
+    wanted = {"grid": "values", "list": "trials", "optuna": "space"}[sweep.method] if sweep.method in SWEEP_METHODS else None
+    for other in {"values", "trials", "space"} - {wanted}:
+        if other in given:
+            errors.append(f"sweep.{other}: not used by method {sweep.method!r}; it takes sweep.{wanted}")
+    if wanted and wanted not in given:
+        errors.append(f"sweep.{wanted}: required by method {sweep.method!r}")
+    for key, values in sweep.values.items():
+        problem = sweep_key_problem(key)
+        if problem:
+            errors.append(f"sweep.values.{key}: {problem}")
+        elif not isinstance(values, list) or not values:
+            errors.append(f"sweep.values.{key}: expected a non-empty list of values, got {show(values)}")
+    for i, trial in enumerate(sweep.trials or []):
+        if not isinstance(trial, dict) or not trial:
+            errors.append(f"sweep.trials[{i}]: expected a mapping of section.key -> value, got {show(trial)}")
+            continue
+        errors += [f"sweep.trials[{i}].{k}: {p}" for k in trial if (p := sweep_key_problem(k))]
+    if sweep.trials is not None and not sweep.trials:
+        errors.append("sweep.trials: an empty list; give one trial or more")
+    spaces = {}
+    for key, spec in sweep.space.items():
+        path = f"sweep.space.{key}"
+        problem = sweep_key_problem(key)
+        if problem:
+            errors.append(f"{path}: {problem}")
+            continue
+        space = SpaceArgs(**build_kwargs(SpaceArgs, spec, path, errors))
+        if space.choices is not None:
+            if not space.choices:
+                errors.append(f"{path}.choices: an empty list; give one value or more")
+            if space.low is not None or space.high is not None:
+                errors.append(f"{path}: give choices, or low and high, not both")
+        elif space.low is None or space.high is None:
+            errors.append(f"{path}: give low and high (or choices)")
+        elif space.low > space.high:
+            errors.append(f"{path}: low {space.low} is above high {space.high}")
+        elif (space.log if space.log is not None else key.endswith("learning_rate")) and space.low <= 0:
+            errors.append(f"{path}: low {space.low} must be positive on a log scale")
+        if space.log is None:
+            space.log = key.endswith("learning_rate") and space.choices is None
+        spaces[key] = space
+    sweep.space = spaces
+    if sweep.method == "optuna" and "space" in given and not sweep.space and not any(e.startswith("sweep.space") for e in errors):
+        errors.append("sweep.space: an empty mapping; give one key or more")
+    if sweep.n_trials < 1:
+        errors.append(f"sweep.n_trials: {sweep.n_trials} must be 1 or more")
+    if sweep.metric is None:
+        best = training_keys.get("metric_for_best_model")
+        sweep.metric = best.removeprefix("eval_") if best else (metric_names[0] if metric_names else "loss")
+    elif sweep.metric.removeprefix("eval_") not in ["loss"] + metric_names:
+        errors.append(f"sweep.metric: {not_one_of(sweep.metric, ['loss'] + metric_names, 'a computed metric')}")
+    sweep.metric = sweep.metric.removeprefix("eval_")
+    if sweep.direction is None:
+        sweep.direction = "minimize" if sweep.metric in LOWER_IS_BETTER else "maximize"
+    return sweep
+
+
 def file_problems(spec: str | None) -> list[str]:
     if spec is None:
         return []
@@ -196,6 +402,10 @@ class Recipe:
     metrics: list[str]
     training: TrainingArguments
     training_keys: dict  # what the recipe itself set under `training:`, coerced; recipe.yaml writes these
+    regularization: RegularizationArgs = field(default_factory=RegularizationArgs)
+    sanity: SanityArgs = field(default_factory=SanityArgs)
+    sweep: SweepArgs | None = None
+    sweep_raw: dict | None = None  # the sweep section as written, for --check and reproduction
     source: str | None = None
     # Kept out of TrainingArguments, whose pickle (training_args.bin) lands in every checkpoint.
     hub_token: str | None = field(default=None, repr=False)
@@ -209,13 +419,16 @@ class Recipe:
             "preprocess": steps,
             "metrics": list(self.metrics),
             "training": training,
+            "regularization": dataclasses.asdict(self.regularization),
+            "sanity": dataclasses.asdict(self.sanity),
+            **({"sweep": self.sweep_raw} if self.sweep_raw is not None else {}),
         }
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SECTIONS = {"model", "data", "preprocess", "metrics", "training"}
+SECTIONS = {"model", "data", "preprocess", "metrics", "training", "regularization", "sanity", "sweep"}
 
 
 def read_yaml(path: str) -> dict:
@@ -284,14 +497,23 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
 
     training_keys = build_kwargs(TrainingArguments, raw.get("training"), "training", errors, list_valid_keys=False)
     errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
+    regularization = RegularizationArgs(**build_kwargs(RegularizationArgs, raw.get("regularization"), "regularization", errors))
+    errors += [f"regularization.{p}" for p in regularization.problems()]
+    sanity = SanityArgs(**build_kwargs(SanityArgs, raw.get("sanity"), "sanity", errors))
+    errors += [f"sanity.{p}" for p in sanity.problems()]
+    sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
+    passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
+    errors += early_stopping_problems(regularization, passed)
     if errors:
         raise RecipeError(errors)
-    passed = {k: v for k, v in training_keys.items() if k != "hub_token"}
     try:
         training = TrainingArguments(**with_device_defaults(passed))
     except (ValueError, TypeError, ImportError) as e:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
-    return Recipe(model, data, steps, names, training, training_keys, source, training_keys.get("hub_token"))
+    return Recipe(
+        model, data, steps, names, training, training_keys, regularization, sanity, sweep, raw.get("sweep"),
+        source, training_keys.get("hub_token"),
+    )
 
 
 def load_recipe(path: str, overrides=()) -> Recipe:
@@ -371,6 +593,35 @@ def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list
             "(data.validation_file, data.validation_split_name or data.validation_split)"
         )
     return out
+
+
+def with_best_model_default(kw: dict, data: DataArgs) -> dict:
+    """With a validation set evaluated during training, restore the best checkpoint at the end unless the recipe
+    says otherwise: checkpoints are then saved at each evaluation (Trainer requires the two to line up)."""
+    strategy = kw.get("eval_strategy", "no")
+    if strategy == "no" or not data.has_validation() or "load_best_model_at_end" in kw:
+        return kw
+    if kw.setdefault("save_strategy", strategy) != strategy:
+        return kw
+    if strategy == "steps":
+        eval_steps = kw.get("eval_steps") or kw.get("logging_steps", 500)
+        if kw.setdefault("save_steps", eval_steps) % eval_steps:
+            return kw
+    kw["load_best_model_at_end"] = True
+    return kw
+
+
+def early_stopping_problems(reg: RegularizationArgs, kw: dict) -> list[str]:
+    if reg.early_stopping_patience is None:
+        return []
+    if kw.get("eval_strategy", "no") == "no":
+        return ["regularization.early_stopping_patience: needs evaluations during training (training.eval_strategy: steps or epoch)"]
+    if not kw.get("load_best_model_at_end"):
+        return [
+            "regularization.early_stopping_patience: needs training.load_best_model_at_end (set it true, with "
+            "save_strategy equal to eval_strategy), so the run ends on its best checkpoint"
+        ]
+    return []
 
 
 def accelerator_available() -> bool:

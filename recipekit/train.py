@@ -11,6 +11,7 @@ import pandas as pd
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from .errors import RecipeError
+from . import regularize
 from .outputs import manifest, mark, strip_prefix, versions, write_json, write_predictions
 
 
@@ -37,6 +38,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
     args = recipe.training
     # Multiples of 8 let fp16/bf16 matmuls use tensor cores; on the CPU they only add padding.
     multiple = 8 if (args.fp16 or args.bf16) and not args.use_cpu else None
+    regularize.freeze(model, recipe.regularization)
     trainer = Trainer(
         model=model,
         args=args,
@@ -46,12 +48,14 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
         compute_metrics=head.compute_metrics(recipe.metrics, label_names(tokenized["train"])),
         preprocess_logits_for_metrics=logits_only,
+        callbacks=regularize.callbacks(recipe.regularization),
     )
     if getattr(head, "batch_mean_loss", False):
         # The model's forward takes **kwargs, so Trainer assumes its loss is a sum normalised by the item count
         # of the whole step: it would then skip dividing by gradient_accumulation_steps and multiply by the
         # number of processes (a loss of 2 x ln 2 = 1.386 at chance under 2 processes). The loss is a batch mean.
         trainer.model_accepts_loss_kwargs = False
+    regularize.apply_layerwise_lr_decay(trainer, recipe.regularization.layerwise_lr_decay)
     return trainer
 
 
