@@ -52,6 +52,18 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
     return out
 
 
+def gap(rows: list[tuple[int, float, float]], path: Path) -> Path:
+    """Validation minus training loss at each evaluation: a gap that widens while training loss falls is overfitting."""
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    steps = [r[0] for r in rows]
+    ax.plot(steps, [r[2] - r[1] for r in rows], "o-", color="tab:red")
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set(title="Generalisation gap", xlabel="optimizer step", ylabel="validation loss - training loss")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def confusion_matrix(matrix, labels: list[str], path: Path, split: str) -> Path:
     """Counts beside row-normalised rates (each row sums to 1: the recall of that gold label on the diagonal)."""
     matrix = np.asarray(matrix)

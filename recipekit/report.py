@@ -40,11 +40,60 @@ def read_log_history(output_dir: Path) -> list[dict]:
     return json.loads(state.read_text())["log_history"] if state.exists() else []
 
 
+def loss_gap(log_history: list[dict]) -> list[tuple[int, float, float]]:
+    """(step, training loss, validation loss) at each evaluation; the training loss is the mean of the logs
+    since the previous evaluation, so one noisy batch does not make a gap."""
+    rows, window = [], []
+    for entry in log_history:
+        if "loss" in entry:
+            window.append(entry["loss"])
+        elif "eval_loss" in entry and window:
+            rows.append((entry["step"], sum(window) / len(window), entry["eval_loss"]))
+            window = []
+    return rows
+
+
+def overfitting_verdict(gap: list[tuple[int, float, float]], tolerance: float = 0.02) -> str:
+    """In words: did validation loss rise from its lowest point while training loss kept falling?
+
+    `tolerance` is relative: a rise under 2% of the lowest validation loss is read as noise.
+    """
+    if len(gap) < 2:
+        return "Too few evaluations to judge overfitting (evaluate at least twice: training.eval_strategy)."
+    low = min(range(len(gap)), key=lambda i: gap[i][2])
+    step, train, valid = gap[-1]
+    low_step, low_train, low_valid = gap[low]
+    if low < len(gap) - 1 and valid > low_valid * (1 + tolerance) and train < low_train:
+        return (
+            f"**Likely overfitting**: validation loss rose from {low_valid:.4f} (step {low_step}) to {valid:.4f} (step {step}) "
+            f"while training loss fell from {low_train:.4f} to {train:.4f}. The best checkpoint is the one to keep "
+            "(training.load_best_model_at_end); more data, regularization.early_stopping_patience, weight decay, "
+            "dropout or fewer epochs would help."
+        )
+    return (
+        f"No sign of overfitting: validation loss at the last evaluation ({valid:.4f}, step {step}) is within "
+        f"{tolerance:.0%} of its lowest ({low_valid:.4f}, step {low_step}) or training loss did not fall meanwhile."
+    )
+
+
+def overfitting_section(log_history: list[dict]) -> list[str]:
+    gap = loss_gap(log_history)
+    if not gap:
+        return []
+    lines = ["## Training vs validation", "", overfitting_verdict(gap), ""]
+    rows = [[step, train, valid, valid - train] for step, train, valid in gap]
+    return lines + markdown_table(["step", "training loss", "validation loss", "gap"], rows) + [""]
+
+
 def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dict) -> list[Path]:
     """Write the plots, report.md and README.md; return the paths written."""
     out = Path(output_dir)
     folder = out / PLOTS
-    figures = plots.curves(read_log_history(out), chosen_metric(recipe), folder)
+    history = read_log_history(out)
+    figures = plots.curves(history, chosen_metric(recipe), folder)
+    gap = loss_gap(history)
+    if gap:
+        figures.append(("Generalisation gap", plots.gap(gap, folder / "gap.png")))
     split = report_split(outputs)
     if split and hasattr(head, "plots"):
         label_ids, predictions = outputs[split]
@@ -127,6 +176,7 @@ def report_markdown(name: str, recipe: dict, record: dict, split: str | None, fi
         "computed (e.g. ROC-AUC when gold labels hold one class)."
     )
     lines += ["## Metrics", "", note, ""] + metrics_table(record) + [""]
+    lines += overfitting_section(read_log_history(out))
     evaluation = (record.get("evaluation") or {}).get(split) or {}
     if evaluation.get("per_class"):
         header = list(evaluation["per_class"][0])
