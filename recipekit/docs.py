@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .heads import HEADS
 from .preprocess import STEPS
-from .recipe import DataArgs, ModelArgs
+from .recipe import DataArgs, ModelArgs, RegularizationArgs, SanityArgs, SpaceArgs, SweepArgs
 from .schema import help_table
 
 
@@ -34,7 +34,11 @@ def head_table() -> str:
 
 
 def reference() -> str:
-    return "\n\n".join([key_table(ModelArgs, "model"), key_table(DataArgs, "data"), step_table(), head_table()])
+    return "\n\n".join([
+        key_table(ModelArgs, "model"), key_table(DataArgs, "data"), step_table(), head_table(),
+        key_table(RegularizationArgs, "regularization"), key_table(SanityArgs, "sanity"),
+        key_table(SweepArgs, "sweep"), key_table(SpaceArgs, "sweep.space.KEY"),
+    ])
 
 
 START, END = "<!-- reference:start (python -m recipekit.docs) -->\n", "<!-- reference:end -->"
