@@ -55,7 +55,6 @@ def base_recipe(out: Path, rows: int) -> dict:
 
 def run(argv) -> None:
     import run as runner
-
     from recipekit.cli import guarded
 
     status = guarded(runner.main, [str(a) for a in argv])

@@ -618,8 +618,10 @@ def early_stopping_problems(reg: RegularizationArgs, kw: dict) -> list[str]:
         return ["regularization.early_stopping_patience: needs evaluations during training (training.eval_strategy: steps or epoch)"]
     if not kw.get("load_best_model_at_end"):
         return [
-            "regularization.early_stopping_patience: needs training.load_best_model_at_end (set it true, with "
-            "save_strategy equal to eval_strategy), so the run ends on its best checkpoint"
+            (
+                "regularization.early_stopping_patience: needs training.load_best_model_at_end (set it true, with "
+                "save_strategy equal to eval_strategy), so the run ends on its best checkpoint"
+            )
         ]
     return []
 

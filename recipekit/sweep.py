@@ -228,7 +228,7 @@ def trial_rows(root: Path, metric: str) -> list[dict]:
             **trial["params"],
             metric: validation.get(metric),
             **({"loss": validation.get("loss")} if metric != "loss" else {}),
-            **{f"test_{metric}": (record.get("test") or {}).get(metric)},
+            f"test_{metric}": (record.get("test") or {}).get(metric),
             "parameters_millions": round((record.get("model") or {}).get("parameters", 0) / 1e6, 2),
             "train_time_s": train.get("train_runtime"),
             "inference_examples_per_s": validation.get("samples_per_second"),

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
 
-from .errors import RecipeError
 from . import regularize
+from .errors import RecipeError
 from .outputs import manifest, mark, strip_prefix, versions, write_json, write_predictions
 
 

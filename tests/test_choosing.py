@@ -173,8 +173,10 @@ def test_regularization_values_are_checked(recipe):
     recipe["model"]["hidden_dropout"] = 1.0
     assert problems(recipe) == [
         "model.hidden_dropout: 1.0 must be a probability in [0, 1)",
-        "regularization.early_stoping_patience: unknown key; did you mean 'early_stopping_patience'? "
-        "Valid keys: early_stopping_patience, early_stopping_threshold, layerwise_lr_decay, freeze_embeddings, freeze_layers",
+        (
+            "regularization.early_stoping_patience: unknown key; did you mean 'early_stopping_patience'? "
+            "Valid keys: early_stopping_patience, early_stopping_threshold, layerwise_lr_decay, freeze_embeddings, freeze_layers"
+        ),
         "regularization.layerwise_lr_decay: 1.5 must be in (0, 1]",
         "regularization.freeze_layers: -1 must be 0 or more",
     ]
