@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import RecipeError
@@ -72,6 +73,9 @@ def guarded(main, argv=None) -> int:
     try:
         return main(argv)
     except RecipeError as e:
+        # Every process of a multi-process launch finds the same problems; one copy is enough.
+        if os.environ.get("RANK", "0") != "0":
+            return 2
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from . import metrics as metric_registry
 from . import paths
 from .errors import RecipeError
 from .heads import HEADS
+from .launch import launch_problems
 from .preprocess import STEPS
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
@@ -504,6 +505,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
     passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
     errors += early_stopping_problems(regularization, passed)
+    errors += launch_problems(with_device_defaults(dict(passed)))
     if errors:
         raise RecipeError(errors)
     try:

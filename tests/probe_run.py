@@ -1,0 +1,80 @@
+"""`run.py` with instruments, for the multi-process and resume tests: python tests/probe_run.py PROBE_DIR RECIPE [args].
+
+Each process runs the real `run.main` and then writes PROBE_DIR/rank<N>.json: a hash of its final weights,
+how many texts it tokenized, which files it wrote through recipekit.outputs, and the Trainer's log
+history. With PROBE_KILL_AT_STEP=N the process kills itself with SIGKILL right after checkpoint N is saved,
+the way an out-of-memory killer or a pre-empted node would stop it: no cleanup, no exception.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import run  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+from recipekit import outputs  # noqa: E402
+
+RANK = int(os.environ.get("RANK", "0"))
+probe = {"rank": RANK, "tokenized_texts": 0, "writes": []}
+captured = {}
+
+
+class KillAfterSave(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def build_trainer(*args, **kwargs):
+    trainer = original_build_trainer(*args, **kwargs)
+    if os.environ.get("PROBE_KILL_AT_STEP"):
+        trainer.add_callback(KillAfterSave(int(os.environ["PROBE_KILL_AT_STEP"])))
+    captured["trainer"] = trainer
+    return trainer
+
+
+def load_tokenizer(*args, **kwargs):
+    tokenizer = original_load_tokenizer(*args, **kwargs)
+    cls = type(tokenizer)
+    encode = cls.__call__
+
+    def counting(self, text, *rest, **kw):
+        probe["tokenized_texts"] += len(text) if isinstance(text, list) else 1
+        return encode(self, text, *rest, **kw)
+
+    cls.__call__ = counting
+    return tokenizer
+
+
+def write_atomic(path, text):
+    probe["writes"].append(Path(path).name)
+    return original_write_atomic(path, text)
+
+
+original_build_trainer, run.build_trainer = run.build_trainer, build_trainer
+original_load_tokenizer, run.load_tokenizer = run.load_tokenizer, load_tokenizer
+original_write_atomic, outputs.write_atomic = outputs.write_atomic, write_atomic
+
+if __name__ == "__main__":
+    probe_dir = Path(sys.argv[1])
+    status = run.guarded(run.main, sys.argv[2:])
+    trainer = captured.get("trainer")
+    if trainer is not None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(trainer.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        probe["weights_sha256"] = digest.hexdigest()
+        probe["log_history"] = trainer.state.log_history
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    (probe_dir / f"rank{RANK}.json").write_text(json.dumps(probe, default=str))
+    sys.exit(status)
