@@ -1,0 +1,165 @@
+"""Real multi-process training on this CPU (gloo), and resuming a run killed with SIGKILL.
+
+Each run goes through tests/probe_run.py: the real run.py plus a record per process of its final weights,
+the texts it tokenized, the files it wrote and the Trainer's log history.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+SAMPLE = ROOT / "recipekit" / "sample_data"
+
+
+def recipe_for(model: str, output_dir: Path, **training) -> dict:
+    return {
+        "model": {"name_or_path": model},
+        "data": {
+            "train_file": str(SAMPLE / "reviews_train.csv"),
+            "test_file": str(SAMPLE / "reviews_test.csv"),
+            "validation_split": 0.15,
+            "max_length": 64,
+            # An odd count: the distributed sampler pads it with a duplicate that evaluation must drop.
+            "max_test_samples": 119,
+        },
+        "preprocess": ["drop_empty", "dedupe"],
+        "metrics": ["accuracy"],
+        "training": {
+            "output_dir": str(output_dir),
+            "num_train_epochs": 1,
+            "per_device_eval_batch_size": 16,
+            "learning_rate": 1.0e-3,
+            "logging_steps": 1,
+            "eval_strategy": "epoch",
+            "save_strategy": "no",
+            "report_to": "none",
+            "seed": 7,
+            **training,
+        },
+    }
+
+
+def launch(launcher: list[str], probe: Path, recipe: str, *args, env_extra=None, tmp: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_DATASETS_CACHE": str(tmp / "datasets-cache"),  # fresh: the first process must really preprocess
+        "OMP_NUM_THREADS": "1",
+        **(env_extra or {}),
+    }
+    cmd = [*launcher, str(ROOT / "tests" / "probe_run.py"), str(probe), recipe, *args]
+    return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=600)
+
+
+def ranks(probe: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(probe.glob("rank*.json"))]
+
+
+def losses(record: dict) -> list[float]:
+    return [h["loss"] for h in record["log_history"] if "loss" in h]
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_model, tmp_path_factory):
+    """The reference: one process, 8 per batch x 2 accumulation steps = 16 examples per optimizer step."""
+    tmp = tmp_path_factory.mktemp("single")
+    path = tmp / "recipe.yaml"
+    path.write_text(json.dumps(recipe_for(tiny_model, tmp / "out", per_device_train_batch_size=8, gradient_accumulation_steps=2)))
+    done = launch([sys.executable], tmp / "probe", str(path), tmp=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return ranks(tmp / "probe")[0], tmp / "out"
+
+
+LAUNCHERS = {
+    "torchrun": [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29561"],
+    "accelerate": [
+        str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "recipes" / "accelerate" / "multi_gpu.yaml"),
+        "--num_processes", "2", "--main_process_port", "29562",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_two_processes_train_like_one(launcher, single_process, tiny_model, tmp_path):
+    # 2 processes x 8 per batch = 16 examples per optimizer step, as in the single-process reference.
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe_for(tiny_model, tmp_path / "out", per_device_train_batch_size=8)))
+    done = launch(LAUNCHERS[launcher], tmp_path / "probe", str(path), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = ranks(tmp_path / "probe")
+    reference, _ = single_process
+
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]
+
+    # The first logged loss is the untrained model's mean cross-entropy on two balanced classes: ln 2.
+    # Trainer 5 used to multiply it by the process count (1.39) or the accumulation steps.
+    assert losses(rank0)[0] == pytest.approx(math.log(2), abs=0.03)
+    assert losses(reference)[0] == pytest.approx(math.log(2), abs=0.03)
+    assert len(losses(rank0)) == len(losses(reference)) == 17  # 272 training rows / 16 per step
+    mean2, mean1 = (sum(losses(r)) / len(losses(r)) for r in (rank0, reference))
+    assert mean2 / mean1 == pytest.approx(1.0, abs=0.05)
+
+    # Preprocessing and tokenization ran once: process 1 read process 0's cached Arrow files.
+    assert rank0["tokenized_texts"] == 272 + 48 + 119
+    assert rank1["tokenized_texts"] == 0
+
+    # Only the main process writes the run's files.
+    assert rank1["writes"] == []
+    assert sorted(rank0["writes"]) == ["metrics.json", "predictions.csv", "recipe.yaml"]
+
+    # Every test example is predicted exactly once, though 119 does not split evenly over 2 processes,
+    # and the reported accuracy is the accuracy of exactly those predictions.
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(predictions) == 119
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
+    assert metrics["data"]["sizes"] == {"train": 272, "test": 119, "validation": 48}
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_to_the_same_result(tiny_model, tmp_path):
+    # 272 rows / 8 = 34 steps in one epoch; checkpoints every 10 steps; killed right after checkpoint-20.
+    recipe = recipe_for(
+        tiny_model, tmp_path / "out", per_device_train_batch_size=8, save_strategy="steps", save_steps=10,
+        eval_strategy="no", logging_steps=5,
+    )
+    recipe["data"]["validation_split"] = 0.0
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    whole = launch([sys.executable], tmp_path / "probe-whole", str(path), "training.output_dir=whole", tmp=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = launch(
+        [sys.executable], tmp_path / "probe-killed", str(path), "training.output_dir=cut",
+        env_extra={"PROBE_KILL_AT_STEP": "20"}, tmp=tmp_path,
+    )
+    assert killed.returncode == -9
+    assert sorted(p.name for p in (tmp_path / "cut").glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+
+    again = launch([sys.executable], tmp_path / "probe-again", str(path), "training.output_dir=cut", tmp=tmp_path)
+    assert again.returncode == 2
+    assert "holds an unfinished run" in again.stderr
+
+    resumed = launch([sys.executable], tmp_path / "probe-resumed", str(path), "training.output_dir=cut", "--resume", tmp=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first = ranks(tmp_path / "probe-whole")[0]
+    second = ranks(tmp_path / "probe-resumed")[0]
+    assert second["weights_sha256"] == first["weights_sha256"]
+    whole_metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())["test"]
+    resumed_metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())["test"]
+    assert resumed_metrics["loss"] == pytest.approx(whole_metrics["loss"], rel=1e-6)
+    assert resumed_metrics["accuracy"] == whole_metrics["accuracy"]
+    # The log is continuous: steps 5-20 restored from the checkpoint, the rest trained after the restart.
+    steps = [h["step"] for h in second["log_history"] if "loss" in h]
+    assert steps[:5] == [5, 10, 15, 20, 25]
+    assert steps == [h["step"] for h in first["log_history"] if "loss" in h]
+    assert losses(second) == pytest.approx(losses(first), rel=1e-6)
