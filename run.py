@@ -18,7 +18,7 @@ from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
 from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
-from recipekit.outputs import check_output_dir, start_run, write_json
+from recipekit.outputs import check_output_dir, check_resumable, start_run, write_json
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
 from recipekit.report import write_report
@@ -54,6 +54,8 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     tokenizer = load_tokenizer(recipe.model)
     with training.main_process_first(desc="load, preprocess and tokenize data"):
         data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer)
+        if args.resume:
+            check_resumable(training.output_dir, recipe.to_dict()["model"], data.labels)
         tokenized, data.report["tokens"] = tokenize(data.splits, tokenizer, recipe.data)
         if training.process_index == 0:
             print(format_report(data.report))

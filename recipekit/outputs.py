@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from . import paths
 from .errors import RecipeError
 
@@ -58,6 +60,34 @@ def can_create_in(folder: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> None:
+    """Refuse to resume a checkpoint trained from another model or on another label set.
+
+    Trainer would load mismatched weights with a shape error deep in loading, or, with the same number of
+    labels in another order, silently continue a model whose outputs mean something else.
+    """
+    out = Path(output_dir)
+    last = checkpoints(output_dir)[-1]
+    earlier = out / "recipe.yaml"
+    if earlier.exists():
+        before = (yaml.safe_load(earlier.read_text(encoding="utf-8")) or {}).get("model") or {}
+        for key in ("name_or_path", "head", "peft"):
+            if before.get(key) != model_section.get(key):
+                raise RecipeError(
+                    f"--resume: {last} was trained with model.{key} {before.get(key)!r}, this recipe has "
+                    f"{model_section.get(key)!r}; resume with the original recipe, or use another output_dir"
+                )
+    config = last / "config.json"
+    if config.exists():
+        saved = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
+        saved_labels = [saved[k] for k in sorted(saved, key=int)]
+        if saved_labels and saved_labels != labels:
+            raise RecipeError(
+                f"--resume: {last} was trained on labels {', '.join(saved_labels)}; this recipe's data has "
+                f"{', '.join(labels)}; resume with the original data, or use another output_dir"
+            )
 
 
 def start_run(output_dir: str, recipe_yaml: str, clear: bool) -> None:

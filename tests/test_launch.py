@@ -1,0 +1,165 @@
+"""Launch configurations: the accelerate configs we ship, and launches or resumes that cannot work."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, run_cli
+
+from recipekit.errors import RecipeError
+from recipekit.recipe import build_recipe
+
+CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
+SAMPLE = ROOT / "recipekit" / "sample_data"
+
+
+def test_every_launch_config_is_shipped():
+    assert [p.stem for p in CONFIGS] == [
+        "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_bf16", "fsdp", "multi_gpu", "single_gpu",
+    ]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_accelerate_config_loads_and_says_how_to_use_it(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+    assert len(header) >= 3
+    assert f"accelerate launch --config_file recipes/accelerate/{path.name}" in "\n".join(header)
+    expected = {
+        "single_gpu": ("NO", 1), "multi_gpu": ("MULTI_GPU", 2), "fsdp": ("FSDP", 2),
+        "deepspeed_zero2": ("DEEPSPEED", 2), "deepspeed_zero3": ("DEEPSPEED", 2), "deepspeed_zero3_bf16": ("DEEPSPEED", 2),
+    }[path.stem]
+    assert (str(config.distributed_type.value), config.num_processes) == expected
+    if path.stem.startswith("deepspeed"):
+        assert config.deepspeed_config["zero_stage"] == (2 if "zero2" in path.stem else 3)
+        # Accumulation and clipping come from the recipe ("auto"), never from two places at once.
+        assert "gradient_accumulation_steps" not in config.deepspeed_config
+        assert "gradient_clipping" not in config.deepspeed_config
+    assert str(config.mixed_precision) == ("bf16" if path.stem in ("single_gpu", "fsdp", "deepspeed_zero3_bf16") else "no")
+
+
+@pytest.fixture
+def base(tmp_path):
+    return {
+        "model": {"name_or_path": "bert-base-uncased"},
+        "data": {"train_file": str(SAMPLE / "reviews_train.csv")},
+        "training": {"output_dir": str(tmp_path / "out")},
+    }
+
+
+def problems(raw) -> list[str]:
+    with pytest.raises(RecipeError) as e:
+        build_recipe(raw)
+    return e.value.problems
+
+
+@pytest.mark.skipif(bool(__import__("importlib.util").util.find_spec("deepspeed")), reason="DeepSpeed is installed")
+def test_deepspeed_without_deepspeed_is_one_recipe_error(base, tmp_path):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto"}))
+    base["training"]["deepspeed"] = str(ds)
+    assert problems(base) == [
+        f"training.deepspeed: {str(ds)!r} needs DeepSpeed, which is not installed; pip install deepspeed on a CUDA "
+        "machine, or drop the key and launch with recipes/accelerate/multi_gpu.yaml (DDP) or fsdp.yaml"
+    ]
+
+
+def test_more_processes_than_gpus_is_refused(base, monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    base["training"]["use_cpu"] = False
+    assert problems(base) == [
+        "launch: the launcher started 8 processes on this machine but it has 2 GPU(s); "
+        "use --num_processes 2 (accelerate launch) or --nproc_per_node 2 (torchrun)"
+    ]
+
+
+def test_accelerate_starting_one_process_instead_of_several_is_refused(base, monkeypatch):
+    # What `accelerate launch --num_processes 2 run.py` leaves in the environment on a machine without GPUs.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert problems(base)[0].startswith("launch: accelerate launch was asked for several processes but started one")
+
+
+@pytest.mark.skipif(bool(__import__("importlib.util").util.find_spec("deepspeed")), reason="DeepSpeed is installed")
+def test_accelerate_deepspeed_config_fails_before_anything_is_written(tiny_model, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    out = tmp_path / "out"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name_or_path": tiny_model},
+        "data": {"train_file": str(SAMPLE / "reviews_train.csv")},
+        "training": {"output_dir": str(out), "max_steps": 1},
+    }))
+    accelerate = Path(sys.executable).parent / "accelerate"
+    config = ROOT / "recipes" / "accelerate" / "deepspeed_zero2.yaml"
+    done = subprocess.run(
+        [str(accelerate), "launch", "--config_file", str(config), str(ROOT / "run.py"), str(recipe)],
+        capture_output=True, text=True, timeout=300, env={**os.environ},
+    )
+    assert done.returncode != 0
+    # accelerate's own message, raised before it starts a single process.
+    assert "DeepSpeed is not installed" in done.stderr
+    assert not out.exists()
+
+
+@pytest.fixture
+def interrupted_run(tmp_path, tiny_model):
+    """What a run killed after its first checkpoint leaves: recipe.yaml and checkpoint-5 with its config."""
+    out = tmp_path / "out"
+    recipe = {
+        "model": {"name_or_path": tiny_model},
+        "data": {"train_file": str(SAMPLE / "reviews_train.csv"), "max_train_samples": 40},
+        "metrics": ["accuracy"],
+        "training": {"output_dir": str(out), "max_steps": 10, "report_to": "none"},
+    }
+    ckpt = out / "checkpoint-5"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text(json.dumps({"id2label": {"0": "negative", "1": "positive"}}))
+    (out / "recipe.yaml").write_text(yaml.safe_dump(build_recipe(recipe).to_dict(), sort_keys=False))
+    return recipe, out
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resume_without_a_checkpoint_is_refused(write_recipe, tmp_path, tiny_model, capsys):
+    path = write_recipe({
+        "model": {"name_or_path": tiny_model},
+        "data": {"train_file": str(SAMPLE / "reviews_train.csv")},
+        "training": {"output_dir": str(tmp_path / "empty")},
+    })
+    assert run_cli([path, "--resume"]) == 2
+    assert capsys.readouterr().err == f"error: --resume: {str(tmp_path / 'empty')!r} has no checkpoint-* folder to resume from\n"
+
+
+def test_resume_with_another_model_is_refused(interrupted_run, write_recipe, minilm_path, capsys):
+    recipe, out = interrupted_run
+    before = snapshot(out)
+    recipe["model"]["name_or_path"] = minilm_path
+    assert run_cli([write_recipe(recipe), "--resume"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"error: --resume: {out / 'checkpoint-5'} was trained with model.name_or_path ")
+    assert err.endswith(f"this recipe has {minilm_path!r}; resume with the original recipe, or use another output_dir")
+    assert snapshot(out) == before
+
+
+def test_resume_with_another_label_set_is_refused(interrupted_run, write_recipe, tmp_path, capsys):
+    recipe, out = interrupted_run
+    before = snapshot(out)
+    relabelled = tmp_path / "train.csv"
+    relabelled.write_text("text,label\n" + "".join(f"review {i},{['bad', 'good', 'meh'][i % 3]}\n" for i in range(30)))
+    recipe["data"]["train_file"] = str(relabelled)
+    assert run_cli([write_recipe(recipe), "--resume"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --resume: {out / 'checkpoint-5'} was trained on labels negative, positive; this recipe's data has "
+        "bad, good, meh; resume with the original data, or use another output_dir"
+    )
+    assert snapshot(out) == before
