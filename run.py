@@ -18,6 +18,7 @@ from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
 from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
+from recipekit.lora import apply_peft, save_labels
 from recipekit.outputs import check_output_dir, check_resumable, start_run, write_json
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
@@ -67,7 +68,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
 
     set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
     head = HEADS[recipe.model.head]
-    model = head.load_model(recipe.model, data.labels)
+    model = apply_peft(head.load_model(recipe.model, data.labels), recipe.model, head)
     if recipe.sanity.overfit_batch:
         return overfit_batch(recipe, head, model, tokenizer, tokenized)
     if recipe.sanity.lr_range_test:
@@ -81,11 +82,13 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         train_result = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop.received:
         return interrupted(trainer, stop.received)
-    trainer.save_model()
+    trainer.save_model()  # with model.peft: the adapter and the head only
     trainer.save_state()
     results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
 
     if trainer.is_world_process_zero():
+        if recipe.model.peft is not None:
+            save_labels(training.output_dir, data.labels)
         record = run_record(recipe, {"train": train_result.metrics, **results}, data, head, outputs, started)
         record["model"] = {"parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
         write_report(training.output_dir, recipe.to_dict(), head, record, outputs)

@@ -20,6 +20,7 @@ from . import paths
 from .errors import RecipeError
 from .heads import HEADS
 from .launch import launch_problems
+from .lora import peft_problems
 from .preprocess import STEPS
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
@@ -52,6 +53,13 @@ class ModelArgs:
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "dropout before the task head (BERT's classifier_dropout); null keeps the model's"}
     )
+    peft: dict | None = field(
+        default=None,
+        metadata={
+            "help": "train LoRA adapters instead of every weight: peft.LoraConfig keys (r, lora_alpha, lora_dropout, "
+            "target_modules, modules_to_save, ...); {} takes peft's defaults; the head's new layer always trains"
+        },
+    )
 
     def problems(self) -> list[str]:
         out = [
@@ -59,6 +67,8 @@ class ModelArgs:
             for key in ("hidden_dropout", "attention_dropout", "classifier_dropout")
             if getattr(self, key) is not None and not 0.0 <= getattr(self, key) < 1.0
         ]
+        if self.peft is not None:
+            out += peft_problems(self.peft)
         return out + self.path_problems()
 
     def path_problems(self) -> list[str]:

