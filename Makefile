@@ -27,6 +27,7 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_speed.py
 
 clean:
 	rm -rf runs .pytest_cache

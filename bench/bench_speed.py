@@ -313,6 +313,8 @@ def spawn(cfg: dict) -> dict:
     Path(cfg["workdir"]).mkdir(parents=True)
     env = {**os.environ, "HF_DATASETS_CACHE": str(Path(cfg["workdir"]) / "cache"), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if cfg["threads"]:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg["threads"])
     done = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(cfg)], env=env, capture_output=True, text=True,
     )
@@ -357,13 +359,18 @@ def main() -> None:
     parser.add_argument("--train-samples", type=int, default=256, help="SST-2 training rows (seeded random subset)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    # High for fine-tuning, because the CPU default run has only 8 optimizer steps to leave chance accuracy.
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--imdb-samples", type=int, default=96, help="IMDb training rows for the grouping test; 0 skips it")
     parser.add_argument("--imdb-batch-size", type=int, default=16)
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     parser.add_argument("--only", nargs="*", help="run only these contenders (names as in the table)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="CPU threads per contender (0: torch's default). One keeps CPU-seconds comparable on a shared machine",
+    )
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
     if args.worker:
@@ -371,6 +378,10 @@ def main() -> None:
         print(json.dumps(WORKERS[cfg["kind"]](cfg)))
         return
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the matmul rate of the same thread count the contenders get
     flops = matmul_flops(args.bf16)
     print(f"matmul rate: {flops / 1e9:.1f} GFLOP/s ({'bf16' if args.bf16 else 'fp32'})", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
@@ -378,7 +389,7 @@ def main() -> None:
         sst2 = subset(DATA / "sst2" / "train.csv", args.train_samples, args.seed, tmp / "sst2_train.csv")
         common = {
             "max_length": args.max_length, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-            "epochs": args.epochs, "seed": args.seed, "bf16": args.bf16, "grouped": False,
+            "epochs": args.epochs, "seed": args.seed, "bf16": args.bf16, "grouped": False, "threads": args.threads,
             "train_file": sst2, "eval_file": str(DATA / "sst2" / "validation.csv"),
         }
         contenders = [
