@@ -6,6 +6,7 @@ reads Arrow files instead of recomputing.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -335,7 +336,12 @@ def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> tuple[DatasetDic
 
 def tokenizer_identity(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else Hasher.hash(tokenizer)
+    if backend is not None:
+        # Calls with truncation=True or padding leave those settings in the backend; they say nothing about
+        # the vocabulary, and keeping them made each process of a multi-process run miss the main one's cache.
+        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    else:
+        definition = Hasher.hash(tokenizer)
     return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.model_max_length, tokenizer.padding_side, tokenizer.truncation_side])
 
 
