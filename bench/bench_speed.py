@@ -22,14 +22,14 @@ import time
 
 STARTED = time.time()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,9 +85,9 @@ class CountingCollator:
 
 
 def worker_recipekit(cfg) -> dict:
-    import run
     from transformers import TrainerCallback
 
+    import run
     from recipekit.train import build_trainer
 
     seen = {}
@@ -178,7 +178,12 @@ def worker_reference(cfg) -> dict:
     import numpy as np
     from datasets import load_dataset
     from transformers import (
-        DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, default_data_collator, set_seed,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
     )
 
     seen = {}
@@ -315,7 +320,7 @@ def spawn(cfg: dict) -> dict:
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     if cfg["threads"]:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg["threads"])
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: PLW1510 - a failed worker is reported below, with its stderr
         [sys.executable, __file__, "--worker", json.dumps(cfg)], env=env, capture_output=True, text=True,
     )
     if done.returncode:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import run  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from transformers import TrainerCallback
 
-from recipekit import outputs  # noqa: E402
+import run
+from recipekit import outputs
 
 RANK = int(os.environ.get("RANK", "0"))
 probe = {"rank": RANK, "tokenized_texts": 0, "writes": []}

@@ -55,7 +55,7 @@ def launch(launcher: list[str], probe: Path, recipe: str, *args, env_extra=None,
         **(env_extra or {}),
     }
     cmd = [*launcher, str(ROOT / "tests" / "probe_run.py"), str(probe), recipe, *args]
-    return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=600, check=False)
 
 
 def ranks(probe: Path) -> list[dict]:

@@ -65,8 +65,8 @@ def test_deepspeed_without_deepspeed_is_one_recipe_error(base, tmp_path):
     ds.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": "auto"}))
     base["training"]["deepspeed"] = str(ds)
     assert problems(base) == [
-        f"training.deepspeed: {str(ds)!r} needs DeepSpeed, which is not installed; pip install deepspeed on a CUDA "
-        "machine, or drop the key and launch with recipes/accelerate/multi_gpu.yaml (DDP) or fsdp.yaml"
+        (f"training.deepspeed: {str(ds)!r} needs DeepSpeed, which is not installed; pip install deepspeed on a CUDA "
+        "machine, or drop the key and launch with recipes/accelerate/multi_gpu.yaml (DDP) or fsdp.yaml")
     ]
 
 
@@ -75,8 +75,8 @@ def test_more_processes_than_gpus_is_refused(base, monkeypatch):
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     base["training"]["use_cpu"] = False
     assert problems(base) == [
-        "launch: the launcher started 8 processes on this machine but it has 2 GPU(s); "
-        "use --num_processes 2 (accelerate launch) or --nproc_per_node 2 (torchrun)"
+        ("launch: the launcher started 8 processes on this machine but it has 2 GPU(s); "
+        "use --num_processes 2 (accelerate launch) or --nproc_per_node 2 (torchrun)")
     ]
 
 
@@ -99,7 +99,7 @@ def test_accelerate_deepspeed_config_fails_before_anything_is_written(tiny_model
     }))
     accelerate = Path(sys.executable).parent / "accelerate"
     config = ROOT / "recipes" / "accelerate" / "deepspeed_zero2.yaml"
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: PLW1510 - the exit status is what the test checks
         [str(accelerate), "launch", "--config_file", str(config), str(ROOT / "run.py"), str(recipe)],
         capture_output=True, text=True, timeout=300, env={**os.environ},
     )

@@ -65,7 +65,7 @@ def test_peft_mistakes_are_recipe_errors(tmp_path, peft, message):
 def separable_csv(path, n: int, seed: int) -> str:
     """Reviews whose label is the one sentiment word among random filler: learnable by a tiny model."""
     rng = random.Random(seed)
-    filler = "the a film movie plot actor scene story it was and very quite".split()
+    filler = ["the", "a", "film", "movie", "plot", "actor", "scene", "story", "it", "was", "and", "very", "quite"]
     rows = []
     for i in range(n):
         label = ("negative", "positive")[i % 2]
