@@ -361,7 +361,7 @@ def table(rows: list[dict], baselines: list[str], flops: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--train-samples", type=int, default=256, help="SST-2 training rows (seeded random subset)")
+    parser.add_argument("--train-samples", type=int, default=256, help="SST-2 training rows (seeded random subset); 0 skips SST-2")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     # High for fine-tuning, because the CPU default run has only 8 optimizer steps to leave chance accuracy.
@@ -405,15 +405,15 @@ def main() -> None:
         ]
         rows = []
         for i, c in enumerate(contenders):
-            if args.only and c["name"] not in args.only:
+            if not args.train_samples or (args.only and c["name"] not in args.only):
                 continue
             cfg = {**common, **c, "workdir": str(tmp / f"sst2-{i}")}
             rows.append(spawn(cfg))
             print(f"  {c['name']}: {rows[-1]['samples_per_s']:.1f} samples/s", flush=True)
         report = {"matmul_flops": flops, "args": vars(args), "sst2": rows}
-        print(f"\nSST-2, {args.train_samples} training rows, max_length {args.max_length}, batch {args.batch_size}, "
-              f"{args.epochs} epoch(s); accuracy on the 872 validation rows\n")
         if rows:
+            print(f"\nSST-2, {args.train_samples} training rows, max_length {args.max_length}, batch {args.batch_size}, "
+                  f"{args.epochs} epoch(s); accuracy on the 872 validation rows\n")
             print(table(rows, [contenders[2]["name"], contenders[3]["name"]], flops), flush=True)
 
         if args.imdb_samples:
