@@ -55,7 +55,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     tokenizer = load_tokenizer(recipe.model)
     with training.main_process_first(desc="load, preprocess and tokenize data"):
         data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer)
-        if args.resume:
+        if resume:
             check_resumable(training.output_dir, recipe.to_dict()["model"], data.labels)
         tokenized, data.report["tokens"] = tokenize(data.splits, tokenizer, recipe.data)
         if training.process_index == 0:
