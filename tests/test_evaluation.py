@@ -88,7 +88,7 @@ def test_report_has_every_section_and_plot(run_dir):
     report = (run_dir / "report.md").read_text()
     for section in ("## Recipe", "## Data", "## Metrics", "## Per class (test)", "## Plots"):
         assert section in report
-    expected = {"loss.png", "accuracy.png", "confusion_matrix.png", "roc.png", "pr.png", "reliability.png"}
+    expected = {"loss.png", "accuracy.png", "confusion_matrix.png", "roc.png", "pr.png", "reliability.png", "gap.png"}
     plots = {p.name for p in (run_dir / "plots").glob("*.png")}
     assert plots == expected
     for name in expected:
