@@ -13,7 +13,7 @@ from transformers import set_seed
 
 from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
 from recipekit.compare import compare_command
-from recipekit.data import load_splits, tokenize
+from recipekit.data import load_splits
 from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
 from recipekit.heads import HEADS
@@ -52,12 +52,13 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume)
 
+    head = HEADS[recipe.model.head](recipe.model.head_options, recipe.model.head_config)
     tokenizer = load_tokenizer(recipe.model)
     with training.main_process_first(desc="load, preprocess and tokenize data"):
-        data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer)
+        data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head)
         if resume:
             check_resumable(training.output_dir, recipe.to_dict()["model"], data.labels)
-        tokenized, data.report["tokens"] = tokenize(data.splits, tokenizer, recipe.data)
+        tokenized, data.report["tokens"] = head.tokenize(data.splits, tokenizer, recipe.data)
         if training.process_index == 0:
             print(format_report(data.report))
             if not data_only:
@@ -67,8 +68,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         return 0
 
     set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
-    head = HEADS[recipe.model.head]
-    model = apply_peft(head.load_model(recipe.model, data.labels), recipe.model, head)
+    model = apply_peft(head.load_model(recipe.model), recipe.model, head)
     if recipe.sanity.overfit_batch:
         return overfit_batch(recipe, head, model, tokenizer, tokenized)
     if recipe.sanity.lr_range_test:
@@ -82,6 +82,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         train_result = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop.received:
         return interrupted(trainer, stop.received)
+    tuned = head.after_training(trainer, tokenized)  # e.g. decision thresholds, stored in the model's config
     trainer.save_model()  # with model.peft: the adapter and the head only
     trainer.save_state()
     results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
@@ -89,10 +90,11 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     if trainer.is_world_process_zero():
         if recipe.model.peft is not None:
             save_labels(training.output_dir, data.labels)
-        record = run_record(recipe, {"train": train_result.metrics, **results}, data, head, outputs, started)
+        results = {"train": train_result.metrics, **({"tuned": tuned} if tuned else {}), **results}
+        record = run_record(recipe, results, data, head, outputs, started)
         record["model"] = {"parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
         write_report(training.output_dir, recipe.to_dict(), head, record, outputs)
-        write_run(recipe, record, predictions)
+        write_run(recipe, record, predictions, head.predictions_file)
         print(summary(results))
     return 0
 

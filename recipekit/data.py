@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from datasets import (
-    ClassLabel,
     Dataset,
     DatasetDict,
     Features,
@@ -35,39 +34,70 @@ from .recipe import DATA_FORMATS, DataArgs
 SPLITS = ("train", "validation", "test")
 
 
+ROW = "__row"  # each row's index in its source, kept through checks and steps so errors name the file line
+
+
 @dataclass
 class Splits:
-    splits: DatasetDict  # text columns, integer `labels` (a ClassLabel), any other columns of the source
-    labels: list[str]  # label id -> name, in a stable sorted order built from the training split
+    splits: DatasetDict  # text columns, `labels` as the head encodes them, any other columns of the source
+    labels: list[str]  # label id -> name for classification heads, in the head's order; [] for the others
     report: dict  # sources, steps (rows in/out with reasons), sizes, label counts: data_report.json
 
 
-def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None) -> Splits:
-    """Load, check, carve, preprocess and encode: every row removed on the way is counted with its reason."""
+def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=None) -> Splits:
+    """Load, check, carve, preprocess, and let `head` check and encode the labels (heads.py says how).
+
+    Every row removed on the way is counted with its reason; a label the head cannot use stops the run
+    with the file and line of the first such row.
+    """
+    if head is None:
+        from .heads import HEADS
+
+        head = HEADS["sequence_classification"]()
     raw, sources = load_sources(args, seed)
     check_columns(raw, args)
-    raw, notes = labels_as_text(raw, args.label_column)
+    notes = []
+    if head.text_labels:
+        raw, notes = labels_as_text(raw, args.label_column)
+    raw = DatasetDict({name: ds.add_column(ROW, list(range(len(ds)))) for name, ds in raw.items()})
     ctx = Context(list(args.text_columns), args.label_column, seed, args.num_proc, tokenizer)
     rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
     checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars)], raw, ctx, first=-1)
-    carved, carve_rows = carve(checked, args, seed)
+    carved, carve_rows = carve(checked, args, seed, head.stratify)
     processed, step_rows = run_pipeline(steps, carved, ctx)
-    labels = label_names(column(processed["train"], args.label_column))
-    check_unseen_labels(processed, args.label_column, labels)
-    splits = DatasetDict({name: encode_labels(ds, args.label_column, labels) for name, ds in processed.items()})
+    splits = head.encode(processed, args, lambda split, row: place(args, split, row))
     splits = subsample(splits, args, seed)
-    present = set(column(splits["train"], "labels"))
-    if len(present) < 2:
-        only = labels[present.pop()] if present else "none"
-        raise RecipeError(f"data.label_column: the training split has a single class ({only!r}); a classifier needs two or more")
+    head.check_train(splits["train"])
+    counts = {name: head.label_counts(ds) for name, ds in splits.items() if "labels" in ds.column_names}
     report = {
         "sources": sources,
         "notes": notes,
         "steps": rows + check_rows_report + carve_rows + step_rows,
         "sizes": {name: len(ds) for name, ds in splits.items()},
-        "labels": {name: label_counts(ds, labels) for name, ds in splits.items() if "labels" in ds.column_names},
+        "labels": {name: c for name, c in counts.items() if c is not None},
     }
-    return Splits(splits, labels, report)
+    return Splits(splits, head.labels, report)
+
+
+def place(args: DataArgs, split: str, row: int) -> str:
+    """Where row `row` (0-based) of `split` came from, as a user finds it: a file line where the format has lines."""
+    if args.sources is not None and split == "train":
+        return f"training row {row} of data.sources"
+    if args.dataset:
+        name = getattr(args, f"{split}_split_name") or args.train_split_name  # carved sets index train's rows
+        return f"{args.dataset} split {name!r} row {row}"
+    spec = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}.get(split)
+    if spec is None:  # carved from train: the row index is train's
+        spec = args.train_file
+    suffix = Path(spec).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        # The header is line 1; a quoted field holding a newline would shift this, which our data sets never do.
+        return f"{spec} line {row + 2}"
+    if suffix == ".jsonl":
+        return f"{spec} line {row + 1}"
+    if suffix == ".conll":
+        return f"{spec} sentence {row + 1}"
+    return f"{spec} row {row}"
 
 
 def load_sources(args: DataArgs, seed: int) -> tuple[DatasetDict, list[dict]]:
@@ -132,6 +162,8 @@ def load_files(args: DataArgs) -> DatasetDict:
 def read_file(spec: str) -> Dataset:
     path = Path(paths.resolve(spec)).expanduser()
     builder = DATA_FORMATS[path.suffix.lower()]
+    if builder == "conll":
+        return read_conll(path)
     # Undecodable bytes become U+FFFD rather than failing the whole file; the checks count those rows.
     options = {"encoding_errors": "replace"} if builder == "csv" else {}
     if path.suffix.lower() == ".tsv":
@@ -148,6 +180,27 @@ def read_file(spec: str) -> Dataset:
         raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')}: {first}") from None
     finally:
         csv_logger.setLevel(level)
+
+
+def read_conll(path: Path) -> Dataset:
+    """CoNLL-style text: one `token ... tag` line per word (token first, tag last), a blank line between
+    sentences, `-DOCSTART-` lines skipped. Columns: `tokens`, `tags`."""
+    sentences, tokens, tags = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                if tokens:
+                    sentences.append((tokens, tags))
+                tokens, tags = [], []
+                continue
+            if len(fields) < 2:
+                raise RecipeError(f"{path} line {number}: expected a token and a tag separated by whitespace, got {line.strip()!r}")
+            tokens.append(fields[0])
+            tags.append(fields[-1])
+    if tokens:
+        sentences.append((tokens, tags))
+    return Dataset.from_dict({"tokens": [s[0] for s in sentences], "tags": [s[1] for s in sentences]})
 
 
 def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[str]]:
@@ -199,7 +252,7 @@ class Checks:
     def verdict(self, batch, columns, label):
         out = []
         for i in range(len(batch[columns[0]])):
-            row = [batch[c][i] for c in columns]
+            row = [as_checked_text(batch[c][i]) for c in columns]
             if any(not isinstance(t, str) or not t.strip() for t in row):
                 out.append("missing or empty text")
             elif label in batch and batch[label][i] is None:
@@ -221,21 +274,30 @@ class Checks:
         return kept.remove_columns("__verdict"), len(ds) - len(kept), {"reasons": dict(counts)} if counts else {}
 
 
-def carve(splits: DatasetDict, args: DataArgs, seed: int) -> tuple[DatasetDict, list[dict]]:
-    """Hold out stratified, seeded test and validation sets from train where the recipe asks for them."""
+def as_checked_text(value):
+    """Word lists (token_classification) are checked as the text they spell."""
+    if isinstance(value, list) and all(isinstance(w, str) for w in value):
+        return " ".join(value)
+    return value
+
+
+def carve(splits: DatasetDict, args: DataArgs, seed: int, stratify: bool = True) -> tuple[DatasetDict, list[dict]]:
+    """Hold out seeded test and validation sets from train where the recipe asks for them, stratified by
+    label for single-label heads (label lists, numbers and texts cannot be stratified)."""
     out, rows = dict(splits), []
     for split, fraction in (("test", args.test_split), ("validation", args.validation_split)):
         if not fraction or split in out:
             continue
         train = out["train"]
         size = round(fraction * len(splits["train"]))  # a fraction of all training rows, before any carving
-        labels = train.with_format("arrow")[args.label_column].to_pylist()
+        labels = train.with_format("arrow")[args.label_column].to_pylist() if stratify else None
         try:
             rest, held = train_test_split(np.arange(len(train)), test_size=size, random_state=seed, stratify=labels)
         except ValueError as e:
             raise RecipeError(f"data.{split}_split: cannot carve a stratified {fraction} of train: {e}") from None
         out["train"], out[split] = train.select(np.sort(rest)), train.select(np.sort(held))
-        rows.insert(0, {"step": f"carve {split}", "split": "train", "rows_in": len(train), "rows_out": len(rest), "moved": len(held), "reason": f"stratified {fraction} held out as {split}"})
+        how = "stratified" if stratify else "random"
+        rows.insert(0, {"step": f"carve {split}", "split": "train", "rows_in": len(train), "rows_out": len(rest), "moved": len(held), "reason": f"{how} {fraction} held out as {split}"})
     return DatasetDict({name: out[name] for name in SPLITS if name in out}), rows
 
 
@@ -266,29 +328,6 @@ def label_names(values) -> list[str]:
     return sorted(distinct)
 
 
-def check_unseen_labels(splits: DatasetDict, label: str, labels: list[str]) -> None:
-    known = set(labels)
-    for split, ds in splits.items():
-        if split == "train" or label not in ds.column_names:
-            continue
-        unseen = Counter(v for v in column(ds, label) if v not in known)
-        if unseen:
-            shown = ", ".join(f"{k!r} ({n} rows)" for k, n in unseen.most_common(5))
-            raise RecipeError(
-                f"data.label_column: the {split} split has labels not seen in training: {shown}; training labels: {', '.join(labels)}"
-            )
-
-
-def encode_labels(ds: Dataset, column: str, labels: list[str]) -> Dataset:
-    if column not in ds.column_names:
-        return ds
-    index = {name: i for i, name in enumerate(labels)}
-    ds = ds.map(lambda b: {"labels": [index[str(v)] for v in b[column]]}, batched=True, desc="encode labels")
-    if column != "labels":
-        ds = ds.remove_columns(column)
-    return ds.cast_column("labels", ClassLabel(names=labels))
-
-
 def subsample(splits: DatasetDict, args: DataArgs, seed: int) -> DatasetDict:
     # A seeded random subset, not the first N rows: many sources are sorted by label.
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
@@ -297,11 +336,6 @@ def subsample(splits: DatasetDict, args: DataArgs, seed: int) -> DatasetDict:
         n = limits.get(name)
         out[name] = ds.shuffle(seed=seed).select(range(n)) if n is not None and n < len(ds) else ds
     return DatasetDict(out)
-
-
-def label_counts(ds: Dataset, labels: list[str]) -> dict[str, int]:
-    counts = Counter(column(ds, "labels"))
-    return {labels[i]: counts.get(i, 0) for i in range(len(labels))}
 
 
 def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> tuple[DatasetDict, dict]:
@@ -317,7 +351,8 @@ def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> tuple[DatasetDic
         lengths = [len(ids) for ids in full["input_ids"]]
         long = [i for i, n in enumerate(lengths) if n > limit]
         if long:
-            cut = tokenizer(*[[batch[c][i] for i in long] for c in columns], truncation=True, max_length=limit)
+            # longest_first: a pair loses tokens from whichever text is longer, so a short hypothesis survives.
+            cut = tokenizer(*[[batch[c][i] for i in long] for c in columns], truncation="longest_first", max_length=limit)
             for key in cut:
                 for j, i in enumerate(long):
                     full[key][i] = cut[key][j]

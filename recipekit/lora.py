@@ -90,8 +90,9 @@ def merge(run_dir: str, out_dir: str) -> None:
     section = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))["model"]
     model_args = ModelArgs(**{**section, "peft": None})
     labels = json.loads((run / LABELS_FILE).read_text(encoding="utf-8"))
-    head = HEADS[model_args.head]
-    model = PeftModel.from_pretrained(head.load_model(model_args, labels), str(run))
+    head = HEADS[model_args.head](model_args.head_options, model_args.head_config)
+    head.labels = list(labels)
+    model = PeftModel.from_pretrained(head.load_model(model_args), str(run))
     merged = model.merge_and_unload()
     merged.save_pretrained(out_dir)
     load_tokenizer(model_args).save_pretrained(out_dir)

@@ -200,3 +200,108 @@ def _number(value):
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def regression_scores(y_true, y_pred) -> dict[str, float | None]:
+    from scipy import stats
+
+    y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    # Correlations are undefined when either side is constant (e.g. a model that predicts one value).
+    varied = np.ptp(y_true) > 0 and np.ptp(y_pred) > 0
+    return {
+        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "pearson": float(stats.pearsonr(y_true, y_pred)[0]) if varied else None,
+        "spearman": float(stats.spearmanr(y_true, y_pred)[0]) if varied else None,
+        "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else None,
+    }
+
+
+REGRESSION = ["rmse", "mae", "pearson", "spearman", "r2"]
+MULTI_LABEL = ["f1_micro", "f1_macro", "subset_accuracy", "roc_auc_macro", "f1_per_label"]
+TOKENS = ["precision", "recall", "f1", "accuracy"]
+GENERATION = ["rouge1", "rouge2", "rougeL"]
+
+
+def multi_label_scores(y_true, probs, thresholds, labels: list[str]) -> dict[str, float | None]:
+    """y_true (rows, labels) of 0/1; probs the sigmoid outputs; thresholds one per label (or one for all)."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (probs >= np.asarray(thresholds)).astype(int)
+    # ROC-AUC per label is defined only where validation holds both classes of that label; average those.
+    aucs = [skm.roc_auc_score(y_true[:, j], probs[:, j]) for j in range(y_true.shape[1]) if 0 < y_true[:, j].sum() < len(y_true)]
+    out = {
+        "f1_micro": float(skm.f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "subset_accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "roc_auc_macro": float(np.mean(aucs)) if aucs else None,
+    }
+    per_label = skm.f1_score(y_true, y_pred, average=None, zero_division=0)
+    out["f1_per_label"] = {f"f1_label_{name}": float(v) for name, v in zip(labels, per_label)}
+    return out
+
+
+def best_f1_threshold(y_true, scores) -> float:
+    """The cut on `scores` that maximises F1 of the positive class (0.5 when the class never occurs)."""
+    y_true = np.asarray(y_true).astype(int)
+    if y_true.sum() == 0:
+        return 0.5
+    precision, recall, cuts = skm.precision_recall_curve(y_true, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    # The last precision/recall pair has no threshold; a cut equal to a score predicts that row positive.
+    return float(cuts[int(np.argmax(f1[:-1]))])
+
+
+def _chunk_ends(prev_tag, tag, prev_type, type_) -> bool:
+    if prev_tag in ("E", "S"):
+        return True
+    if prev_tag in ("B", "I") and tag in ("B", "S", "O"):
+        return True
+    return prev_tag not in ("O", ".") and prev_type != type_
+
+
+def _chunk_starts(prev_tag, tag, prev_type, type_) -> bool:
+    if tag in ("B", "S"):
+        return True
+    if prev_tag in ("E", "S", "O") and tag in ("E", "I"):
+        return True
+    return tag not in ("O", ".") and prev_type != type_
+
+
+def entities(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first, last) spans under seqeval's default (conlleval) rules: an I- after O starts an entity."""
+    out, prev_tag, prev_type, begin = [], "O", "", 0
+    for i, chunk in enumerate(list(tags) + ["O"]):
+        tag = chunk[0] if chunk else "O"
+        type_ = chunk[1:].split("-", maxsplit=1)[-1] or "_"
+        if _chunk_ends(prev_tag, tag, prev_type, type_):
+            out.append((prev_type, begin, i - 1))
+        if _chunk_starts(prev_tag, tag, prev_type, type_):
+            begin = i
+        prev_tag, prev_type = tag, type_
+    return out
+
+
+def entity_scores(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, float]:
+    """Entity-level micro precision/recall/F1 (an entity counts only with exact type and span) and tag accuracy."""
+    gold = {(s, *e) for s, tags in enumerate(true_tags) for e in entities(tags)}
+    pred = {(s, *e) for s, tags in enumerate(pred_tags) for e in entities(tags)}
+    hit = len(gold & pred)
+    precision = hit / len(pred) if pred else 0.0
+    recall = hit / len(gold) if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    flat_true = [t for tags in true_tags for t in tags]
+    flat_pred = [t for tags in pred_tags for t in tags]
+    accuracy = sum(a == b for a, b in zip(flat_true, flat_pred)) / max(len(flat_true), 1)
+    return {"precision": precision, "recall": recall, "f1": f1, "accuracy": accuracy}
+
+
+def rouge_scores(references: list[str], predictions: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure (Google's `rouge-score`, no stemming), as fractions in [0, 1]."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(GENERATION, use_stemmer=False)
+    totals = dict.fromkeys(GENERATION, 0.0)
+    for ref, pred in zip(references, predictions):
+        for name, score in scorer.score(ref, pred).items():
+            totals[name] += score.fmeasure
+    return {name: total / max(len(references), 1) for name, total in totals.items()}

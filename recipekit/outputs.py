@@ -100,7 +100,7 @@ def start_run(output_dir: str, recipe_yaml: str, clear: bool) -> None:
     if clear:
         for ckpt in checkpoints(output_dir):
             shutil.rmtree(ckpt)
-        for name in (FINISHED_MARKER, "predictions.csv", "trainer_state.json", "report.md", "README.md"):
+        for name in (FINISHED_MARKER, "predictions.csv", "predictions.jsonl", "trainer_state.json", "report.md", "README.md"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "plots", ignore_errors=True)
     write_atomic(out / "recipe.yaml", recipe_yaml)

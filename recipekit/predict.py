@@ -16,6 +16,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,8 @@ from tqdm.auto import tqdm
 from .data import read_file
 from .errors import RecipeError
 from .heads import HEADS
-from .preprocess import Context
 from .outputs import FINISHED_MARKER, write_json
+from .preprocess import Context
 from .recipe import DATA_FORMATS, DataArgs, ModelArgs, build_steps, read_yaml
 from .report import markdown_table
 from .schema import build_kwargs, not_one_of
@@ -66,7 +67,9 @@ def load_run(folder: str) -> TrainedRun:
         raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
     record = json.loads((out / FINISHED_MARKER).read_text())
     batch_size = (raw.get("training") or {}).get("per_device_eval_batch_size") or DEFAULT_BATCH_SIZE
-    return TrainedRun(out, data, steps, HEADS[model_args.head], model_args, record["labels"], int(batch_size))
+    head = HEADS[model_args.head](model_args.head_options, model_args.head_config)
+    head.labels = list(record["labels"])
+    return TrainedRun(out, data, steps, head, model_args, record["labels"], int(batch_size))
 
 
 def inference_steps(steps: list) -> list:
@@ -137,7 +140,7 @@ def predict_batches(run: TrainedRun, ds: Dataset, batch_size: int | None):
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(run.model_args)
-    model = run.head.load_model(run.model_args, run.labels).to(device).eval()
+    model = run.head.load_model(run.model_args).to(device).eval()
     size = batch_size or run.batch_size
     columns = run.data.text_columns
     cleaned = clean(ds, run).select_columns(columns)
@@ -189,7 +192,8 @@ def run_predictions(args, run: TrainedRun, with_gold: bool) -> tuple[np.ndarray 
         for i, (batch, logits) in enumerate(predict_batches(run, ds, args.batch_size)):
             if f is not None:
                 frame = pd.DataFrame(batch)
-                for name, values in run.head.prediction_columns(logits, run.labels).items():
+                # The head reads only `.predictions` of a Trainer output; the gold and text columns are the input's own.
+                for name, values in run.head.prediction_columns(SimpleNamespace(predictions=logits), None, None).items():
                     frame[name] = values
                 write_rows(f, frame, fmt, first=i == 0)
             if with_gold:
@@ -227,6 +231,8 @@ def predict_command(args) -> int:
 
 def evaluate_command(args) -> int:
     run = load_run(args.run)
+    if not hasattr(run.head, "evaluation"):
+        raise RecipeError(f"evaluate: head {run.head.name!r} has no evaluation table yet; its scores are in {run.folder / 'metrics.json'}")
     gold, logits = run_predictions(args, run, with_gold=True)
     details = run.head.evaluation(gold, logits, run.labels)
     print("\n".join(evaluation_text(details, run, args.input, len(gold))))

@@ -17,14 +17,15 @@ from transformers import TrainingArguments
 
 from . import metrics as metric_registry
 from . import paths
+from .custom_head import HeadConfig
 from .errors import RecipeError
 from .heads import HEADS
 from .launch import launch_problems
 from .lora import peft_problems
 from .preprocess import STEPS
-from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
+from .schema import Problem, build_kwargs, not_one_of, show
 
-DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
@@ -61,6 +62,38 @@ class ModelArgs:
         },
     )
 
+    head_options: dict = field(
+        default_factory=dict, metadata={"help": "the head's own settings (threshold, class_weights, loss ...); see the heads table"}
+    )
+    head_config: dict = field(
+        default_factory=dict,
+        metadata={"help": "a custom head on the encoder: pooling, hidden_sizes, activation, dropout, freeze_encoder, freeze_layers"},
+    )
+
+    def head_problems(self) -> list[str]:
+        """Check head_options against the head's Options dataclass and head_config against HeadConfig."""
+        head = HEADS.get(self.head)
+        if head is None:
+            return []
+        errors: list[str] = []
+        options = build_kwargs(head.Options, self.head_options, "head_options", errors)
+        if not errors:
+            errors += [f"head_options.{p}" for p in head.Options(**options).problems()]
+        if self.head_config:
+            if not head.accepts_head_config:
+                accepting = [name for name, h in HEADS.items() if h.accepts_head_config]
+                errors.append(f"head_config: head {self.head!r} has no custom head; heads that take one: {', '.join(accepting)}")
+            else:
+                config_errors: list[str] = []
+                config = build_kwargs(HeadConfig, self.head_config, "head_config", config_errors)
+                if not config_errors:
+                    config_errors += [f"head_config.{p}" for p in HeadConfig(**config).problems()]
+                errors += config_errors
+        return errors
+
+    def options(self):
+        return HEADS[self.head].Options(**self.head_options)
+
     def problems(self) -> list[str]:
         out = [
             f"{key}: {getattr(self, key)} must be a probability in [0, 1)"
@@ -69,7 +102,7 @@ class ModelArgs:
         ]
         if self.peft is not None:
             out += peft_problems(self.peft)
-        return out + self.path_problems()
+        return out + self.head_problems() + self.path_problems()
 
     def path_problems(self) -> list[str]:
         if not self.name_or_path:
@@ -504,9 +537,13 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
     steps = build_steps(raw.get("preprocess"), errors)
-    names = build_metrics(raw.get("metrics"), errors)
+    head = HEADS.get(model.head, HEADS["sequence_classification"])
+    names = build_metrics(raw.get("metrics"), errors, head)
 
-    training_keys = build_kwargs(TrainingArguments, raw.get("training"), "training", errors, list_valid_keys=False)
+    arguments = head.training_args_class
+    training_keys = build_kwargs(arguments, raw.get("training"), "training", errors, list_valid_keys=False)
+    for key, value in head.training_defaults.items():
+        training_keys.setdefault(key, value)
     errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
     regularization = RegularizationArgs(**build_kwargs(RegularizationArgs, raw.get("regularization"), "regularization", errors))
     errors += [f"regularization.{p}" for p in regularization.problems()]
@@ -516,10 +553,12 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
     errors += early_stopping_problems(regularization, passed)
     errors += launch_problems(with_device_defaults(dict(passed)))
+    if not errors:
+        errors += head.recipe_problems(model.options(), data, training_keys, steps)
     if errors:
         raise RecipeError(errors)
     try:
-        training = TrainingArguments(**with_device_defaults(passed))
+        training = arguments(**with_device_defaults(passed))
     except (ValueError, TypeError, ImportError) as e:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
     return Recipe(
@@ -570,12 +609,18 @@ def build_steps(raw, errors: list[str]) -> list:
     return steps
 
 
-def build_metrics(raw, errors: list[str]) -> list[str]:
+def build_metrics(raw, errors: list[str], head) -> list[str]:
+    """Classification heads take the metrics.py registry (and user functions); the others their own fixed set."""
     if raw is None:
-        return list(metric_registry.DEFAULT_CLASSIFICATION)
+        return list(metric_registry.DEFAULT_CLASSIFICATION if head.metric_names is None else head.default_metrics)
     if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw) or not raw:
         errors.append(f"metrics: expected a non-empty list of metric names, got {show(raw)}")
         return []
+    if head.metric_names is not None:
+        for name in raw:
+            if name not in head.metric_names:
+                errors.append(f"metrics: {not_one_of(name, head.metric_names, f'a metric of head {head.name}')}")
+        return raw
     for name in raw:
         try:
             metric_registry.resolve(name)

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import AutoTokenizer, Trainer
 
 from . import regularize
 from .errors import RecipeError
-from .outputs import manifest, mark, strip_prefix, versions, write_json, write_predictions
+from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
 
 
 def load_tokenizer(model_args):
@@ -35,17 +35,19 @@ def model_load_errors(model_args):
 
 
 def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
+    """The head's Trainer class with the head's collator, loss (None: the model's own) and metrics."""
     args = recipe.training
     # Multiples of 8 let fp16/bf16 matmuls use tensor cores; on the CPU they only add padding.
     multiple = 8 if (args.fp16 or args.bf16) and not args.use_cpu else None
     regularize.freeze(model, recipe.regularization)
-    trainer = Trainer(
+    trainer = head.trainer_class(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized.get("validation"),
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple),
+        data_collator=head.collator(tokenizer, model, multiple),
+        compute_loss_func=head.loss(args),
         compute_metrics=head.compute_metrics(recipe.metrics, label_names(tokenized["train"])),
         preprocess_logits_for_metrics=logits_only,
         callbacks=regularize.callbacks(recipe.regularization),
@@ -79,19 +81,17 @@ def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tu
     results, outputs = {}, {}
     if "validation" in tokenized:
         output = trainer.predict(tokenized["validation"], metric_key_prefix="eval")
-        results["validation"] = strip_prefix(output.metrics, "eval_")
+        results["validation"] = head.scores(strip_prefix(output.metrics, "eval_"))
         outputs["validation"] = (output.label_ids, output.predictions)
     frame = None
     if "test" in tokenized:
         output = trainer.predict(tokenized["test"], metric_key_prefix="test")
         if output.label_ids is not None:
-            results["test"] = strip_prefix(output.metrics, "test_")
+            results["test"] = head.scores(strip_prefix(output.metrics, "test_"))
             outputs["test"] = (output.label_ids, output.predictions)
         test = data.splits["test"]
-        frame = pd.DataFrame({c: test[c] for c in text_columns})
-        if "labels" in test.column_names:
-            frame["label"] = [data.labels[i] for i in test["labels"]]
-        for name, values in head.prediction_columns(output.predictions, data.labels).items():
+        frame = pd.DataFrame({c: list(test[c]) for c in text_columns})
+        for name, values in {**head.gold(test), **head.prediction_columns(output, test, trainer)}.items():
             frame[name] = values
     return results, frame, outputs
 
@@ -111,11 +111,15 @@ def run_record(recipe, results: dict, data, head, outputs: dict, started: float)
     }
 
 
-def write_run(recipe, record: dict, predictions) -> None:
-    """predictions.csv, then metrics.json last: its presence means every other output is complete."""
+def write_run(recipe, record: dict, predictions, predictions_file: str = "predictions.csv") -> None:
+    """The predictions file, then metrics.json last: its presence means every other output is complete."""
     out = Path(recipe.training.output_dir)
     if predictions is not None:
-        write_predictions(out / "predictions.csv", predictions)
+        if predictions_file.endswith(".jsonl"):
+            # Lists (tags per word) and free text stay whole in JSON lines; CSV would flatten them to strings.
+            write_atomic(out / predictions_file, predictions.to_json(orient="records", lines=True, force_ascii=False))
+        else:
+            write_predictions(out / predictions_file, predictions)
     mark(str(out), "finished")
     write_json(out / "metrics.json", record)
 
@@ -134,6 +138,9 @@ def summary(results: dict) -> str:
     for split in ("validation", "test"):
         scores = results.get(split)
         if scores:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float) and not k.endswith(("_per_second", "runtime")))
+            shown = ", ".join(
+                f"{k} {v:.4f}" for k, v in scores.items()
+                if isinstance(v, float) and not k.endswith(("_per_second", "runtime")) and not k.startswith("f1_label_")
+            )
             lines.append(f"{split}: {shown}")
     return "\n".join(lines)

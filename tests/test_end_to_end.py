@@ -116,7 +116,8 @@ def test_batches_are_padded_to_their_own_longest_text(recipe, tiny_model):
     tokenized, _ = tokenize(data.splits, tokenizer, r.data)
     lengths = [len(x) for x in tokenized["train"]["input_ids"]]
     assert len(set(lengths)) > 1  # stored unpadded
-    head = HEADS["sequence_classification"]
-    trainer = build_trainer(r, head, head.load_model(r.model, data.labels), tokenizer, tokenized)
+    head = HEADS["sequence_classification"]()
+    head.labels = data.labels
+    trainer = build_trainer(r, head, head.load_model(r.model), tokenizer, tokenized)
     batch = trainer.data_collator([tokenized["train"][i] for i in range(4)])
     assert batch["input_ids"].shape == (4, max(lengths[:4]))

@@ -129,7 +129,7 @@ def test_data_files_are_checked(base, tmp_path):
     base["data"] = {"train_file": str(tmp_path / "notes.txt")}
     assert problems(base) == [
         f"data.train_file: '{tmp_path / 'notes.txt'}': '.txt' is not a supported format. "
-        "Choices: .csv, .tsv, .json, .jsonl, .parquet"
+        "Choices: .csv, .tsv, .json, .jsonl, .parquet, .conll"
     ]
 
 
