@@ -63,12 +63,13 @@ def main() -> None:
     # Smaller than the recipes' subsets when the machine is busy; the table says which sizes ran.
     parser.add_argument("--imdb", type=int, nargs=2, default=[2000, 1000], metavar=("TRAIN", "TEST"))
     parser.add_argument("--goemotions", type=int, nargs=2, default=[6000, 2000], metavar=("TRAIN", "TEST"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override for every run")
     parser.add_argument("--reuse", action="store_true", help="read runs already finished under --out instead of training again")
     args = parser.parse_args()
     global REUSE
     REUSE = args.reuse
-    imdb = [f"data.max_train_samples={args.imdb[0]}", f"data.max_test_samples={args.imdb[1]}"]
-    go = [f"data.max_train_samples={args.goemotions[0]}", f"data.max_test_samples={args.goemotions[1]}"]
+    imdb = [f"data.max_train_samples={args.imdb[0]}", f"data.max_test_samples={args.imdb[1]}", *args.set]
+    go = [f"data.max_train_samples={args.goemotions[0]}", f"data.max_test_samples={args.goemotions[1]}", *args.set]
     imdb_name = f"IMDb {args.imdb[0]}/{args.imdb[1]}"
     go_name = f"GoEmotions {args.goemotions[0]}/{args.goemotions[1]}"
     rows = []

@@ -63,7 +63,7 @@ BAD = [
     ("missing text column", {"data__text_columns": ["review"]}, [], "data.text_columns: column 'review' is not in the train split; columns: text, label"),
     ("missing label column", {"data__label_column": "stars"}, [], "data.label_column: column 'stars' is not in the train split; columns: text, label"),
     ("one class", {"data__train_file": "one_class.csv"}, [], "the training split has a single class ('pos')"),
-    ("unseen validation label", {"data__validation_file": "val_unseen.csv"}, [], "the validation split has labels not seen in training: 'meh' (1 rows)"),
+    ("unseen validation label", {"data__validation_file": "val_unseen.csv"}, [], "val_unseen.csv line 2: column 'label': label not seen in training: 'meh'"),
     ("empty split after preprocessing", {"preprocess__": [{"regex_replace": {"pattern": ".+"}}, "drop_empty"]}, [], "removed every row of split 'train'"),
     ("output_dir is a file", {"training__output_dir": "a_file"}, [], "is a file, not a folder"),
     ("override without =", {}, ["training.max_steps"], "override 'training.max_steps': expected section.key=value"),
