@@ -23,7 +23,7 @@ from .heads import HEADS
 from .launch import launch_problems
 from .lora import peft_problems
 from .preprocess import STEPS
-from .schema import Problem, build_kwargs, not_one_of, show
+from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
 DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
