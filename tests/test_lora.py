@@ -18,9 +18,10 @@ def trainable(model) -> int:
 
 
 def test_lora_trains_the_adapters_and_the_head_only(minilm_path):
-    head = HEADS["sequence_classification"]
+    head = HEADS["sequence_classification"]({}, {})
+    head.labels = ["negative", "positive"]
     args = ModelArgs(name_or_path=minilm_path, peft={"r": 8, "lora_alpha": 16})
-    full = head.load_model(args, ["negative", "positive"])
+    full = head.load_model(args)
     total = trainable(full)
     assert total == 22_713_986
     lora = apply_peft(full, args, head)
@@ -31,9 +32,10 @@ def test_lora_trains_the_adapters_and_the_head_only(minilm_path):
 
 
 def test_lora_target_modules_and_rank_change_the_count(minilm_path):
-    head = HEADS["sequence_classification"]
+    head = HEADS["sequence_classification"]({}, {})
+    head.labels = ["a", "b", "c"]
     args = ModelArgs(name_or_path=minilm_path, peft={"r": 4, "target_modules": ["query", "key", "value", "dense"]})
-    lora = apply_peft(head.load_model(args, ["a", "b", "c"]), args, head)
+    lora = apply_peft(head.load_model(args), args, head)
     # "dense" also matches each layer's attention output, intermediate (384->1536) and output (1536->384)
     # layers and the pooler: 6 x (3 x 384x384 + 384x384 + 384x1536 + 1536x384) + pooler 384x384, at rank 4.
     per_layer = 4 * (3 * (384 + 384) + (384 + 384) + (384 + 1536) + (1536 + 384))
