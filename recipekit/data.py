@@ -55,12 +55,13 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
 
         head = HEADS["sequence_classification"]()
     raw, sources = load_sources(args, seed)
-    check_columns(raw, args)
+    check_columns(raw, args, head.needs_labels)
     notes = []
     if head.text_labels:
         raw, notes = labels_as_text(raw, args.label_column)
     raw = DatasetDict({name: ds.add_column(ROW, list(range(len(ds)))) for name, ds in raw.items()})
-    ctx = Context(list(args.text_columns), args.label_column, seed, args.num_proc, tokenizer)
+    label = args.label_column if head.needs_labels else None  # a pretraining corpus's label column is ignored
+    ctx = Context(list(args.text_columns), label, seed, args.num_proc, tokenizer)
     rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
     checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars)], raw, ctx, first=-1)
     carved, carve_rows = carve(checked, args, seed, head.stratify)
@@ -301,10 +302,10 @@ def carve(splits: DatasetDict, args: DataArgs, seed: int, stratify: bool = True)
     return DatasetDict({name: out[name] for name in SPLITS if name in out}), rows
 
 
-def check_columns(splits: DatasetDict, args: DataArgs) -> None:
+def check_columns(splits: DatasetDict, args: DataArgs, needs_labels: bool = True) -> None:
     problems = []
     for split, ds in splits.items():
-        needed = list(args.text_columns) + ([args.label_column] if split != "test" else [])
+        needed = list(args.text_columns) + ([args.label_column] if split != "test" and needs_labels else [])
         for col in needed:
             if col not in ds.column_names:
                 key = "label_column" if col == args.label_column else "text_columns"
