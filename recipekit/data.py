@@ -54,7 +54,7 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
         from .heads import HEADS
 
         head = HEADS["sequence_classification"]()
-    raw, sources = load_sources(args, seed)
+    raw, sources = load_sources(args, seed, head.needs_labels)
     check_columns(raw, args, head.needs_labels)
     notes = []
     if head.text_labels:
@@ -101,12 +101,12 @@ def place(args: DataArgs, split: str, row: int) -> str:
     return f"{spec} row {row}"
 
 
-def load_sources(args: DataArgs, seed: int) -> tuple[DatasetDict, list[dict]]:
+def load_sources(args: DataArgs, seed: int, needs_labels: bool = True) -> tuple[DatasetDict, list[dict]]:
     """The splits a recipe names; several `data.sources` are mixed into one training split."""
     if args.sources is None:
         raw = load_hub(args) if args.dataset else load_files(args)
         return raw, []
-    keep = list(args.text_columns) + [args.label_column]
+    keep = list(args.text_columns) + ([args.label_column] if needs_labels else [])
     parts = []
     for i, source in enumerate(args.sources):
         ds = read_file(source.file) if source.file else load_hub_split(source.dataset, source.dataset_config, source.dataset_revision, source.split)

@@ -357,7 +357,8 @@ class LanguageModel(Head):
             if not self.masked:
                 ds = ds.map(lambda b: {"labels": b["input_ids"]}, batched=True, desc=f"labels {name}")
             out[name] = ds
-        return DatasetDict(out), {"block_size": o.block_size, "packing": o.packing, "splits": stats}
+        # max_length: the data report reads it; texts over a block are split across blocks when packing, cut when not.
+        return DatasetDict(out), {"max_length": o.block_size, "block_size": o.block_size, "packing": o.packing, "splits": stats}
 
     def load_model(self, model_args):
         if model_args.init == "scratch":

@@ -108,8 +108,8 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(tiny_model):
 def lm_recipe(tmp_path, train, head="causal_lm", **sections) -> dict:
     model = {"init": "scratch", "family": "gpt2" if head == "causal_lm" else "bert", "head": head,
              "head_options": {"block_size": 32},
-             "config": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
-                        ("n_inner" if head == "causal_lm" else "intermediate_size"): 128,
+             "config": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
+                        ("n_inner" if head == "causal_lm" else "intermediate_size"): 64,
                         ("n_positions" if head == "causal_lm" else "max_position_embeddings"): 64}}
     for key, value in sections.pop("model", {}).items():
         model[key] = value
@@ -117,28 +117,32 @@ def lm_recipe(tmp_path, train, head="causal_lm", **sections) -> dict:
         "model": model,
         "tokenizer": {"train": {"vocab_size": 400, "min_frequency": 1, **sections.pop("tokenizer", {})}},
         "data": {"train_file": train, **sections.pop("data", {})},
-        "training": {"output_dir": str(tmp_path / "out"), "max_steps": 60, "per_device_train_batch_size": 8,
-                     "learning_rate": 3.0e-3, "logging_steps": 10, "save_strategy": "no", "report_to": "none", "seed": 0,
+        "training": {"output_dir": str(tmp_path / "out"), "max_steps": 40, "per_device_train_batch_size": 8,
+                     "learning_rate": 1.0e-2, "logging_steps": 10, "save_strategy": "no", "report_to": "none", "seed": 0,
                      "disable_tqdm": True, **sections.pop("training", {})},
         **sections,
     }
 
 
+@pytest.mark.slow  # 60 steps of a 2-layer, 64-wide GPT-2: 10-40 s on 2 busy cores
 def test_scratch_causal_lm_memorises_a_toy_corpus_and_saves_its_tokenizer(tmp_path, write_recipe):
     rng = random.Random(3)
-    texts = [" ".join(rng.choices(WORDS, k=12)) for _ in range(8)]  # 8 fixed sentences, repeated: memorisable
-    train = write_jsonl(tmp_path / "train.jsonl", texts * 8)
+    texts = [" ".join(rng.choices(WORDS, k=10)) for _ in range(4)]  # 4 fixed sentences, repeated: memorisable
+    train = write_jsonl(tmp_path / "train.jsonl", texts * 16)
     validation = write_jsonl(tmp_path / "validation.jsonl", texts)
-    raw = lm_recipe(tmp_path, train, data={"validation_file": validation})
+    # Memorising wants no dropout and a little width.
+    config = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_inner": 128, "n_positions": 64, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    raw = lm_recipe(tmp_path, train, data={"validation_file": validation}, model={"config": config}, training={"max_steps": 60})
     assert run_cli([write_recipe(raw)]) == 0
     out = tmp_path / "out"
     result = json.loads((out / "metrics.json").read_text())
     history = [r["loss"] for r in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in r]
-    # Starts near ln(vocabulary) (about 6 for the 400-token tokenizer) and falls to a fraction of it.
-    assert history[0] > 4.0 and history[-1] < 0.3 * history[0]
+    # Starts near ln(vocabulary) (about 5.7 for a 300-token tokenizer) and falls to a fraction of it; once
+    # memorised only the first words after each end-of-text are uncertain (one of 4 sentences).
+    assert history[0] > 3.5 and history[-1] < 0.3 * history[0]
     assert result["validation"]["perplexity"] == pytest.approx(np.exp(result["validation"]["token_loss"]), rel=1e-5)
-    assert result["validation"]["perplexity"] < 4.0
-    assert result["model"]["parameters"] > result["model"]["non_embedding_parameters"] > 90_000
+    assert result["validation"]["perplexity"] < 2.0
+    assert result["model"]["parameters"] > result["model"]["non_embedding_parameters"] > 20_000
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -147,6 +151,7 @@ def test_scratch_causal_lm_memorises_a_toy_corpus_and_saves_its_tokenizer(tmp_pa
     assert model.config.vocab_size == len(tokenizer) and model.config.recipekit["init"] == "scratch"
 
 
+@pytest.mark.slow  # two tiny runs, 10-30 s
 def test_pretrained_bert_output_is_a_fine_tuning_starting_point(tmp_path, write_recipe):
     rng = random.Random(4)
     texts = [" ".join(rng.choices(WORDS, k=15)) for _ in range(120)]
