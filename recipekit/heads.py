@@ -160,8 +160,7 @@ class Head:
         return
 
     def preprocess_logits(self):
-        """A Trainer `preprocess_logits_for_metrics`: shrink logits before evaluation keeps them (None: keep all)."""
-        return None
+        """A Trainer `preprocess_logits_for_metrics` that shrinks logits before evaluation keeps them; None keeps all."""
 
     def after_training(self, trainer, tokenized) -> dict:
         return {}
@@ -1003,4 +1002,4 @@ class CausalLMCompletion(Head):
         return {"generated": generate(trainer, self.tokenizer, list(test[self.prompt]), self.options.max_new_tokens, decoder_only=True)}
 
 
-from . import lm  # noqa: E402, F401  (registers masked_lm and causal_lm, which build on Head)
+from . import lm  # noqa: F401  (registers masked_lm and causal_lm, which build on Head)
