@@ -433,6 +433,7 @@ class MaskedLM(LanguageModel):
     """BERT's objective: predict `mlm_probability` of the tokens from both sides; accuracy = masked tokens right."""
 
     Options = MaskedLMOptions
+    pipeline_task = "fill-mask"
 
     def encode_texts(self, tokenizer, texts):
         enc = tokenizer(texts, verbose=False, return_offsets_mapping=self.options.whole_word_mask, return_attention_mask=False)
