@@ -137,11 +137,12 @@ def test_scratch_causal_lm_memorises_a_toy_corpus_and_saves_its_tokenizer(tmp_pa
     out = tmp_path / "out"
     result = json.loads((out / "metrics.json").read_text())
     history = [r["loss"] for r in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in r]
-    # The first 10 steps average about 3.4 nats (a uniform guess over the ~300-token vocabulary is 5.7) and
-    # 60 steps halve it (1.6 measured); the held-out copy of the 4 sentences is far from a uniform guess.
-    assert history[0] > 3.0 and history[-1] < 0.5 * history[0]
+    # Measured (seed 0): the first 10 steps average 3.39 nats (a uniform guess over the 309-token vocabulary
+    # is 5.73), the last 10 average 1.57 (0.46 of the first), validation perplexity 4.9. The bounds keep a
+    # margin over those numbers and stay far from an untrained model (loss ratio 1.0, perplexity ~309).
+    assert history[0] > 3.0 and history[-1] < 0.6 * history[0]
     assert result["validation"]["perplexity"] == pytest.approx(np.exp(result["validation"]["token_loss"]), rel=1e-5)
-    assert result["validation"]["perplexity"] < 6.0
+    assert result["validation"]["perplexity"] < 7.0
     assert result["model"]["parameters"] > result["model"]["non_embedding_parameters"] > 20_000
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
