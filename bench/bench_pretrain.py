@@ -30,16 +30,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from datasets import Dataset, DatasetDict  # noqa: E402
-from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
-from recipekit.heads import HEADS  # noqa: E402
-from recipekit.lm import TrainTokenizerArgs, parameter_counts, train_tokenizer  # noqa: E402
-from recipekit.paths import resolve  # noqa: E402
-from recipekit.recipe import DataArgs, ModelArgs  # noqa: E402
+from recipekit.heads import HEADS
+from recipekit.lm import TrainTokenizerArgs, parameter_counts, train_tokenizer
+from recipekit.paths import resolve
+from recipekit.recipe import DataArgs, ModelArgs
 
 DATA = Path(os.environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SMALL_BERT = {"num_hidden_layers": 3, "hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768,
@@ -179,7 +179,7 @@ def main() -> None:
     rows.append(("tokenizer: WordPiece on IMDb + SST-2 train", f"{len(tokenizer):,} tokens in {time.time() - started:.0f} s"))
 
     rate = matmul_rate()
-    rows.append(("float32 matmul rate (1024x1024, torch threads = %d)" % opts.threads, f"{rate / 1e9:.1f} GFLOP/s"))
+    rows.append((f"float32 matmul rate (1024x1024, torch threads = {opts.threads})", f"{rate / 1e9:.1f} GFLOP/s"))
     sample = imdb[:600] + list(sst2["text"].astype(str)[:2000])
     for packing in (True, False):
         s = speed(tokenizer, sample, packing, opts.speed_steps, rate, tmp)

@@ -21,8 +21,8 @@ from .custom_head import HeadConfig
 from .errors import RecipeError
 from .heads import HEADS
 from .launch import launch_problems
-from .lora import peft_problems
 from .lm import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
+from .lora import peft_problems
 from .preprocess import STEPS
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
