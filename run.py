@@ -1,4 +1,4 @@
-"""Fine-tune a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume].
+"""Fine-tune or pretrain a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume].
 
 Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python run.py compare OUT1 OUT2 ...
 Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
@@ -18,6 +18,7 @@ from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
 from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
+from recipekit.lm import parameter_counts, train_tokenizer
 from recipekit.lora import apply_peft, save_labels
 from recipekit.outputs import check_output_dir, check_resumable, start_run, write_json
 from recipekit.predict import evaluate_command, predict_command
@@ -53,9 +54,12 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         check_output_dir(training.output_dir, overwrite, resume)
 
     head = HEADS[recipe.model.head](recipe.model.head_options, recipe.model.head_config)
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_tokenizer(recipe.model, recipe.tokenizer)  # None: tokenizer.train learns one from the data
     with training.main_process_first(desc="load, preprocess and tokenize data"):
         data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head)
+        if tokenizer is None:
+            tokenizer = train_tokenizer(recipe.tokenizer.train, data.splits["train"], recipe.data.text_columns[0], getattr(head, "masked", True))
+            print(f"tokenizer: trained {recipe.tokenizer.train.algorithm}, {len(tokenizer):,} tokens")
         if resume:
             check_resumable(training.output_dir, recipe.to_dict()["model"], data.labels)
         tokenized, data.report["tokens"] = head.tokenize(data.splits, tokenizer, recipe.data)
@@ -68,7 +72,11 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         return 0
 
     set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
-    model = apply_peft(head.load_model(recipe.model), recipe.model, head)
+    model = head.load_model(recipe.model)
+    size = parameter_counts(model)
+    print(f"model: {recipe.model.init} {model.config.model_type}, {size['parameters']:,} parameters "
+          f"({size['non_embedding_parameters']:,} outside the embeddings)")
+    model = apply_peft(model, recipe.model, head)
     if recipe.sanity.overfit_batch:
         return overfit_batch(recipe, head, model, tokenizer, tokenized)
     if recipe.sanity.lr_range_test:
@@ -92,7 +100,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
             save_labels(training.output_dir, data.labels)
         results = {"train": train_result.metrics, **({"tuned": tuned} if tuned else {}), **results}
         record = run_record(recipe, results, data, head, outputs, started)
-        record["model"] = {"parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
+        record["model"] = {**size, "parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
         write_report(training.output_dir, recipe.to_dict(), head, record, outputs)
         write_run(recipe, record, predictions, head.predictions_file)
         print(summary(results))

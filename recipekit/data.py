@@ -54,13 +54,14 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
         from .heads import HEADS
 
         head = HEADS["sequence_classification"]()
-    raw, sources = load_sources(args, seed)
-    check_columns(raw, args)
+    raw, sources = load_sources(args, seed, head.needs_labels)
+    check_columns(raw, args, head.needs_labels)
     notes = []
     if head.text_labels:
         raw, notes = labels_as_text(raw, args.label_column)
     raw = DatasetDict({name: ds.add_column(ROW, list(range(len(ds)))) for name, ds in raw.items()})
-    ctx = Context(list(args.text_columns), args.label_column, seed, args.num_proc, tokenizer)
+    label = args.label_column if head.needs_labels else None  # a pretraining corpus's label column is ignored
+    ctx = Context(list(args.text_columns), label, seed, args.num_proc, tokenizer)
     rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
     checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars)], raw, ctx, first=-1)
     carved, carve_rows = carve(checked, args, seed, head.stratify)
@@ -100,12 +101,12 @@ def place(args: DataArgs, split: str, row: int) -> str:
     return f"{spec} row {row}"
 
 
-def load_sources(args: DataArgs, seed: int) -> tuple[DatasetDict, list[dict]]:
+def load_sources(args: DataArgs, seed: int, needs_labels: bool = True) -> tuple[DatasetDict, list[dict]]:
     """The splits a recipe names; several `data.sources` are mixed into one training split."""
     if args.sources is None:
         raw = load_hub(args) if args.dataset else load_files(args)
         return raw, []
-    keep = list(args.text_columns) + [args.label_column]
+    keep = list(args.text_columns) + ([args.label_column] if needs_labels else [])
     parts = []
     for i, source in enumerate(args.sources):
         ds = read_file(source.file) if source.file else load_hub_split(source.dataset, source.dataset_config, source.dataset_revision, source.split)
@@ -301,10 +302,10 @@ def carve(splits: DatasetDict, args: DataArgs, seed: int, stratify: bool = True)
     return DatasetDict({name: out[name] for name in SPLITS if name in out}), rows
 
 
-def check_columns(splits: DatasetDict, args: DataArgs) -> None:
+def check_columns(splits: DatasetDict, args: DataArgs, needs_labels: bool = True) -> None:
     problems = []
     for split, ds in splits.items():
-        needed = list(args.text_columns) + ([args.label_column] if split != "test" else [])
+        needed = list(args.text_columns) + ([args.label_column] if split != "test" and needs_labels else [])
         for col in needed:
             if col not in ds.column_names:
                 key = "label_column" if col == args.label_column else "text_columns"

@@ -15,10 +15,12 @@ A head is a `Head` subclass with `@register("name")`. run.py builds one per run,
                                      `model.config.recipekit`, before the model is saved
   scores(metrics), gold(test_split), prediction_columns(output, test_split, trainer)
 
+The language-model heads (`masked_lm`, `causal_lm`) live in lm.py with tokenizer training and packing.
+
 Class attributes say the rest: `Options` (the dataclass of `model.head_options`), `training_args_class`
 and `trainer_class` (Seq2Seq* for generation), `predictions_file` (.csv, or .jsonl for lists and text),
 `stratify` (carve validation by label), `metric_names`/`default_metrics` (None: metrics.CLASSIFICATION),
-`accepts_head_config` (whether `model.head_config` builds our EncoderWithHead), `pipeline_task`.
+`needs_labels` (False: no label column), `accepts_head_config` (whether `model.head_config` builds our EncoderWithHead), `pipeline_task`.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Head:
     trainer_class = Trainer
     predictions_file = "predictions.csv"
     stratify = False
+    needs_labels = True  # False for self-supervised heads: the label column may be absent
     text_labels = False  # labels read as text by data.py (so 1 and "1" are one class)
     metric_names: list[str] | tuple[str, ...] | None = None
     default_metrics: tuple[str, ...] = ()
@@ -155,6 +158,9 @@ class Head:
     def compute_metrics(self, metric_names: list[str], labels: list[str] | None = None):
         """Trainer's compute_metrics for the recipe's `metrics:`; `labels` are the names of the label ids, if any."""
         return
+
+    def preprocess_logits(self):
+        """A Trainer `preprocess_logits_for_metrics` that shrinks logits before evaluation keeps them; None keeps all."""
 
     def after_training(self, trainer, tokenized) -> dict:
         return {}
@@ -994,3 +1000,6 @@ class CausalLMCompletion(Head):
 
     def prediction_columns(self, output, test, trainer):
         return {"generated": generate(trainer, self.tokenizer, list(test[self.prompt]), self.options.max_new_tokens, decoder_only=True)}
+
+
+from . import lm  # noqa: F401  (registers masked_lm and causal_lm, which build on Head)

@@ -21,6 +21,7 @@ from .custom_head import HeadConfig
 from .errors import RecipeError
 from .heads import HEADS
 from .launch import launch_problems
+from .lm import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
 from .lora import peft_problems
 from .preprocess import STEPS
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
@@ -69,6 +70,17 @@ class ModelArgs:
         default_factory=dict,
         metadata={"help": "a custom head on the encoder: pooling, hidden_sizes, activation, dropout, freeze_encoder, freeze_layers"},
     )
+    init: str = field(
+        default="pretrained",
+        metadata={"help": "pretrained: load name_or_path's weights; scratch: a new, randomly initialised model", "choices": INITS},
+    )
+    family: str | None = field(
+        default=None, metadata={"help": f"with init: scratch, the config family to build ({', '.join(FAMILIES)}, ...)"}
+    )
+    config: dict = field(
+        default_factory=dict,
+        metadata={"help": "with init: scratch, config overrides: num_hidden_layers, hidden_size, num_attention_heads, intermediate_size, max_position_embeddings, vocab_size ..."},
+    )
 
     def head_problems(self) -> list[str]:
         """Check head_options against the head's Options dataclass and head_config against HeadConfig."""
@@ -102,7 +114,10 @@ class ModelArgs:
         ]
         if self.peft is not None:
             out += peft_problems(self.peft)
-        return out + self.head_problems() + self.path_problems()
+        out += self.head_problems() + config_problems(self)
+        if self.init == "scratch" and self.family and not self.name_or_path:
+            return out  # built from a config family: nothing to load
+        return out + self.path_problems()
 
     def path_problems(self) -> list[str]:
         if not self.name_or_path:
@@ -453,12 +468,15 @@ class Recipe:
     source: str | None = None
     # Kept out of TrainingArguments, whose pickle (training_args.bin) lands in every checkpoint.
     hub_token: str | None = field(default=None, repr=False)
+    tokenizer: TokenizerArgs = field(default_factory=TokenizerArgs)
 
     def to_dict(self) -> dict:
         steps = [{s.name: dataclasses.asdict(s)} for s in self.preprocess]
         training = {k: v for k, v in self.training_keys.items() if k != "hub_token"}
+        tokenizer = {"tokenizer": dataclasses.asdict(self.tokenizer)} if self.tokenizer != TokenizerArgs() else {}
         return {
             "model": dataclasses.asdict(self.model),
+            **tokenizer,
             "data": dataclasses.asdict(self.data),
             "preprocess": steps,
             "metrics": list(self.metrics),
@@ -472,7 +490,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SECTIONS = {"model", "data", "preprocess", "metrics", "training", "regularization", "sanity", "sweep"}
+SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "sanity", "sweep"}
 
 
 def read_yaml(path: str) -> dict:
@@ -533,11 +551,13 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
 
     model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
     errors += [f"model.{p}" for p in model.problems()]
+    head = HEADS.get(model.head, HEADS["sequence_classification"])
+    tokenizer = build_tokenizer_args(raw.get("tokenizer"), errors, getattr(head, "tokenizer_algorithm", "wordpiece"))
+    errors += tokenizer_problems(model, tokenizer)
     data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
     steps = build_steps(raw.get("preprocess"), errors)
-    head = HEADS.get(model.head, HEADS["sequence_classification"])
     names = build_metrics(raw.get("metrics"), errors, head)
 
     arguments = head.training_args_class
@@ -555,6 +575,8 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     errors += launch_problems(with_device_defaults(dict(passed)))
     if not errors:
         errors += head.recipe_problems(model.options(), data, training_keys, steps)
+    if not errors and hasattr(model.options(), "block_size"):
+        errors += model_problems(model, tokenizer, model.options())
     if errors:
         raise RecipeError(errors)
     try:
@@ -563,8 +585,22 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
     return Recipe(
         model, data, steps, names, training, training_keys, regularization, sanity, sweep, raw.get("sweep"),
-        source, training_keys.get("hub_token"),
+        source, training_keys.get("hub_token"), tokenizer,
     )
+
+
+def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:
+    if model.init == "scratch" and model.family and not tokenizer.train and not tokenizer.name_or_path:
+        return [f"tokenizer: a scratch {model.family} model needs a tokenizer: tokenizer.train (learn one from the data) or tokenizer.name_or_path"]
+    if tokenizer.train and model.init == "pretrained":
+        return ["tokenizer.train: a pretrained model needs the tokenizer it was trained with; train a tokenizer only for model.init: scratch"]
+    if tokenizer.name_or_path:
+        try:
+            if paths.looks_local(tokenizer.name_or_path) and not Path(paths.resolve(tokenizer.name_or_path)).expanduser().is_dir():
+                return [f"tokenizer.name_or_path: {tokenizer.name_or_path!r} is not a folder"]
+        except Problem as p:
+            return [f"tokenizer.name_or_path: {p}"]
+    return []
 
 
 def load_recipe(path: str, overrides=()) -> Recipe:

@@ -142,7 +142,7 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
     source = data.get("dataset") or ", ".join(f"{k.removesuffix('_file')}: `{v}`" for k, v in data.items() if k.endswith("_file") and v)
     steps = [next(iter(s)) if isinstance(s, dict) else s for s in recipe.get("preprocess") or []]
     rows = [
-        ["model", f"`{model.get('name_or_path')}` ({model.get('head')})"],
+        ["model", f"`{model.get('name_or_path') or model.get('family')}` ({model.get('head')}, {model.get('init', 'pretrained')})"],
         ["data", source],
         ["text columns / label", f"{', '.join(data.get('text_columns', []))} / {data.get('label_column')}"],
         ["labels", ", ".join(record.get("labels", []))],
@@ -188,6 +188,11 @@ def report_markdown(name: str, recipe: dict, record: dict, split: str | None, fi
     return "\n".join(lines)
 
 
+# The usage line of the model card for pipelines whose input is not a plain text to classify.
+_EXAMPLES = {
+    "fill-mask": 'classifier(f"A tight, funny, well acted {classifier.tokenizer.mask_token}.")',
+    "text-generation": 'classifier("A tight, funny", max_new_tokens=20)',
+}
 _DISPLAY = {"f1": "F1", "mcc": "MCC", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "ece": "Expected calibration error"}
 
 
@@ -230,15 +235,17 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
         trained_on = "local files (" + ", ".join(f"`{Path(v).name}`" for k, v in data.items() if k.endswith("_file") and v) + ")"
     training = yaml.safe_dump(recipe.get("training", {}), sort_keys=False).rstrip()
     lines = ["---", card.to_yaml(), "---", "", f"# {name}", ""]
-    about = f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
-    lines += [
-        about + " The recipe is `recipe.yaml` in this folder.",
-        "",
-        f"Labels: {', '.join(record.get('labels', []))}.",
-        "",
-        "## Results",
-        "",
-    ]
+    if model.get("init") == "scratch":
+        shape = f"a `{model['family']}` config" if model.get("family") else f"the config of {origin}"
+        about = f"A model pretrained from scratch ({shape}) with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
+    elif getattr(head, "predictions_file", "") is None:  # a language-model head: continued pretraining
+        about = f"Continued pretraining of {origin} with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
+    else:
+        about = f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
+    lines += [about + " The recipe is `recipe.yaml` in this folder.", ""]
+    if record.get("labels"):
+        lines += [f"Labels: {', '.join(record['labels'])}.", ""]
+    lines += ["## Results", ""]
     lines += metrics_table(record) + ["", "Per-class scores and plots: `report.md`.", ""]
     lines += [
         "## Use",
@@ -247,7 +254,7 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
         "from transformers import pipeline",
         "",
         f'classifier = pipeline("{task or "text-classification"}", model="{name}")  # this folder, or its Hub id',
-        'classifier("A tight, funny, well acted film.")',
+        _EXAMPLES.get(task, 'classifier("A tight, funny, well acted film.")'),
         "```",
         "",
         "## Training settings",

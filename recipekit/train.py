@@ -10,28 +10,39 @@ from pathlib import Path
 import pandas as pd
 from transformers import AutoTokenizer, Trainer
 
-from . import regularize
+from . import paths, regularize
 from .errors import RecipeError
 from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
 
 
-def load_tokenizer(model_args):
+def load_tokenizer(model_args, tokenizer_args=None):
+    """The tokenizer named by `tokenizer.name_or_path`, else the model's; None when `tokenizer.train` will make one."""
+    if tokenizer_args is not None and tokenizer_args.train is not None:
+        return None
     if model_args.trust_remote_code:
         print(f"warning: model.trust_remote_code is true: code shipped with {model_args.name_or_path!r} will run here", file=sys.stderr)
+    if tokenizer_args is not None and tokenizer_args.name_or_path:
+        with model_load_errors(tokenizer_args.name_or_path, "tokenizer.name_or_path"):
+            return AutoTokenizer.from_pretrained(resolve_path(tokenizer_args.name_or_path), trust_remote_code=model_args.trust_remote_code)
     with model_load_errors(model_args):
         return AutoTokenizer.from_pretrained(
             model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code
         )
 
 
+def resolve_path(spec: str) -> str:
+    return str(Path(paths.resolve(spec)).expanduser()) if paths.looks_local(spec) else spec
+
+
 @contextmanager
-def model_load_errors(model_args):
+def model_load_errors(model_args, key: str = "model.name_or_path"):
     """A model or tokenizer that cannot be loaded (no network, a typo in a Hub id) is a recipe error."""
+    name = model_args if isinstance(model_args, str) else model_args.name_or_path
     try:
         yield
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RecipeError(f"model.name_or_path: cannot load {model_args.name_or_path!r}: {first}") from None
+        raise RecipeError(f"{key}: cannot load {name!r}: {first}") from None
 
 
 def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
@@ -49,7 +60,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         data_collator=head.collator(tokenizer, model, multiple),
         compute_loss_func=head.loss(args),
         compute_metrics=head.compute_metrics(recipe.metrics, label_names(tokenized["train"])),
-        preprocess_logits_for_metrics=logits_only,
+        preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         callbacks=regularize.callbacks(recipe.regularization),
     )
     if getattr(head, "batch_mean_loss", False):
@@ -89,6 +100,8 @@ def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tu
         if output.label_ids is not None:
             results["test"] = head.scores(strip_prefix(output.metrics, "test_"))
             outputs["test"] = (output.label_ids, output.predictions)
+        if head.predictions_file is None:  # a corpus has nothing to predict: loss and perplexity only
+            return results, None, outputs
         test = data.splits["test"]
         frame = pd.DataFrame({c: list(test[c]) for c in text_columns})
         for name, values in {**head.gold(test), **head.prediction_columns(output, test, trainer)}.items():
