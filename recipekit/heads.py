@@ -445,6 +445,18 @@ class Binary(ClassLabels):
         self.record(trainer.model)
         return {"threshold": self.stored["threshold"]}
 
+    def evaluation(self, label_ids, logits, labels) -> dict:
+        """The softmax heads' full table, from the two-column probabilities [1 - p, p]."""
+        return M.classification_details(np.asarray(label_ids).astype(int), self.two_columns(logits), self.labels)
+
+    def plots(self, label_ids, logits, labels, folder, split) -> list:
+        # ROC, precision-recall and reliability do not depend on the threshold; the confusion matrix is at 0.5.
+        return plots.classification(np.asarray(label_ids).astype(int), self.two_columns(logits), self.labels, folder, split)
+
+    def two_columns(self, logits) -> np.ndarray:
+        p = self.probabilities(logits)
+        return np.stack([1 - p, p], axis=1)
+
     def prediction_columns(self, output, test, trainer):
         p = self.probabilities(output.predictions)
         return {
@@ -661,6 +673,12 @@ class Regression(PooledHead):
 
     def prediction_columns(self, output, test, trainer):
         return {"predicted": self.unscale(output.predictions).tolist()}
+
+    def evaluation(self, label_ids, predictions, labels) -> dict:
+        return {"scores": M.regression_scores(label_ids, self.unscale(predictions))}
+
+    def plots(self, label_ids, predictions, labels, folder, split) -> list:
+        return [("Predicted vs true", plots.regression_scatter(label_ids, self.unscale(predictions), folder / "scatter.png", split))]
 
 
 @register("token_classification")

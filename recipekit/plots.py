@@ -184,6 +184,21 @@ def classification(y_true, probs, labels: list[str], folder: Path, split: str) -
     return out
 
 
+def regression_scatter(y_true, y_pred, path: Path, split: str) -> Path:
+    """Predicted against true values: points on the diagonal are exact; a flat cloud means the model learned the mean."""
+    y_true, y_pred = np.asarray(y_true, dtype=float).reshape(-1), np.asarray(y_pred, dtype=float).reshape(-1)
+    fig = Figure(figsize=(6.0, 6.0))
+    ax = fig.subplots()
+    ax.scatter(y_true, y_pred, s=12, alpha=0.6, edgecolors="none")
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], "--", color="grey", label="predicted = true")
+    rmse = float(np.sqrt(np.mean((y_true - y_pred) ** 2)))
+    ax.set(title=f"Predicted vs true ({split}, RMSE {rmse:.3g}, n={len(y_true)})", xlabel="true value", ylabel="predicted value")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
 def compare(runs: dict[str, list[dict]], metric: str, path: Path) -> Path:
     """Validation loss and validation `metric` over steps, one line per run."""
     fig = Figure(figsize=(11.0, 4.2))

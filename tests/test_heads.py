@@ -93,6 +93,10 @@ def test_binary_learns_with_one_logit_and_stores_the_tuned_threshold(tiny_model,
     frame = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert list(frame.columns) == ["text", "label", "predicted", "prob_pos"]
     assert ((frame["prob_pos"] >= config["recipekit"]["threshold"]) == (frame["predicted"] == "pos")).all()
+    report = (tmp_path / "out" / "report.md").read_text()
+    for png in ("confusion_matrix.png", "roc.png", "pr.png", "reliability.png"):
+        assert (tmp_path / "out" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png in report
+    assert result["evaluation"]["test"]["scores"]["roc_auc"] == pytest.approx(result["test"]["roc_auc"])
 
 
 def test_binary_needs_two_labels_and_tune_needs_validation(tiny_model, tmp_path, write_recipe, capsys):
@@ -222,6 +226,10 @@ def test_regression_learns_a_count_and_undoes_standardisation(tiny_model, tmp_pa
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["problem_type"] == "regression"
     assert config["recipekit"]["target_mean"] == pytest.approx(120.0, abs=3.0)
+    scatter = tmp_path / "out" / "plots" / "scatter.png"
+    assert scatter.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and scatter.stat().st_size > 10_000
+    assert "scatter.png" in (tmp_path / "out" / "report.md").read_text()
+    assert result["evaluation"]["test"]["scores"]["rmse"] == pytest.approx(result["test"]["rmse"], rel=1e-4)
 
 
 def test_regression_target_must_be_a_number(tiny_model, tmp_path, write_recipe, capsys):
