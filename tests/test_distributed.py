@@ -163,3 +163,20 @@ def test_run_killed_mid_epoch_resumes_to_the_same_result(tiny_model, tmp_path):
     assert steps[:5] == [5, 10, 15, 20, 25]
     assert steps == [h["step"] for h in first["log_history"] if "loss" in h]
     assert losses(second) == pytest.approx(losses(first), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_the_same_trial_on_every_rank(tiny_model, tmp_path):
+    # Rank 0 draws each trial's learning rate and broadcasts it. Had rank 1 drawn its own, the two
+    # optimizers would step with different rates and the ranks' weights would part after the first step.
+    recipe = recipe_for(tiny_model, tmp_path / "sweep", per_device_train_batch_size=8, max_steps=4)
+    recipe["sweep"] = {"method": "optuna", "n_trials": 2, "seed": 3, "space": {"training.learning_rate": {"low": 1.0e-4, "high": 1.0e-1}}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    done = launch(LAUNCHERS["torchrun"], tmp_path / "probe", "sweep", str(path), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = ranks(tmp_path / "probe")
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]  # the last trial, identical on both ranks
+    board = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
+    assert len(board) == 2 and board["training.learning_rate"].nunique() == 2
+    assert rank1["writes"] == []
