@@ -39,14 +39,17 @@ def minilm_path() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, minilm_path) -> str:
-    """A 2-layer, 32-wide BERT with MiniLM's real tokenizer: trains in seconds, exercises every wiring."""
+    """A 2-layer, 64-wide BERT with MiniLM's real tokenizer: trains in seconds, exercises every wiring."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
+    # Seeded: a session fixture is built at first use, so unseeded weights would depend on test order.
+    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
