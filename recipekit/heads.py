@@ -191,6 +191,32 @@ def reduce(per_item: torch.Tensor, num_items_in_batch) -> torch.Tensor:
     return per_item.sum() / num_items_in_batch if num_items_in_batch is not None else per_item.mean()
 
 
+def output_layer(model, num_outputs: int):
+    """The layer that produces the logits: the last Linear with num_outputs outputs (BERT's classifier,
+    RoBERTa's classifier.out_proj, GPT-2's score, our custom head's last layer)."""
+    found = None
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.out_features == num_outputs:
+            found = module
+    return found
+
+
+def prior_bias(model, positive_rate: np.ndarray) -> str:
+    """Start each sigmoid at its label's training frequency: bias = log(p / (1 - p)).
+
+    With a zero bias every sigmoid starts at 0.5 while most labels are rare (GoEmotions: 28 labels,
+    4% positive on average), so the first hundreds of steps only push every logit down and the encoder
+    gets little else to learn from; started at the prior, the gradient is about the text from step one
+    (the prior initialisation of Lin et al. 2017, focal loss, section 3.3)."""
+    layer = output_layer(model, len(positive_rate))
+    if layer is None or layer.bias is None:
+        return f"not applied: {type(model).__name__} has no output bias"
+    p = np.clip(np.asarray(positive_rate, dtype=np.float64), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        layer.bias.copy_(torch.as_tensor(np.log(p / (1 - p)), dtype=layer.bias.dtype))
+    return "log-odds of the training label frequencies"
+
+
 def pick(metric_names: list[str], values: dict) -> dict:
     out = {}
     for name in metric_names:
@@ -216,6 +242,7 @@ class PooledHead(Head):
 
     def load_model(self, model_args):
         trained = trained_model(model_args, AutoModelForSequenceClassification)
+        self.fresh_head = trained is None  # False when continuing from a model this package trained
         if trained is not None:
             self.stored.update({k: v for k, v in trained.config.recipekit.items() if k not in ("head", "labels")})
             return trained
@@ -472,6 +499,11 @@ class MultiLabelOptions:
     threshold: float | str = field(
         default=0.5, metadata={"help": "one cut for every label, or tune: each label's F1-best cut on validation, saved"}
     )
+    bias_init: str = field(
+        default="prior",
+        metadata={"help": "prior: start each sigmoid's bias at its label's training log-odds (rare labels learn far sooner); zero",
+                  "choices": ("prior", "zero")},
+    )
 
     def problems(self) -> list[str]:
         return threshold_problems(self.threshold) + ([] if self.label_delimiter else ["label_delimiter: must not be empty"])
@@ -535,6 +567,13 @@ class MultiLabel(PooledHead):
     def check_train(self, train):
         if len(self.labels) < 2:
             raise RecipeError(f"data.label_column: the training split has {len(self.labels)} distinct label(s); multi_label needs two or more")
+        self.positive_rate = np.asarray(column_values(train, "labels"), dtype=np.float64).mean(axis=0)
+
+    def load_model(self, model_args):
+        model = super().load_model(model_args)
+        if self.fresh_head and self.options.bias_init == "prior":
+            print(f"multi_label: output biases {prior_bias(model, self.positive_rate)}")
+        return model
 
     def label_counts(self, ds):
         counts = np.asarray(column_values(ds, "labels")).sum(axis=0)
@@ -797,17 +836,31 @@ class TokenClassification(Head):
 
     def prediction_columns(self, output, test, trainer):
         predicted = output.predictions.argmax(-1)
-        enc = self.tokenizer(list(test[self.words]), is_split_into_words=True, truncation=True,
-                             max_length=predicted.shape[1] if predicted.ndim == 2 else None)
+        words = list(test[self.words])
+        enc = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=predicted.shape[1] if predicted.ndim == 2 else None)
+        return {"predicted": self.word_tags(predicted, enc, words)}
+
+    def word_tags(self, predicted, enc, words) -> list[list[str]]:
         rows = []
-        for i, words in enumerate(test[self.words]):
+        for i, row in enumerate(words):
             # A word cut off by max_length gets no prediction: "O", so every word has a tag.
-            tags = ["O"] * len(words)
-            for position, word in enumerate(enc.word_ids(i)):
-                if word is not None and (position == 0 or enc.word_ids(i)[position - 1] != word):
+            tags = ["O"] * len(row)
+            ids = enc.word_ids(i)
+            for position, word in enumerate(ids):
+                if word is not None and (position == 0 or ids[position - 1] != word):
                     tags[word] = self.labels[int(predicted[i, position])]
             rows.append(tags)
-        return {"predicted": rows}
+        return rows
+
+    def infer(self, model, tokenizer, texts, run) -> dict[str, list]:
+        """`run.py predict`: one tag per word; a row is a list of words (JSONL) or a text split on whitespace."""
+        words = [w if isinstance(w, list) else str(w or "").split() for w in texts[0]]
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=run.data.max_length, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            predicted = model(**enc.to(model.device)).logits.argmax(-1).cpu().numpy()
+        tags = {"predicted": self.word_tags(predicted, enc, words)}
+        # Texts were split here: show the words the tags belong to.
+        return tags if all(isinstance(w, list) for w in texts[0]) else {"words": words, **tags}
 
 
 def map_splits(splits: DatasetDict, encode, max_length: int) -> tuple[DatasetDict, dict]:
@@ -876,7 +929,7 @@ class Seq2Seq(Head):
         return text_targets(splits, args, where, "the target")
 
     def tokenize(self, splits, tokenizer, args):
-        self.tokenizer = tokenizer
+        self.tokenizer, self.max_length = tokenizer, args.max_length
         prefix = self.options.source_prefix
 
         def encode(batch):
@@ -915,32 +968,52 @@ class Seq2Seq(Head):
 
     def prediction_columns(self, output, test, trainer):
         if np.asarray(output.predictions).ndim == 3:
-            return {"generated": generate(trainer, self.tokenizer, [self.options.source_prefix + t for t in test[self.source]])}
+            return {"generated": self.generated(trainer.model, self.tokenizer, test[self.source], trainer.args.per_device_eval_batch_size,
+                                                generation_settings(trainer.args), self.max_length)}
         return {"generated": self.decode(output.predictions)}
 
+    def generated(self, model, tokenizer, sources, batch_size, settings, max_length) -> list[str]:
+        prompts = [self.options.source_prefix + (t or "") for t in sources]
+        return generate(model, tokenizer, prompts, batch_size, prompt_max_length=max_length, **settings)
 
-def generate(trainer, tokenizer, prompts: list[str], max_new_tokens: int | None = None, decoder_only: bool = False) -> list[str]:
-    """Greedy (or training.generation_num_beams) generation, batch by batch, for the prediction file."""
-    model, args = trainer.model, trainer.args
+    def infer(self, model, tokenizer, texts, run) -> dict[str, list]:
+        """`run.py predict`: the generated target for each source text."""
+        return {"generated": self.generated(model, tokenizer, texts[0], len(texts[0]), generation_settings(run.training),
+                                            run.data.max_length)}
+
+
+def generate(model, tokenizer, prompts: list[str], batch_size: int, prompt_max_length: int | None = None,
+             decoder_only: bool = False, **generation) -> list[str]:
+    """Greedy (or beam) generation, batch by batch, for prediction files. Prompts longer than
+    prompt_max_length tokens are cut as in training (a decoder-only model keeps the prompt's end, next to
+    its answer); `generation` goes to model.generate (max_new_tokens, max_length, num_beams)."""
     model.eval()
     out = []
-    side = tokenizer.padding_side
+    side, cut = tokenizer.padding_side, tokenizer.truncation_side
     # A decoder-only model continues the last position: pad on the left so every prompt ends there.
-    tokenizer.padding_side = "left" if decoder_only else side
+    tokenizer.padding_side = tokenizer.truncation_side = "left" if decoder_only else side
     try:
-        for start in range(0, len(prompts), args.per_device_eval_batch_size):
-            batch = tokenizer(prompts[start:start + args.per_device_eval_batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=not decoder_only).to(model.device)
+        for start in range(0, len(prompts), batch_size):
+            # No token_type_ids: a BERT tokenizer makes them, and T5's or GPT-2's generate refuses or misreads them.
+            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True, truncation=prompt_max_length is not None,
+                              max_length=prompt_max_length, add_special_tokens=not decoder_only, return_token_type_ids=False).to(model.device)
             with torch.no_grad():
-                ids = model.generate(**batch, max_new_tokens=max_new_tokens or getattr(args, "generation_max_length", None) or 64,
-                                     num_beams=getattr(args, "generation_num_beams", None) or 1, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
+                ids = model.generate(**batch, do_sample=False, pad_token_id=tokenizer.pad_token_id, **generation)
             if decoder_only:
                 ids = ids[:, batch["input_ids"].shape[1]:]
             out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
     finally:
-        tokenizer.padding_side = side
+        tokenizer.padding_side, tokenizer.truncation_side = side, cut
     return out
+
+
+def generation_settings(args) -> dict:
+    """What Seq2SeqTrainer's predict_with_generate uses, from TrainingArguments or a finished run's `training:`
+    section: generation_max_length (decoder tokens, as generate's max_length) and generation_num_beams;
+    unset, the model's generation_config decides."""
+    get = args.get if isinstance(args, dict) else lambda k: getattr(args, k, None)
+    names = {"generation_max_length": "max_length", "generation_num_beams": "num_beams"}
+    return {to: get(name) for name, to in names.items() if get(name)}
 
 
 @dataclass
@@ -975,7 +1048,7 @@ class CausalLMCompletion(Head):
         return text_targets(splits, args, where, "the completion")
 
     def tokenize(self, splits, tokenizer, args):
-        self.tokenizer = tokenizer
+        self.tokenizer, self.max_length = tokenizer, args.max_length
         end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -1017,7 +1090,16 @@ class CausalLMCompletion(Head):
         return {"completion": list(test[self.completion])} if self.completion in test.column_names else {}
 
     def prediction_columns(self, output, test, trainer):
-        return {"generated": generate(trainer, self.tokenizer, list(test[self.prompt]), self.options.max_new_tokens, decoder_only=True)}
+        return {"generated": generate(trainer.model, self.tokenizer, list(test[self.prompt]), trainer.args.per_device_eval_batch_size,
+                                      self.max_length, decoder_only=True, max_new_tokens=self.options.max_new_tokens)}
+
+    def infer(self, model, tokenizer, texts, run) -> dict[str, list]:
+        """`run.py predict`: the completion generated for each prompt."""
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        prompts = [t or "" for t in texts[0]]
+        return {"generated": generate(model, tokenizer, prompts, len(prompts), run.data.max_length, decoder_only=True,
+                                      max_new_tokens=self.options.max_new_tokens)}
 
 
 from . import lm  # noqa: F401  (registers masked_lm and causal_lm, which build on Head)

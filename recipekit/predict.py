@@ -35,6 +35,10 @@ from .schema import build_kwargs, not_one_of
 from .train import load_tokenizer
 
 OUTPUT_FORMATS = [".csv", ".jsonl"]
+PRETRAINING = {
+    "masked_lm": "fine-tune it (model.name_or_path: {folder}) or fill masks with transformers.pipeline('fill-mask', model='{folder}')",
+    "causal_lm": "fine-tune it (model.name_or_path: {folder}) or continue texts with transformers.pipeline('text-generation', model='{folder}')",
+}
 # Inference needs no gradients or optimizer state: a batch several times the training one fits.
 DEFAULT_BATCH_SIZE = 64
 
@@ -48,6 +52,7 @@ class TrainedRun:
     model_args: ModelArgs
     labels: list[str]
     batch_size: int
+    training: dict  # the run's `training:` section as written (generation settings for generating heads)
 
 
 def load_run(folder: str) -> TrainedRun:
@@ -68,8 +73,10 @@ def load_run(folder: str) -> TrainedRun:
     record = json.loads((out / FINISHED_MARKER).read_text())
     batch_size = (raw.get("training") or {}).get("per_device_eval_batch_size") or DEFAULT_BATCH_SIZE
     head = HEADS[model_args.head](model_args.head_options, model_args.head_config)
+    if model_args.head in PRETRAINING:
+        raise RecipeError(f"{folder}: a {model_args.head} pretraining run has nothing to predict; {PRETRAINING[model_args.head].format(folder=folder)}")
     head.labels = list(record["labels"])
-    return TrainedRun(out, data, steps, head, model_args, record["labels"], int(batch_size))
+    return TrainedRun(out, data, steps, head, model_args, record["labels"], int(batch_size), raw.get("training") or {})
 
 
 def inference_steps(steps: list) -> list:
@@ -147,6 +154,9 @@ def predict_batches(run: TrainedRun, ds: Dataset, batch_size: int | None):
     batches = zip(ds.iter(batch_size=size), cleaned.iter(batch_size=size))
     for batch, model_view in tqdm(batches, total=math.ceil(len(ds) / size), desc="predict", unit="batch", file=sys.stderr):
         texts = [[t if t is not None else "" for t in model_view[c]] for c in columns]
+        if hasattr(run.head, "infer"):  # tags per word, generated text: the head makes its own columns
+            yield batch, run.head.infer(model, tokenizer, texts, run)
+            continue
         encoded = tokenizer(*texts, truncation=True, max_length=run.data.max_length, padding=True, return_tensors="pt").to(device)
         with torch.inference_mode():
             logits = model(**encoded).logits.float().cpu().numpy()
@@ -186,15 +196,17 @@ def run_predictions(args, run: TrainedRun, with_gold: bool) -> tuple[np.ndarray 
         check_output(getattr(args, option, None), args.input, run, option, formats=OUTPUT_FORMATS if option == "output" else None)
     ds = read_input(args.input, run)
     gold = check_gold(ds, run.data.label_column, run, args.input) if with_gold else None
-    fmt = Path(args.output).suffix.lower() if args.output else ".csv"
+    # Lists (tags) and long generated text read best as JSON lines: the head's own format unless --output says otherwise.
+    fmt = Path(args.output).suffix.lower() if args.output else Path(run.head.predictions_file).suffix
     kept = []  # (n, labels) logits: what the metrics need, never hidden states
     with open_output(args.output, to_stdout=not with_gold) as f:
         for i, (batch, logits) in enumerate(predict_batches(run, ds, args.batch_size)):
             if f is not None:
                 frame = pd.DataFrame(batch)
                 # The head reads only `.predictions` of a Trainer output; the gold and text columns are the input's own.
-                for name, values in run.head.prediction_columns(SimpleNamespace(predictions=logits), None, None).items():
-                    frame[name] = values
+                columns = logits if isinstance(logits, dict) else run.head.prediction_columns(SimpleNamespace(predictions=logits), None, None)
+                for name, values in columns.items():
+                    frame[name] = [" ".join(v) if fmt == ".csv" and isinstance(v, list) else v for v in values]
                 write_rows(f, frame, fmt, first=i == 0)
             if with_gold:
                 kept.append(logits)

@@ -424,6 +424,16 @@ def test_token_classification_learns_tags_from_conll_and_json(tiny_model, tmp_pa
     assert all(len(x["predicted"]) == len(x["tokens"]) for x in lines)
     assert np.mean([x["predicted"] == x["tags"] for x in lines]) >= 0.8
 
+    # `run.py predict` on the same file gives the run's own tags; plain text is split on whitespace.
+    again = tmp_path / "again.jsonl"
+    assert run_cli(["predict", tmp_path / "out", "--input", test, "--output", again]) == 0
+    assert [json.loads(x)["predicted"] for x in again.read_text().splitlines()] == [x["predicted"] for x in lines]
+    texts = write_csv(tmp_path / "texts.csv", [{"tokens": "carol jones went to lima today"}, {"tokens": ""}])
+    assert run_cli(["predict", tmp_path / "out", "--input", texts, "--output", tmp_path / "tags.csv"]) == 0
+    tagged = pd.read_csv(tmp_path / "tags.csv", keep_default_na=False)
+    assert list(tagged.columns) == ["tokens", "words", "predicted"]
+    assert tagged["predicted"][0] == "B-PER I-PER O O B-LOC O" and tagged["predicted"][1] == ""
+
 
 def test_tags_and_words_of_unequal_length_name_the_line(tiny_model, tmp_path, write_recipe, capsys):
     train = write_jsonl(tmp_path / "train.jsonl", [
@@ -443,6 +453,7 @@ def test_tags_and_words_of_unequal_length_name_the_line(tiny_model, tmp_path, wr
 def tiny_t5(tmp_path_factory, minilm_path):
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
+    torch.manual_seed(0)  # module fixtures are built at first use: unseeded, their weights would depend on test order
     folder = tmp_path_factory.mktemp("tiny-t5")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     config = T5Config(
@@ -458,6 +469,7 @@ def tiny_t5(tmp_path_factory, minilm_path):
 def tiny_gpt2(tmp_path_factory, minilm_path):
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=64,
@@ -494,6 +506,11 @@ def test_seq2seq_learns_and_scores_rouge_on_generations(tiny_t5, tmp_path, write
     # The decoder learned the words of the task: generations draw on the task's vocabulary.
     vocabulary = {"red", "green", "blue", "cat", "dog", "bird", "one", "two", "three"}
     assert sum(w in vocabulary for x in lines for w in x["generated"].split()) >= 16
+
+    # `run.py predict` generates with the run's generation settings: the same text as the run's own predictions.
+    again = tmp_path / "again.jsonl"
+    assert run_cli(["predict", tmp_path / "out", "--input", test, "--output", again]) == 0
+    assert [json.loads(x)["generated"] for x in again.read_text().splitlines()] == [x["generated"] for x in lines]
 
 
 def test_seq2seq_needs_its_target_column_and_text_in_it(tiny_t5, tmp_path, write_recipe, capsys):
@@ -543,3 +560,33 @@ def test_causal_lm_sft_masks_the_prompt_and_learns_completions(tiny_gpt2, tmp_pa
     lines = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert [x["prompt"] for x in lines] == [f"the capital of {c} is" for c in capitals]
     assert all(x["generated"].split()[0] in capitals.values() for x in lines)
+
+    again = tmp_path / "again.jsonl"
+    assert run_cli(["predict", tmp_path / "out", "--input", test, "--output", again]) == 0
+    assert [json.loads(x)["generated"] for x in again.read_text().splitlines()] == [x["generated"] for x in lines]
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
+def test_prior_bias_starts_each_sigmoid_at_its_label_frequency(family):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from recipekit.heads import prior_bias
+
+    encoder = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    sizes = {"bert": encoder, "roberta": encoder, "gpt2": {"n_embd": 32, "n_layer": 1, "n_head": 2}}[family]
+    config = AutoConfig.for_model(family, vocab_size=100, num_labels=4, problem_type="multi_label_classification", **sizes)
+    model = AutoModelForSequenceClassification.from_config(config)
+    rate = np.array([0.5, 0.04, 0.001, 0.3])
+    note = prior_bias(model, rate)
+    if family == "gpt2":  # its score layer has no bias: nothing is changed, and the note says so
+        assert note == "not applied: GPT2ForSequenceClassification has no output bias"
+        return
+    bias = (model.classifier.out_proj if family == "roberta" else model.classifier).bias.detach().numpy()
+    np.testing.assert_allclose(1 / (1 + np.exp(-bias)), rate, rtol=1e-5)
+
+
+def test_multi_label_bias_init_choices(tiny_model, topics, tmp_path):
+    raw = recipe(tiny_model, topics["train"], "multi_label", tmp_path, model={"head_options": {"bias_init": "mean"}})
+    with pytest.raises(RecipeError) as e:
+        build_recipe(raw)
+    assert e.value.problems == ["model.head_options.bias_init: 'mean' is not valid. Choices: prior, zero"]

@@ -125,7 +125,7 @@ def lm_recipe(tmp_path, train, head="causal_lm", **sections) -> dict:
 
 
 @pytest.mark.slow  # 60 steps of a 2-layer, 64-wide GPT-2: 10-40 s on 2 busy cores
-def test_scratch_causal_lm_memorises_a_toy_corpus_and_saves_its_tokenizer(tmp_path, write_recipe):
+def test_scratch_causal_lm_memorises_a_toy_corpus_and_saves_its_tokenizer(tmp_path, write_recipe, capsys):
     rng = random.Random(3)
     texts = [" ".join(rng.choices(WORDS, k=10)) for _ in range(4)]  # 4 fixed sentences, repeated: memorisable
     train = write_jsonl(tmp_path / "train.jsonl", texts * 16)
@@ -150,6 +150,13 @@ def test_scratch_causal_lm_memorises_a_toy_corpus_and_saves_its_tokenizer(tmp_pa
     assert len(tokenizer) <= 400 and tokenizer.eos_token == "</s>"
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.vocab_size == len(tokenizer) and model.config.recipekit["init"] == "scratch"
+
+    capsys.readouterr()
+    assert run_cli(["predict", out, "--input", validation]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out}: a causal_lm pretraining run has nothing to predict; fine-tune it (model.name_or_path: {out}) "
+        f"or continue texts with transformers.pipeline('text-generation', model='{out}')"
+    )
 
 
 @pytest.mark.slow  # two tiny runs, 10-30 s
