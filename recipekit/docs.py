@@ -5,6 +5,9 @@ The README embeds this output and a test compares the two, so a key's default an
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from .heads import HEADS
 from .preprocess import STEPS
 from .recipe import DataArgs, ModelArgs, RegularizationArgs, SanityArgs, SpaceArgs, SweepArgs
@@ -27,9 +30,10 @@ def step_table() -> str:
 
 
 def head_table() -> str:
-    lines = ["| head | what it trains |", "| --- | --- |"]
+    lines = ["| head | `model.head_options` | what it trains |", "| --- | --- | --- |"]
     for name, head in HEADS.items():
-        lines.append(f"| `{name}` | {(type(head).__doc__ or '').strip().splitlines()[0]} |")
+        options = ", ".join(f"`{k}` ({d})" for k, d, _ in help_table(head.Options)) if dataclasses.is_dataclass(head.Options) else ""
+        lines.append(f"| `{name}` | {options or 'none'} | {(head.__doc__ or '').strip().splitlines()[0]} |")
     return "\n".join(lines)
 
 
@@ -46,7 +50,7 @@ START, END = "<!-- reference:start (python -m recipekit.docs) -->\n", "<!-- refe
 
 def update_readme(path: str = "README.md") -> None:
     """python -m recipekit.docs --write: replace the README's reference block with a fresh one."""
-    text = open(path, encoding="utf-8").read()
+    text = Path(path).read_text(encoding="utf-8")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     with open(path, "w", encoding="utf-8") as f:
