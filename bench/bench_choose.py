@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tiny import tiny_bert  # noqa: E402
+from tiny import tiny_bert
+
 SST2 = Path(__import__("os").environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sst2"
 
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tiny import tiny_bert  # noqa: E402
+from tiny import tiny_bert
 
 
 def tiny_model(folder: Path) -> str:

@@ -68,7 +68,6 @@ def write_recipe(tmp_path):
 
 def run_cli(argv, capsys=None) -> int:
     import run
-
     from recipekit.cli import guarded
 
     return guarded(run.main, [str(a) for a in argv])

@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import ROOT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -189,7 +187,7 @@ def test_same_seed_same_machine_gives_identical_metrics_and_weights(toy_recipe, 
     (m1, w1), (m2, w2) = runs
     assert w1 == w2
     timing = ("runtime", "_per_second", "wall_time_s")
-    strip = lambda d: {k: v for k, v in d.items() if not k.endswith(timing)}  # noqa: E731
+    strip = lambda d: {k: v for k, v in d.items() if not k.endswith(timing)}
     assert strip(m1["train"]) == strip(m2["train"]) and strip(m1["test"]) == strip(m2["test"])
     assert m1["manifest"]["dataset_fingerprints"] == m2["manifest"]["dataset_fingerprints"]
     assert m1["manifest"]["data_files"] == {toy_recipe["data"]["train_file"]: sha(Path(toy_recipe["data"]["train_file"]))}
