@@ -151,7 +151,7 @@ def resolve(name: str):
         import evaluate
 
         metric = evaluate.load(name)
-    except Exception as e:  # evaluate raises many types (network, missing script); all mean "not available"
+    except Exception as e:  # noqa: BLE001  evaluate raises many types (network, missing script); all mean "not available"
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise Problem(
             f"{name!r} is not a built-in metric (built-ins: {builtins}) and evaluate.load({name!r}) failed, "

@@ -57,8 +57,8 @@ def test_validation_labels_unseen_in_training_are_refused(tmp_path):
         load_splits(DataArgs(train_file=train, validation_file=val), [], seed=0)
     # The first such row is named by file and line (the header is line 1), with the count of its kind.
     assert e.value.problems == [
-        f"data.label_column: {val} line 3: column 'label': label not seen in training: 'meh' (2 rows like it in validation); "
-        "training labels: neg, pos"
+        (f"data.label_column: {val} line 3: column 'label': label not seen in training: 'meh' (2 rows like it in validation); "
+        "training labels: neg, pos")
     ]
 
 
