@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+from recipekit import metrics as M
 from recipekit.errors import RecipeError
 from recipekit.recipe import build_recipe
 
@@ -590,3 +591,20 @@ def test_multi_label_bias_init_choices(tiny_model, topics, tmp_path):
     with pytest.raises(RecipeError) as e:
         build_recipe(raw)
     assert e.value.problems == ["model.head_options.bias_init: 'mean' is not valid. Choices: prior, zero"]
+
+
+def test_rare_labels_share_the_micro_f1_best_threshold():
+    from recipekit.heads import tune_thresholds
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((400, 3), dtype=int)
+    y[:200, 0] = 1  # common: 200 positives
+    y[:120, 1] = 1  # common: 120 positives
+    y[:3, 2] = 1  # rare: 3 positives
+    probs = np.clip(y * 0.6 + rng.uniform(0, 0.5, size=y.shape), 0, 1)
+    cuts, shared = tune_thresholds(y, probs, min_positives=10)
+    assert shared == [2]
+    assert cuts[0] == M.best_f1_threshold(y[:, 0], probs[:, 0]) and cuts[1] == M.best_f1_threshold(y[:, 1], probs[:, 1])
+    assert cuts[2] == M.best_f1_threshold(y.ravel(), probs.ravel())
+    cuts, shared = tune_thresholds(y, probs, min_positives=0)
+    assert shared == [] and cuts[2] == M.best_f1_threshold(y[:, 2], probs[:, 2])
