@@ -124,6 +124,7 @@ def worker_recipekit(cfg) -> dict:
             "output_dir": str(out),
             **common_training(cfg),
             "train_sampling_strategy": "group_by_length" if cfg["grouped"] else "random",
+            **({"max_steps": cfg["max_steps"]} if cfg.get("max_steps") else {}),
             "bf16": cfg["bf16"],
             "report_to": "none",
         },
@@ -136,7 +137,7 @@ def worker_recipekit(cfg) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     trainer = seen["trainer"]
     train_time = metrics["train"]["train_runtime"]
-    samples = metrics["data"]["sizes"]["train"] * cfg["epochs"]
+    samples = cfg["max_steps"] * cfg["batch_size"] if cfg.get("max_steps") else metrics["data"]["sizes"]["train"] * cfg["epochs"]
     return result(
         cfg, name=cfg["name"], train_time=train_time, cpu_time=seen["cpu"], first_step=seen["first_step"], samples=samples,
         real_tokens=seen["tokens"][0], padded_tokens=seen["tokens"][1],
@@ -369,6 +370,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--imdb-samples", type=int, default=96, help="IMDb training rows for the grouping test; 0 skips it")
     parser.add_argument("--imdb-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--imdb-steps", type=int, default=None,
+        help="train the IMDb runs this many steps instead of an epoch; 50 steps = exactly one of Trainer's length-grouped "
+             "megabatches when --imdb-samples >= 200 x batch, so both runs see the same number of random reviews",
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     parser.add_argument("--only", nargs="*", help="run only these contenders (names as in the table)")
     parser.add_argument("--seed", type=int, default=42)
@@ -423,12 +429,13 @@ def main() -> None:
                 cfg = {
                     **common, "name": "group_by_length" if grouped else "random batches", "kind": "recipekit",
                     "grouped": grouped, "train_file": imdb, "eval_file": None, "max_length": 512,
-                    "batch_size": args.imdb_batch_size, "workdir": str(tmp / f"imdb-{grouped}"),
+                    "batch_size": args.imdb_batch_size, "workdir": str(tmp / f"imdb-{grouped}"), "max_steps": args.imdb_steps,
                 }
                 grouping.append(spawn(cfg))
                 print(f"  IMDb {cfg['name']}: {grouping[-1]['samples_per_s']:.2f} samples/s", flush=True)
             report["imdb"] = grouping
-            print(f"\nIMDb, {args.imdb_samples} reviews, max_length 512, batch {args.imdb_batch_size}, run.py\n")
+            steps = f", {args.imdb_steps} steps" if args.imdb_steps else ""
+            print(f"\nIMDb, {args.imdb_samples} reviews, max_length 512, batch {args.imdb_batch_size}{steps}, run.py\n")
             print(table(grouping, ["random batches"], flops))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
