@@ -308,6 +308,7 @@ class LanguageModel(Head):
 
     needs_labels = False
     predictions_file = None  # a corpus has nothing to predict; test and validation report loss and perplexity
+    pipeline_use = ""  # what the head's transformers pipeline does with the model, named when `predict` refuses
     metric_names = ("perplexity", "accuracy")
     default_metrics = ("perplexity", "accuracy")
     # Keep every column tokenize makes (offset_mapping feeds whole-word masking; Trainer would drop it).
@@ -434,6 +435,7 @@ class MaskedLM(LanguageModel):
 
     Options = MaskedLMOptions
     pipeline_task = "fill-mask"
+    pipeline_use = "fill masks"
 
     def encode_texts(self, tokenizer, texts):
         enc = tokenizer(texts, verbose=False, return_offsets_mapping=self.options.whole_word_mask, return_attention_mask=False)
@@ -460,6 +462,7 @@ class CausalLM(LanguageModel):
     masked = False
     tokenizer_algorithm = "byte_level_bpe"
     pipeline_task = "text-generation"
+    pipeline_use = "continue texts"
 
     def encode_texts(self, tokenizer, texts):
         end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id

@@ -35,10 +35,6 @@ from .schema import build_kwargs, not_one_of
 from .train import load_tokenizer
 
 OUTPUT_FORMATS = [".csv", ".jsonl"]
-PRETRAINING = {
-    "masked_lm": "fine-tune it (model.name_or_path: {folder}) or fill masks with transformers.pipeline('fill-mask', model='{folder}')",
-    "causal_lm": "fine-tune it (model.name_or_path: {folder}) or continue texts with transformers.pipeline('text-generation', model='{folder}')",
-}
 # Inference needs no gradients or optimizer state: a batch several times the training one fits.
 DEFAULT_BATCH_SIZE = 64
 
@@ -73,8 +69,11 @@ def load_run(folder: str) -> TrainedRun:
     record = json.loads((out / FINISHED_MARKER).read_text())
     batch_size = (raw.get("training") or {}).get("per_device_eval_batch_size") or DEFAULT_BATCH_SIZE
     head = HEADS[model_args.head](model_args.head_options, model_args.head_config)
-    if model_args.head in PRETRAINING:
-        raise RecipeError(f"{folder}: a {model_args.head} pretraining run has nothing to predict; {PRETRAINING[model_args.head].format(folder=folder)}")
+    if head.predictions_file is None:  # the pretraining heads: a corpus has nothing to predict
+        raise RecipeError(
+            f"{folder}: a {head.name} pretraining run has nothing to predict; fine-tune it (model.name_or_path: {folder}) "
+            f"or {head.pipeline_use} with transformers.pipeline('{head.pipeline_task}', model='{folder}')"
+        )
     head.labels = list(record["labels"])
     return TrainedRun(out, data, steps, head, model_args, record["labels"], int(batch_size), raw.get("training") or {})
 
@@ -204,6 +203,7 @@ def run_predictions(args, run: TrainedRun, with_gold: bool) -> tuple[np.ndarray 
             if f is not None:
                 frame = pd.DataFrame(batch)
                 # The head reads only `.predictions` of a Trainer output; the gold and text columns are the input's own.
+                # Heads with `infer` (tags, generated text) yield their columns instead of logits.
                 columns = logits if isinstance(logits, dict) else run.head.prediction_columns(SimpleNamespace(predictions=logits), None, None)
                 for name, values in columns.items():
                     frame[name] = [" ".join(v) if fmt == ".csv" and isinstance(v, list) else v for v in values]
