@@ -608,3 +608,25 @@ def test_rare_labels_share_the_micro_f1_best_threshold():
     assert cuts[2] == M.best_f1_threshold(y.ravel(), probs.ravel())
     cuts, shared = tune_thresholds(y, probs, min_positives=0)
     assert shared == [] and cuts[2] == M.best_f1_threshold(y[:, 2], probs[:, 2])
+
+
+@pytest.mark.parametrize("bias_init", ["prior", "zero"])
+def test_multi_label_model_starts_at_the_training_label_frequencies(tiny_model, bias_init):
+    from datasets import Dataset
+
+    from recipekit.heads import HEADS
+    from recipekit.recipe import ModelArgs
+
+    head = HEADS["multi_label"]({"bias_init": bias_init})
+    head.labels = ["a", "b", "c"]
+    head.check_train(Dataset.from_dict({"labels": [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]}))
+    bias = head.load_model(ModelArgs(name_or_path=tiny_model, head="multi_label")).classifier.bias.detach().numpy()
+    expected = np.log(np.array([0.75, 0.25, 0.25]) / np.array([0.25, 0.75, 0.75])) if bias_init == "prior" else np.zeros(3)
+    np.testing.assert_allclose(bias, expected, atol=1e-6)
+
+
+def test_multi_label_tune_min_positives_must_not_be_negative(tiny_model, topics, tmp_path):
+    raw = recipe(tiny_model, topics["train"], "multi_label", tmp_path, model={"head_options": {"tune_min_positives": -1}})
+    with pytest.raises(RecipeError) as e:
+        build_recipe(raw)
+    assert e.value.problems == ["model.head_options.tune_min_positives: -1 must be 0 or more"]
