@@ -4,8 +4,10 @@
     python bench/bench_speed.py --bf16 --batch-size 64 --train-samples 20000   # on a GPU
 
 Contenders, all with the same model (MiniLM), data subset, epochs, batch size, learning rate, schedule and seed:
-  recipekit            run.py with the recipe defaults: truncate, then pad each batch to its own longest text
-  recipekit+grouped    the same with training.train_sampling_strategy: group_by_length
+  recipekit            run.py with the recipe defaults: truncate, pad each batch to its own longest text, and on
+                       the CPU run each batch as length-sorted chunks (data.length_split_cost: auto; same gradient)
+  recipekit, no length split   the same with data.length_split_cost: null (one padded forward pass per batch)
+  recipekit+grouped    the defaults with training.train_sampling_strategy: group_by_length
   reference            the transformers example's documented defaults: pad every example to max_seq_length
                        (re-created here with plain Trainer code), default_data_collator
   article loop         tokenize everything padded to the longest text in the set, plain PyTorch loop
@@ -71,6 +73,23 @@ def result(cfg, *, name, train_time, cpu_time, first_step, samples, real_tokens,
     }
 
 
+class ForwardTokens:
+    """Counts the tokens each training forward pass really holds and the positions it computes on.
+
+    Counted at the model, not the collator, because run.py may run a collated batch as several
+    length-sorted chunks (recipekit/batching.py), each with less padding than the batch."""
+
+    def __init__(self, model):
+        self.real, self.padded = 0, 0
+        model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if module.training and mask is not None:
+            self.real += int(mask.sum())
+            self.padded += mask.numel()
+
+
 class CountingCollator:
     """Wraps a collator to count the tokens each batch really holds and the tokens it computes on."""
 
@@ -101,12 +120,12 @@ def worker_recipekit(cfg) -> dict:
 
         def on_train_end(self, args, state, control, **kwargs):
             seen["cpu"] = time.process_time() - seen["cpu"]
-            seen["tokens"] = (seen["collator"].real, seen["collator"].padded)  # before evaluation adds its own
+            seen["tokens"] = (seen["counter"].real, seen["counter"].padded)  # before evaluation adds its own
 
     def instrumented(*args, **kwargs):
         trainer = build_trainer(*args, **kwargs)
         trainer.add_callback(FirstStep())
-        trainer.data_collator = seen["collator"] = CountingCollator(trainer.data_collator)
+        seen["counter"] = ForwardTokens(trainer.model)
         seen["trainer"] = trainer
         return trainer
 
@@ -118,6 +137,7 @@ def worker_recipekit(cfg) -> dict:
             "train_file": cfg["train_file"],
             **({"validation_file": cfg["eval_file"]} if cfg["eval_file"] else {}),
             "max_length": cfg["max_length"],
+            **({} if cfg.get("split", True) else {"length_split_cost": None}),
         },
         "metrics": ["accuracy"],
         "training": {
@@ -375,6 +395,10 @@ def main() -> None:
         help="train the IMDb runs this many steps instead of an epoch; 50 steps = exactly one of Trainer's length-grouped "
              "megabatches when --imdb-samples >= 200 x batch, so both runs see the same number of random reviews",
     )
+    parser.add_argument(
+        "--imdb-no-length-split", action="store_true",
+        help="IMDb runs with data.length_split_cost: null, to see length grouping alone against one padded pass per batch",
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     parser.add_argument("--only", nargs="*", help="run only these contenders (names as in the table)")
     parser.add_argument("--seed", type=int, default=42)
@@ -405,6 +429,7 @@ def main() -> None:
         }
         contenders = [
             {"name": "recipekit", "kind": "recipekit"},
+            {"name": "recipekit, no length split", "kind": "recipekit", "split": False},
             {"name": "recipekit+grouped", "kind": "recipekit", "grouped": True},
             {"name": "reference (pad to max_length)", "kind": "reference"},
             {"name": "article loop (pad to longest)", "kind": "article"},
@@ -420,7 +445,7 @@ def main() -> None:
         if rows:
             print(f"\nSST-2, {args.train_samples} training rows, max_length {args.max_length}, batch {args.batch_size}, "
                   f"{args.epochs} epoch(s); accuracy on the 872 validation rows\n")
-            print(table(rows, [contenders[2]["name"], contenders[3]["name"]], flops), flush=True)
+            print(table(rows, [contenders[3]["name"], contenders[4]["name"]], flops), flush=True)
 
         if args.imdb_samples:
             imdb = subset(DATA / "imdb" / "train.csv", args.imdb_samples, args.seed, tmp / "imdb_train.csv")
@@ -430,12 +455,14 @@ def main() -> None:
                     **common, "name": "group_by_length" if grouped else "random batches", "kind": "recipekit",
                     "grouped": grouped, "train_file": imdb, "eval_file": None, "max_length": 512,
                     "batch_size": args.imdb_batch_size, "workdir": str(tmp / f"imdb-{grouped}"), "max_steps": args.imdb_steps,
+                    "split": not args.imdb_no_length_split,
                 }
                 grouping.append(spawn(cfg))
                 print(f"  IMDb {cfg['name']}: {grouping[-1]['samples_per_s']:.2f} samples/s", flush=True)
             report["imdb"] = grouping
             steps = f", {args.imdb_steps} steps" if args.imdb_steps else ""
-            print(f"\nIMDb, {args.imdb_samples} reviews, max_length 512, batch {args.imdb_batch_size}{steps}, run.py\n")
+            split = ", data.length_split_cost: null" if args.imdb_no_length_split else ""
+            print(f"\nIMDb, {args.imdb_samples} reviews, max_length 512, batch {args.imdb_batch_size}{steps}, run.py{split}\n")
             print(table(grouping, ["random batches"], flops))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

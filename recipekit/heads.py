@@ -50,6 +50,7 @@ from transformers import (
 
 from . import metrics as M
 from . import plots
+from .batching import LengthSplitTrainer
 from .custom_head import EncoderWithHead, HeadConfig
 from .errors import RecipeError
 from .regularize import config_overrides
@@ -230,6 +231,7 @@ def pick(metric_names: list[str], values: dict) -> dict:
 
 class PooledHead(Head):
     accepts_head_config = True
+    trainer_class = LengthSplitTrainer  # losses are item sums over num_items_in_batch, so batches may run as chunks
     pipeline_task = "text-classification"
     problem_type = "single_label_classification"
 

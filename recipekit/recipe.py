@@ -10,6 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import yaml
@@ -202,6 +203,11 @@ class DataArgs:
         default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
     )
     max_length: int = field(default=256, metadata={"help": "tokens per example after truncation"})
+    length_split_cost: int | Literal["auto"] | None = field(
+        default="auto",
+        metadata={"help": "pooled heads: run each training batch as length-sorted chunks where a chunk saves more padded "
+                  "tokens than this (same gradient); auto: 128 on CPU, off on GPU; null: never"},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
     max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
@@ -239,6 +245,8 @@ class DataArgs:
             out.append(f"num_proc: {self.num_proc} must be 1 or more (or null)")
         if self.max_length <= 0:
             out.append(f"max_length: {self.max_length} must be a positive number of tokens")
+        if isinstance(self.length_split_cost, int) and self.length_split_cost <= 0:
+            out.append(f"length_split_cost: {self.length_split_cost} must be a positive number of padded tokens, auto, or null (never split)")
         for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 out.append(f"{key}: {getattr(self, key)} must be positive (or null for all rows)")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from transformers import AutoTokenizer, Trainer
 
-from . import paths, regularize
+from . import batching, paths, regularize
 from .errors import RecipeError
 from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
 
@@ -68,6 +68,9 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         # of the whole step: it would then skip dividing by gradient_accumulation_steps and multiply by the
         # number of processes (a loss of 2 x ln 2 = 1.386 at chance under 2 processes). The loss is a batch mean.
         trainer.model_accepts_loss_kwargs = False
+    if isinstance(trainer, batching.LengthSplitTrainer):
+        trainer.chunk_cost = batching.resolve_cost(recipe.data.length_split_cost, args)
+        trainer.pad_multiple = multiple
     regularize.apply_layerwise_lr_decay(trainer, recipe.regularization.layerwise_lr_decay)
     return trainer
 

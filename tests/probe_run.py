@@ -1,7 +1,7 @@
 """`run.py` with instruments, for the multi-process and resume tests: python tests/probe_run.py PROBE_DIR RECIPE [args].
 
 Each process runs the real `run.main` and then writes PROBE_DIR/rank<N>.json: a hash of its final weights,
-how many texts it tokenized, which files it wrote through recipekit.outputs, and the Trainer's log
+how many texts it tokenized, how many training forward passes it ran, which files it wrote through recipekit.outputs, and the Trainer's log
 history. With PROBE_KILL_AT_STEP=N the process kills itself with SIGKILL right after checkpoint N is saved,
 the way an out-of-memory killer or a pre-empted node would stop it: no cleanup, no exception.
 """
@@ -21,7 +21,7 @@ import run
 from recipekit import outputs
 
 RANK = int(os.environ.get("RANK", "0"))
-probe = {"rank": RANK, "tokenized_texts": 0, "writes": []}
+probe = {"rank": RANK, "tokenized_texts": 0, "writes": [], "training_forwards": 0}
 captured = {}
 
 
@@ -39,6 +39,11 @@ def build_trainer(*args, **kwargs):
     if os.environ.get("PROBE_KILL_AT_STEP"):
         trainer.add_callback(KillAfterSave(int(os.environ["PROBE_KILL_AT_STEP"])))
     captured["trainer"] = trainer
+
+    def count_training_forward(module, args):
+        probe["training_forwards"] += module.training
+
+    trainer.model.register_forward_pre_hook(count_training_forward)
     return trainer
 
 

@@ -29,6 +29,9 @@ def recipe_for(model: str, output_dir: Path, **training) -> dict:
             "max_length": 64,
             # An odd count: the distributed sampler pads it with a duplicate that evaluation must drop.
             "max_test_samples": 119,
+            # Cheap chunks, so that batches of 8 reviews of 19-64 words really run as several length-sorted
+            # chunks: gradients must still be reduced across processes once per step, after the last chunk.
+            "length_split_cost": 16,
         },
         "preprocess": ["drop_empty", "dedupe"],
         "metrics": ["accuracy"],
@@ -98,6 +101,10 @@ def test_two_processes_train_like_one(launcher, single_process, tiny_model, tmp_
     reference, _ = single_process
 
     assert rank0["weights_sha256"] == rank1["weights_sha256"]
+    # More forward passes than the 17 micro-batches per process (34 with accumulation on one process):
+    # the batches were split, and the ranks still agree to the bit.
+    assert rank0["training_forwards"] > 17 and rank1["training_forwards"] > 17
+    assert reference["training_forwards"] > 34
 
     # The first logged loss is the untrained model's mean cross-entropy on two balanced classes: ln 2.
     # Trainer 5 used to multiply it by the process count (1.39) or the accumulation steps.

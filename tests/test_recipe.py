@@ -282,3 +282,15 @@ def test_cli_error_is_one_line_exit_2_no_traceback_nothing_written(base, write_r
     ]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_length_split_cost_takes_tokens_auto_or_null(base):
+    base["data"]["length_split_cost"] = "fast"
+    assert problems(base) == ["data.length_split_cost: expected an integer or one of 'auto' or null, got 'fast'"]
+    base["data"]["length_split_cost"] = 0
+    assert problems(base) == [
+        "data.length_split_cost: 0 must be a positive number of padded tokens, auto, or null (never split)"
+    ]
+    for value in (256, "auto", None):
+        base["data"]["length_split_cost"] = value
+        assert build_recipe(base).data.length_split_cost == value
