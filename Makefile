@@ -5,15 +5,24 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; on a CUDA machine set TORCH="torch" (or a CUDA wheel) before `make install`.
 TORCH ?= torch==2.13.0
 
+# DeepSpeed for the ZeRO tests (tests/test_deepspeed.py), kept beside the venv rather than in it: the venv
+# stays without DeepSpeed so that its "not installed" errors are tested too. DS_BUILD_OPS=0: nothing is
+# compiled at install; on a CPU, DeepSpeed builds its one shared-memory op on first use (needs g++).
+DEEPSPEED ?= deepspeed==0.19.8
+
 .PHONY: install run test lint bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed .deepspeed/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+.deepspeed/.installed: $(VENV)/.installed
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-deps --target .deepspeed "$(DEEPSPEED)" hjson ninja py-cpuinfo msgpack einops
 	touch $@
 
 run: install

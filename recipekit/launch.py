@@ -22,6 +22,20 @@ def launch_problems(kw: dict) -> list[str]:
             f"training.deepspeed: {kw['deepspeed']!r} needs DeepSpeed, which is not installed; pip install deepspeed "
             "on a CUDA machine, or drop the key and launch with recipes/accelerate/multi_gpu.yaml (DDP) or fsdp.yaml"
         )
+    launched = env.get("ACCELERATE_MIXED_PRECISION")
+    if launched in ("bf16", "fp16") and not kw.get(launched):
+        given = ", ".join(f"{k}: {str(kw[k]).lower()}" for k in ("bf16", "fp16") if k in kw)
+        out.append(
+            f"training.{launched}: the accelerate launch asks for {launched} mixed precision but the recipe sets {given}; "
+            f"drop bf16/fp16 from the recipe to follow the launcher, or launch with --mixed_precision no"
+        )
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" and kw.get("use_cpu"):
+        # accelerate drops FSDP for CPU processes, while from_pretrained still leaves the weights of every
+        # process but the first on the meta device (fsdp_cpu_ram_efficient_loading): a crash deep in Trainer.
+        out.append(
+            "launch: FSDP shards a model across GPUs, but this run trains on the CPU (no GPU found, or training.use_cpu: true), "
+            "where accelerate does not apply FSDP; launch CPU processes with recipes/accelerate/multi_gpu.yaml"
+        )
     local_processes = int(env.get("LOCAL_WORLD_SIZE", "1"))
     gpus = torch.cuda.device_count()
     if local_processes > 1 and not kw.get("use_cpu") and gpus and local_processes > gpus:

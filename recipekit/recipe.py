@@ -737,4 +737,10 @@ def with_device_defaults(kw: dict) -> dict:
         kw["use_cpu"] = True
     if kw.get("use_cpu") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         kw.setdefault("ddp_backend", "gloo")
+    # The launcher's mixed precision (an accelerate config's mixed_precision) when the recipe names none.
+    # TrainingArguments honours it for plain and DDP runs, but a DeepSpeed config built from it says
+    # bf16.enabled while bf16 stays false, and Trainer refuses to start on the mismatch.
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched in ("bf16", "fp16") and "bf16" not in kw and "fp16" not in kw:
+        kw[launched] = True
     return kw

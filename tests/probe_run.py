@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch
 from transformers import TrainerCallback
 
 import run
@@ -77,9 +78,13 @@ if __name__ == "__main__":
         digest = hashlib.sha256()
         for name, tensor in sorted(trainer.model.state_dict().items()):
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            # The raw bytes, whatever the dtype (numpy has no bfloat16).
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         probe["weights_sha256"] = digest.hexdigest()
         probe["log_history"] = trainer.state.log_history
+        engine = trainer.model_wrapped  # DistributedDataParallel, DeepSpeedEngine, or the model itself
+        probe["engine"] = type(engine).__name__
+        probe["zero_stage"] = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else None
     probe_dir.mkdir(parents=True, exist_ok=True)
     (probe_dir / f"rank{RANK}.json").write_text(json.dumps(probe, default=str))
     sys.exit(status)

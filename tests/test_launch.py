@@ -88,6 +88,33 @@ def test_accelerate_starting_one_process_instead_of_several_is_refused(base, mon
     assert problems(base)[0].startswith("launch: accelerate launch was asked for several processes but started one")
 
 
+def test_fsdp_on_cpu_processes_is_refused(base, monkeypatch):
+    # What `accelerate launch --config_file recipes/accelerate/fsdp.yaml` exports; this machine has no GPU.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    base["training"]["use_cpu"] = True
+    assert problems(base) == [
+        ("launch: FSDP shards a model across GPUs, but this run trains on the CPU (no GPU found, or training.use_cpu: true), "
+        "where accelerate does not apply FSDP; launch CPU processes with recipes/accelerate/multi_gpu.yaml")
+    ]
+
+
+def test_the_launchers_mixed_precision_is_the_recipes_unless_the_recipe_says_otherwise(base, monkeypatch):
+    # What `accelerate launch --config_file recipes/accelerate/deepspeed_zero3_bf16.yaml` exports. Without
+    # bf16 in TrainingArguments, Trainer refuses DeepSpeed's bf16.enabled ("mismatch TrainingArguments").
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    recipe = build_recipe(base)
+    assert (recipe.training.bf16, recipe.training.fp16, recipe.training.mixed_precision) == (True, False, "bf16")
+    base["training"]["fp16"] = True
+    assert problems(base) == [
+        ("training.bf16: the accelerate launch asks for bf16 mixed precision but the recipe sets fp16: true; "
+        "drop bf16/fp16 from the recipe to follow the launcher, or launch with --mixed_precision no")
+    ]
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    base["training"]["fp16"] = False
+    assert build_recipe(base).training.mixed_precision == "no"
+
+
 @pytest.mark.skipif(bool(__import__("importlib.util").util.find_spec("deepspeed")), reason="DeepSpeed is installed")
 def test_accelerate_deepspeed_config_fails_before_anything_is_written(tiny_model, tmp_path):
     recipe = tmp_path / "recipe.yaml"
