@@ -137,7 +137,7 @@ def worker_recipekit(cfg) -> dict:
             "train_file": cfg["train_file"],
             **({"validation_file": cfg["eval_file"]} if cfg["eval_file"] else {}),
             "max_length": cfg["max_length"],
-            **({} if cfg.get("split", True) else {"length_split_cost": None}),
+            "length_split_cost": cfg["length_split_cost"] if cfg.get("split", True) else None,
         },
         "metrics": ["accuracy"],
         "training": {
@@ -396,6 +396,10 @@ def main() -> None:
              "megabatches when --imdb-samples >= 200 x batch, so both runs see the same number of random reviews",
     )
     parser.add_argument(
+        "--length-split-cost", type=lambda v: v if v == "auto" else int(v), default="auto",
+        help="data.length_split_cost of the run.py contenders (padded tokens one more chunk costs; auto: the default)",
+    )
+    parser.add_argument(
         "--imdb-no-length-split", action="store_true",
         help="IMDb runs with data.length_split_cost: null, to see length grouping alone against one padded pass per batch",
     )
@@ -425,6 +429,7 @@ def main() -> None:
         common = {
             "max_length": args.max_length, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
             "epochs": args.epochs, "seed": args.seed, "bf16": args.bf16, "grouped": False, "threads": args.threads,
+            "length_split_cost": args.length_split_cost,
             "train_file": sst2, "eval_file": str(DATA / "sst2" / "validation.csv"),
         }
         contenders = [
