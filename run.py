@@ -90,6 +90,11 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         train_result = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop.received:
         return interrupted(trainer, stop.received)
+    if getattr(trainer, "padding_share", None) is not None:
+        # What padding cost this run: the share of computed positions that held no token.
+        train_result.metrics["padding_share"] = round(trainer.padding_share, 4)
+        split = f"length split: chunk cost {trainer.chunk_cost} tokens" if trainer.chunk_cost else "no length split"
+        print(f"training: {trainer.padding_share:.0%} of the computed positions were padding ({split})")
     tuned = head.after_training(trainer, tokenized)  # e.g. decision thresholds, stored in the model's config
     trainer.save_model()  # with model.peft: the adapter and the head only
     trainer.save_state()

@@ -99,6 +99,19 @@ class LengthSplitTrainer(Trainer):
 
     chunk_cost: int | None = None
     pad_multiple: int | None = None
+    real_tokens = 0  # a tensor once counting starts: summed on the device, read once after training
+    computed_tokens = 0  # positions the model computed, padding included
+
+    def count(self, batch: dict) -> None:
+        mask = batch.get("attention_mask")
+        if isinstance(mask, torch.Tensor):
+            self.real_tokens = self.real_tokens + mask.sum()
+            self.computed_tokens += mask.numel()
+
+    @property
+    def padding_share(self) -> float | None:
+        """Share of the positions computed in training (this process) that were padding."""
+        return 1 - float(self.real_tokens) / self.computed_tokens if self.computed_tokens else None
 
     def can_split(self, num_items_in_batch) -> bool:
         return (
@@ -110,11 +123,13 @@ class LengthSplitTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self.can_split(num_items_in_batch):
+            self.count(inputs)
             return super().training_step(model, inputs, num_items_in_batch)
         side = getattr(self.processing_class, "padding_side", "right")
         chunks = split(inputs, self.chunk_cost, side, self.pad_multiple)
         total = None
         for i, chunk in enumerate(chunks):
+            self.count(chunk)
             # DDP: reduce the gradients once, after the last chunk; Trainer already defers it for earlier micro-batches.
             last = i == len(chunks) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(model):

@@ -102,3 +102,29 @@ def test_a_split_step_has_the_whole_batchs_loss_and_gradient(tiny_model, tmp_pat
     assert whole.keys() == chunked.keys() and len(whole) > 20
     for name in whole:
         torch.testing.assert_close(chunked[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_run_reports_the_padding_it_computed_and_the_split_cuts_it(tiny_model, write_recipe, tmp_path, capsys):
+    import json
+
+    from conftest import run_cli
+
+    # Mostly two-word reviews and one long one in eight: every unsplit batch pads to the long one.
+    rows = ["text,label"] + [
+        f"{['awful', 'superb'][i % 2]} {'film ' * (40 if i % 8 == 0 else 1)}{i},{i % 2}" for i in range(64)
+    ]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    shares = {}
+    for cost in (16, None):
+        out = tmp_path / f"run-{cost}"
+        recipe = {
+            "model": {"name_or_path": tiny_model},
+            "data": {"train_file": str(tmp_path / "train.csv"), "max_length": 64, "length_split_cost": cost},
+            "training": {"output_dir": str(out), "max_steps": 8, "per_device_train_batch_size": 8, "save_strategy": "no",
+                         "report_to": "none", "seed": 3},
+        }
+        assert run_cli([write_recipe(recipe, f"r-{cost}.yaml")]) == 0
+        shares[cost] = json.loads((out / "metrics.json").read_text())["train"]["padding_share"]
+        assert f"training: {shares[cost]:.0%} of the computed positions were padding" in capsys.readouterr().out
+    # Unsplit, a batch holding a long row pads its ~5-token rows to ~45; split, long rows run apart.
+    assert (shares[None], shares[16]) == (pytest.approx(0.66, abs=0.1), pytest.approx(0.0, abs=0.1))
