@@ -192,6 +192,14 @@ def reduce(per_item: torch.Tensor, num_items_in_batch) -> torch.Tensor:
     return per_item.sum() / num_items_in_batch if num_items_in_batch is not None else per_item.mean()
 
 
+def pad_with_eos(tokenizer):
+    """GPT-style tokenizers have no pad token; batches need one, and the attention mask (or -100 labels)
+    keeps it out of attention and the loss, so end-of-text serves."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def output_layer(model, num_outputs: int):
     """The layer that produces the logits: the last Linear with num_outputs outputs (BERT's classifier,
     RoBERTa's classifier.out_proj, GPT-2's score, our custom head's last layer)."""
@@ -1068,8 +1076,7 @@ class CausalLMCompletion(Head):
     def tokenize(self, splits, tokenizer, args):
         self.tokenizer, self.max_length = tokenizer, args.max_length
         end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        pad_with_eos(tokenizer)
         limit = args.max_length
 
         def encode(batch):
@@ -1113,8 +1120,7 @@ class CausalLMCompletion(Head):
 
     def infer(self, model, tokenizer, texts, run) -> dict[str, list]:
         """`run.py predict`: the completion generated for each prompt."""
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        pad_with_eos(tokenizer)
         prompts = [t or "" for t in texts[0]]
         return {"generated": generate(model, tokenizer, prompts, len(prompts), run.data.max_length, decoder_only=True,
                                       max_new_tokens=self.options.max_new_tokens)}

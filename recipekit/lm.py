@@ -38,7 +38,7 @@ from transformers import (
 )
 
 from .errors import RecipeError
-from .heads import Head, load_kwargs, register
+from .heads import Head, load_kwargs, pad_with_eos, register
 from .schema import Problem, coerce, did_you_mean, not_one_of, show
 
 INITS = ["pretrained", "scratch"]
@@ -472,7 +472,6 @@ class CausalLM(LanguageModel):
         return {"input_ids": [x + [end] for x in ids]}
 
     def collator(self, tokenizer, model, pad_to_multiple_of):
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        pad_with_eos(tokenizer)
         # Pads input_ids with the pad id and labels with -100: padding never enters the loss, end-of-text does.
         return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_to_multiple_of)
