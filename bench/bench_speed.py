@@ -73,23 +73,6 @@ def result(cfg, *, name, train_time, cpu_time, first_step, samples, real_tokens,
     }
 
 
-class ForwardTokens:
-    """Counts the tokens each training forward pass really holds and the positions it computes on.
-
-    Counted at the model, not the collator, because run.py may run a collated batch as several
-    length-sorted chunks (recipekit/batching.py), each with less padding than the batch."""
-
-    def __init__(self, model):
-        self.real, self.padded = 0, 0
-        model.register_forward_pre_hook(self, with_kwargs=True)
-
-    def __call__(self, module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        if module.training and mask is not None:
-            self.real += int(mask.sum())
-            self.padded += mask.numel()
-
-
 class CountingCollator:
     """Wraps a collator to count the tokens each batch really holds and the tokens it computes on."""
 
@@ -120,12 +103,13 @@ def worker_recipekit(cfg) -> dict:
 
         def on_train_end(self, args, state, control, **kwargs):
             seen["cpu"] = time.process_time() - seen["cpu"]
-            seen["tokens"] = (seen["counter"].real, seen["counter"].padded)  # before evaluation adds its own
+            # Counted by run.py's trainer at each training forward pass, after any length split.
+            trainer = seen["trainer"]
+            seen["tokens"] = (int(trainer.real_tokens), trainer.computed_tokens)
 
     def instrumented(*args, **kwargs):
         trainer = build_trainer(*args, **kwargs)
         trainer.add_callback(FirstStep())
-        seen["counter"] = ForwardTokens(trainer.model)
         seen["trainer"] = trainer
         return trainer
 
