@@ -190,3 +190,30 @@ def test_resume_with_another_label_set_is_refused(interrupted_run, write_recipe,
         "bad, good, meh; resume with the original data, or use another output_dir"
     )
     assert snapshot(out) == before
+
+
+def test_memory_and_speed_keys_reach_trainer_and_checkpointing_changes_no_number(tiny_model, write_recipe, tmp_path, monkeypatch):
+    import run
+
+    trainers = []
+    original = run.build_trainer
+    monkeypatch.setattr(run, "build_trainer", lambda *a, **k: trainers.append(original(*a, **k)) or trainers[-1])
+    losses = {}
+    for checkpointing in (False, True):
+        recipe = {
+            "model": {"name_or_path": tiny_model},
+            "data": {"train_file": str(SAMPLE / "reviews_train.csv"), "max_train_samples": 64},
+            "training": {"output_dir": str(tmp_path / f"run-{checkpointing}"), "max_steps": 4, "per_device_train_batch_size": 8,
+                         "gradient_accumulation_steps": 2, "gradient_checkpointing": checkpointing, "logging_steps": 1,
+                         "save_strategy": "no", "report_to": "none", "seed": 1},
+        }
+        assert run_cli([write_recipe(recipe, f"r-{checkpointing}.yaml")]) == 0
+        trainer = trainers[-1]
+        assert trainer.model.is_gradient_checkpointing is checkpointing
+        assert trainer.args.gradient_accumulation_steps == 2
+        losses[checkpointing] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    # Recomputing activations in the backward pass trades time for memory; every gradient stays the same.
+    assert len(losses[True]) == 4
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    compiled = build_recipe({**recipe, "training": {**recipe["training"], "torch_compile": True, "bf16": True}})
+    assert (compiled.training.torch_compile, compiled.training.bf16) == (True, True)
