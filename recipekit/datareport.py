@@ -30,10 +30,13 @@ def format_report(report: dict) -> str:
         lines.append(f"  labels {split}: {shown}")
     tokens = report.get("tokens")
     if tokens:
+        # The pretraining heads cut their corpus into blocks: a longer text continues in the next block when packed.
+        limit = f"block_size {tokens['block_size']}" if "block_size" in tokens else f"max_length {tokens['max_length']}"
+        cut = "longer than one block" if tokens.get("packing") else "truncated"
         for split, s in tokens["splits"].items():
             if s:
                 lines.append(
                     f"  tokens {split}: p50 {s['p50']} p90 {s['p90']} p95 {s['p95']} p99 {s['p99']} max {s['max']}; "
-                    f"{s['truncated']:.1%} truncated at max_length {tokens['max_length']}"
+                    f"{s['truncated']:.1%} {cut} at {limit}"
                 )
     return "\n".join(lines)

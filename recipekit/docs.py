@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .heads import HEADS
 from .preprocess import STEPS
-from .recipe import DataArgs, ModelArgs, RegularizationArgs, SanityArgs, SpaceArgs, SweepArgs
+from .recipe import BatchingArgs, DataArgs, ModelArgs, RegularizationArgs, SanityArgs, SpaceArgs, SweepArgs
 from .schema import help_table
 
 
@@ -40,7 +40,7 @@ def head_table() -> str:
 def reference() -> str:
     return "\n\n".join([
         key_table(ModelArgs, "model"), key_table(DataArgs, "data"), step_table(), head_table(),
-        key_table(RegularizationArgs, "regularization"), key_table(SanityArgs, "sanity"),
+        key_table(RegularizationArgs, "regularization"), key_table(BatchingArgs, "batching"), key_table(SanityArgs, "sanity"),
         key_table(SweepArgs, "sweep"), key_table(SpaceArgs, "sweep.space.KEY"),
     ])
 

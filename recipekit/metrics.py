@@ -79,6 +79,12 @@ def per_class(y_true, y_pred, labels) -> list[dict]:
     ]
 
 
+def binary_scores(y_true, y_pred) -> dict[str, float]:
+    """Precision, recall and F1 of the positive class of 0/1 gold and predictions (0 where undefined)."""
+    p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average="binary", labels=[1], zero_division=0)
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+
 def confusion(y_true, y_pred, labels) -> np.ndarray:
     """Counts: row = gold label, column = predicted label, every label present even when unused."""
     return skm.confusion_matrix(y_true, y_pred, labels=range(len(labels)))
@@ -168,11 +174,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def classification_scores(names: list[str], y_true, probs, labels: list[str] | None = None) -> dict[str, float | None]:
-    """The named metrics for gold ids and probabilities; an undefined value (e.g. ROC-AUC with one gold class) is None."""
+def classification_scores(names, y_true, probs, labels: list[str] | None = None, y_pred=None) -> dict[str, float | None]:
+    """The named metrics for gold ids and probabilities; an undefined value (e.g. ROC-AUC with one gold class) is None.
+
+    `y_pred` is the head's decision (a tuned threshold for the binary head); default: the most probable label."""
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
-    y_pred = probs.argmax(axis=-1)
+    y_pred = probs.argmax(axis=-1) if y_pred is None else np.asarray(y_pred)
     labels = list(labels) if labels is not None else [str(i) for i in range(probs.shape[1])]
     out = {}
     for name in names:
@@ -184,12 +192,13 @@ def classification_scores(names: list[str], y_true, probs, labels: list[str] | N
     return out
 
 
-def classification_details(y_true, probs, labels: list[str]) -> dict:
-    """Everything the report and `evaluate` show for one split: every scalar metric, the per-class table, the confusion matrix."""
+def classification_details(y_true, probs, labels: list[str], y_pred=None) -> dict:
+    """Everything the report and `evaluate` show for one split: every scalar metric, the per-class table, the
+    confusion matrix, all with the head's decision `y_pred` (default: the most probable label)."""
     y_true = np.asarray(y_true)
-    y_pred = np.asarray(probs).argmax(axis=-1)
+    y_pred = np.asarray(probs).argmax(axis=-1) if y_pred is None else np.asarray(y_pred)
     return {
-        "scores": classification_scores(FULL_CLASSIFICATION, y_true, probs, labels),
+        "scores": classification_scores(FULL_CLASSIFICATION, y_true, probs, labels, y_pred),
         "per_class": per_class(y_true, y_pred, labels),
         "confusion_matrix": confusion(y_true, y_pred, labels).tolist(),
     }

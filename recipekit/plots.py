@@ -170,10 +170,10 @@ def reliability(y_true, probs, path: Path, split: str, bins: int = ECE_BINS) -> 
     return _save(fig, path)
 
 
-def classification(y_true, probs, labels: list[str], folder: Path, split: str) -> list[tuple[str, Path]]:
+def classification(y_true, probs, labels: list[str], folder: Path, split: str, y_pred=None) -> list[tuple[str, Path]]:
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
-    out = [("Confusion matrix", confusion_matrix(confusion(y_true, probs.argmax(axis=-1), labels), labels, folder / "confusion_matrix.png", split))]
+    out = [("Confusion matrix", confusion_matrix(confusion(y_true, probs.argmax(axis=-1) if y_pred is None else y_pred, labels), labels, folder / "confusion_matrix.png", split))]
     for title, path in (
         ("ROC curve", roc_curves(y_true, probs, labels, folder / "roc.png", split)),
         ("Precision-recall curve", pr_curves(y_true, probs, labels, folder / "pr.png", split)),

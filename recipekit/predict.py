@@ -8,74 +8,29 @@ Nothing in the run's folder is written: outputs go to --output (or stdout), neve
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
-import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 
+from . import paths
 from .data import read_file
 from .errors import RecipeError
-from .heads import HEADS
-from .outputs import FINISHED_MARKER, write_json
+from .inference import TrainedRun, open_run, predict_rows
+from .outputs import strip_prefix, write_json
 from .preprocess import Context
-from .recipe import DATA_FORMATS, DataArgs, ModelArgs, build_steps, read_yaml
+from .recipe import DATA_FORMATS
 from .report import markdown_table
-from .schema import build_kwargs, not_one_of
-from .train import load_tokenizer
+from .schema import Problem, not_one_of
 
 OUTPUT_FORMATS = [".csv", ".jsonl"]
-# Inference needs no gradients or optimizer state: a batch several times the training one fits.
-DEFAULT_BATCH_SIZE = 64
-
-
-@dataclass
-class TrainedRun:
-    folder: Path
-    data: DataArgs
-    steps: list
-    head: object
-    model_args: ModelArgs
-    labels: list[str]
-    batch_size: int
-    training: dict  # the run's `training:` section as written (generation settings for generating heads)
-
-
-def load_run(folder: str) -> TrainedRun:
-    """Read a finished run's recipe.yaml and labels; refuse a folder that holds no finished run."""
-    out = Path(folder)
-    if not out.is_dir():
-        raise RecipeError(f"{folder}: not a folder; give the output_dir of a finished run")
-    if not (out / FINISHED_MARKER).exists() or not (out / "recipe.yaml").exists():
-        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER} or recipe.yaml); train it first")
-    raw = read_yaml(str(out / "recipe.yaml"))
-    errors: list[str] = []
-    data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
-    steps = build_steps(raw.get("preprocess"), errors)
-    # The trained weights and tokenizer are in the run's folder; the rest of the model section still applies.
-    model_args = ModelArgs(**build_kwargs(ModelArgs, {**(raw.get("model") or {}), "name_or_path": str(out)}, "model", errors))
-    if errors:
-        raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
-    record = json.loads((out / FINISHED_MARKER).read_text())
-    batch_size = (raw.get("training") or {}).get("per_device_eval_batch_size") or DEFAULT_BATCH_SIZE
-    head = HEADS[model_args.head](model_args.head_options, model_args.head_config)
-    if head.predictions_file is None:  # the pretraining heads: a corpus has nothing to predict
-        raise RecipeError(
-            f"{folder}: a {head.name} pretraining run has nothing to predict; fine-tune it (model.name_or_path: {folder}) "
-            f"or {head.pipeline_use} with transformers.pipeline('{head.pipeline_task}', model='{folder}')"
-        )
-    head.labels = list(record["labels"])
-    return TrainedRun(out, data, steps, head, model_args, record["labels"], int(batch_size), raw.get("training") or {})
+# Rows per trainer.predict call: bounds memory on big inputs; a multiple of any usual batch size, so the
+# batches (and with them every number) are those of one call over the whole input.
+CHUNK_ROWS = 4096
 
 
 def inference_steps(steps: list) -> list:
@@ -98,12 +53,16 @@ def read_input(spec: str, run: TrainedRun) -> Dataset:
         lines = [line.rstrip("\r\n") for line in sys.stdin]
         ds = Dataset.from_dict({columns[0]: [line for line in lines if line.strip()]})
     else:
-        path = Path(spec).expanduser()
+        try:
+            path = Path(paths.resolve(spec)).expanduser()
+        except Problem as p:
+            raise RecipeError(f"--input: {p}") from None
         if not path.is_file():
             raise RecipeError(f"--input: {spec!r} does not exist or is not a file")
         if path.suffix.lower() not in DATA_FORMATS:
             raise RecipeError(f"--input: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}")
         ds = read_file(str(path))
+    ds = run.head.as_input(ds) if all(c in ds.column_names for c in columns) else ds
     missing = [c for c in columns if c not in ds.column_names]
     if missing:
         raise RecipeError(
@@ -139,27 +98,18 @@ def check_output(output: str | None, spec: str, run: TrainedRun, option: str, fo
         raise RecipeError(f"--{option}: {output!r} is the input file; choose another path")
 
 
-def predict_batches(run: TrainedRun, ds: Dataset, batch_size: int | None):
-    """Yield (rows of the input as a dict of columns, logits) batch by batch; memory holds one batch of texts.
-
-    The model reads the cleaned text; the rows yielded are the input's own, so the output shows what the user gave.
-    """
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = load_tokenizer(run.model_args)
-    model = run.head.load_model(run.model_args).to(device).eval()
-    size = batch_size or run.batch_size
-    columns = run.data.text_columns
-    cleaned = clean(ds, run).select_columns(columns)
-    batches = zip(ds.iter(batch_size=size), cleaned.iter(batch_size=size))
-    for batch, model_view in tqdm(batches, total=math.ceil(len(ds) / size), desc="predict", unit="batch", file=sys.stderr):
-        texts = [[t if t is not None else "" for t in model_view[c]] for c in columns]
-        if hasattr(run.head, "infer"):  # tags per word, generated text: the head makes its own columns
-            yield batch, run.head.infer(model, tokenizer, texts, run)
-            continue
-        encoded = tokenizer(*texts, truncation=True, max_length=run.data.max_length, padding=True, return_tensors="pt").to(device)
-        with torch.inference_mode():
-            logits = model(**encoded).logits.float().cpu().numpy()
-        yield batch, logits
+def predictions(run: TrainedRun, ds: Dataset, batch_size: int | None, with_gold: bool):
+    """Yield (rows of the input, the head's Prediction) chunk by chunk: the model reads the cleaned text; the
+    rows yielded are the input's own, so the output shows what the user gave."""
+    view = clean(ds, run).select_columns(run.data.text_columns + ([run.data.label_column] if with_gold else []))
+    if with_gold:
+        try:
+            view = run.head.encode_split(view)
+        except RecipeError as e:
+            raise RecipeError([f"--input: {p}" for p in e.problems]) from None
+    chunk = len(ds) if with_gold else CHUNK_ROWS  # scores need every row at once
+    for rows, prediction in predict_rows(run, view, batch_size, chunk, with_gold):
+        yield ds.select(rows), prediction
 
 
 @contextmanager
@@ -189,51 +139,44 @@ def write_rows(f, frame: pd.DataFrame, fmt: str, first: bool) -> None:
         frame.to_csv(f, header=first, index=False)
 
 
-def run_predictions(args, run: TrainedRun, with_gold: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Write the input's columns plus the head's prediction columns; with_gold: return (gold ids, all logits)."""
+def run_predictions(args, run: TrainedRun, with_gold: bool):
+    """Write the input's columns plus the head's prediction columns; with_gold: return the Prediction of all rows."""
     for option in ("output", "metrics", "plots"):
         check_output(getattr(args, option, None), args.input, run, option, formats=OUTPUT_FORMATS if option == "output" else None)
     ds = read_input(args.input, run)
-    gold = check_gold(ds, run.data.label_column, run, args.input) if with_gold else None
+    if with_gold:
+        check_gold(ds, run.data.label_column, args.input)
+    if not len(ds):
+        raise RecipeError(f"--input {args.input}: no rows to {'evaluate' if with_gold else 'predict'}")
     # Lists (tags) and long generated text read best as JSON lines: the head's own format unless --output says otherwise.
     fmt = Path(args.output).suffix.lower() if args.output else Path(run.head.predictions_file).suffix
-    kept = []  # (n, labels) logits: what the metrics need, never hidden states
+    last = None
     with open_output(args.output, to_stdout=not with_gold) as f:
-        for i, (batch, logits) in enumerate(predict_batches(run, ds, args.batch_size)):
+        for i, (rows, prediction) in enumerate(predictions(run, ds, args.batch_size, with_gold)):
             if f is not None:
-                frame = pd.DataFrame(batch)
-                # The head reads only `.predictions` of a Trainer output; the gold and text columns are the input's own.
-                # Heads with `infer` (tags, generated text) yield their columns instead of logits.
-                columns = logits if isinstance(logits, dict) else run.head.prediction_columns(SimpleNamespace(predictions=logits), None, None)
-                for name, values in columns.items():
+                frame = pd.DataFrame(rows.to_dict())
+                for name, values in prediction.columns.items():
                     frame[name] = [" ".join(v) if fmt == ".csv" and isinstance(v, list) else v for v in values]
                 write_rows(f, frame, fmt, first=i == 0)
-            if with_gold:
-                kept.append(logits)
+            last = prediction
     if args.output:
         print(f"wrote {len(ds)} predictions to {args.output}", file=sys.stderr)
-    return gold, (np.concatenate(kept) if with_gold else None)
+    return last
 
 
-def check_gold(ds: Dataset, column: str, run: TrainedRun, spec: str) -> np.ndarray:
-    """Gold label ids in the run's label order; refuse a missing column, empty labels, or labels the run never saw."""
+def check_gold(ds: Dataset, column: str, spec: str) -> None:
+    """Refuse a missing gold column or empty gold cells; labels the run never saw are refused by the head."""
     if column not in ds.column_names:
         raise RecipeError(
             f"--input {spec}: no gold label column {column!r} (the run's data.label_column); columns: {', '.join(ds.column_names)}"
         )
-    values = ds[column]
-    missing = sum(v is None for v in values)
+    missing = sum(v is None for v in ds[column])
     if missing:
         raise RecipeError(f"--input {spec}: {missing} rows have no gold label in column {column!r}")
-    index = {name: i for i, name in enumerate(run.labels)}
-    unseen = sorted({str(v) for v in values} - set(index))
-    if unseen:
-        raise RecipeError(
-            f"--input {spec}: labels the run was not trained on: {', '.join(map(repr, unseen[:5]))}; its labels: {', '.join(run.labels)}"
-        )
-    if not values:
-        raise RecipeError(f"--input {spec}: no rows to evaluate")
-    return np.array([index[str(v)] for v in values])
+
+
+def load_run(folder: str) -> TrainedRun:
+    return open_run(folder)
 
 
 def predict_command(args) -> int:
@@ -242,23 +185,32 @@ def predict_command(args) -> int:
 
 
 def evaluate_command(args) -> int:
+    """The run's scores on a labelled file: the recipe's metrics (as metrics.json has them for the test split)
+    and the head's full evaluation, with the decision rule the run chose."""
     run = load_run(args.run)
-    if not hasattr(run.head, "evaluation"):
-        raise RecipeError(f"evaluate: head {run.head.name!r} has no evaluation table yet; its scores are in {run.folder / 'metrics.json'}")
-    gold, logits = run_predictions(args, run, with_gold=True)
-    details = run.head.evaluation(gold, logits, run.labels)
-    print("\n".join(evaluation_text(details, run, args.input, len(gold))))
+    prediction = run_predictions(args, run, with_gold=True)
+    output = prediction.output
+    if output is None or output.label_ids is None:
+        raise RecipeError(f"evaluate: head {run.head.name!r} scores nothing without gold labels; its scores are in {run.folder / 'metrics.json'}")
+    scores = run.head.scores(strip_prefix(output.metrics, "test_"))
+    details = run.head.evaluation(output.label_ids, output.predictions) or {}
+    details = {"metrics": {k: v for k, v in scores.items() if not k.endswith(("runtime", "per_second", "preparation_time"))}, **details}
+    print("\n".join(evaluation_text(details, run, args.input, len(output.label_ids))))
     if args.metrics:
-        write_json(Path(args.metrics), {"run": str(run.folder), "input": args.input, "rows": len(gold), **details})
+        write_json(Path(args.metrics), {"run": str(run.folder), "input": args.input, "rows": len(output.label_ids),
+                                        "decision_rule": run.head.decision_rule(), **details})
     if args.plots:
-        for _, path in run.head.plots(gold, logits, run.labels, Path(args.plots), Path(args.input).name):
+        for _, path in run.head.plots(output.label_ids, output.predictions, Path(args.plots), Path(args.input).name):
             print(f"plot: {path}", file=sys.stderr)
     return 0
 
 
 def evaluation_text(details: dict, run: TrainedRun, spec: str, rows: int) -> list[str]:
-    lines = [f"evaluation of {run.folder} on {spec} ({rows} rows)", ""]
-    lines += markdown_table(["metric", "value"], [[k, v] for k, v in details["scores"].items()])
+    lines = [f"evaluation of {run.folder} on {spec} ({rows} rows)"]
+    if run.head.decision_rule():
+        lines.append(f"decision rule: {run.head.decision_rule()}")
+    scores = {**details["metrics"], **details.get("scores", {})}
+    lines += ["", *markdown_table(["metric", "value"], [[k, v] for k, v in scores.items()])]
     if details.get("per_class"):
         lines += ["", *markdown_table(list(details["per_class"][0]), [list(r.values()) for r in details["per_class"]])]
     if details.get("confusion_matrix"):

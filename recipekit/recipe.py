@@ -10,6 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import torch
@@ -18,12 +19,13 @@ from transformers import TrainingArguments
 
 from . import metrics as metric_registry
 from . import paths
-from .custom_head import HeadConfig
+from .adapters import peft_problems
 from .errors import RecipeError
 from .heads import HEADS
+from .heads.custom import HeadConfig
+from .heads.language_model import BLOCK_KEY
 from .launch import launch_problems
-from .lm import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
-from .lora import peft_problems
+from .modeling import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
 from .preprocess import STEPS
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
@@ -69,7 +71,7 @@ class ModelArgs:
     )
     head_config: dict = field(
         default_factory=dict,
-        metadata={"help": "a custom head on the encoder: pooling, hidden_sizes, activation, dropout, freeze_encoder, freeze_layers"},
+        metadata={"help": "a custom pooled head on the encoder: pooling, hidden_sizes, activation, dropout, freeze_encoder"},
     )
     init: str = field(
         default="pretrained",
@@ -92,7 +94,9 @@ class ModelArgs:
         options = build_kwargs(head.Options, self.head_options, "head_options", errors)
         if not errors:
             errors += [f"head_options.{p}" for p in head.Options(**options).problems()]
-        if self.head_config:
+        if "freeze_layers" in self.head_config:
+            errors.append("head_config.freeze_layers: freezing layers is regularization.freeze_layers, for every head; move it there")
+        elif self.head_config:
             if not head.accepts_head_config:
                 accepting = [name for name, h in HEADS.items() if h.accepts_head_config]
                 errors.append(f"head_config: head {self.head!r} has no custom head; heads that take one: {', '.join(accepting)}")
@@ -202,12 +206,7 @@ class DataArgs:
     num_proc: int | None = field(
         default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
     )
-    max_length: int = field(default=256, metadata={"help": "tokens per example after truncation"})
-    length_split_cost: int | Literal["auto"] | None = field(
-        default="auto",
-        metadata={"help": "pooled heads: run each training batch as length-sorted chunks where a chunk saves more padded "
-                  "tokens than this (same gradient); auto: 128 on CPU, off on GPU; null: never"},
-    )
+    max_length: int = field(default=256, metadata={"help": "tokens per example after truncation (the pretraining heads: head_options.block_size)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
     max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
@@ -245,8 +244,6 @@ class DataArgs:
             out.append(f"num_proc: {self.num_proc} must be 1 or more (or null)")
         if self.max_length <= 0:
             out.append(f"max_length: {self.max_length} must be a positive number of tokens")
-        if isinstance(self.length_split_cost, int) and self.length_split_cost <= 0:
-            out.append(f"length_split_cost: {self.length_split_cost} must be a positive number of padded tokens, auto, or null (never split)")
         for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 out.append(f"{key}: {getattr(self, key)} must be positive (or null for all rows)")
@@ -286,6 +283,22 @@ class RegularizationArgs:
         if self.freeze_layers < 0:
             out.append(f"freeze_layers: {self.freeze_layers} must be 0 or more")
         return out
+
+
+@dataclass
+class BatchingArgs:
+    """How a training batch is computed, beside TrainingArguments' batch size and accumulation."""
+
+    length_split_cost: int | Literal["auto"] | None = field(
+        default="auto",
+        metadata={"help": "pooled heads: run each training batch as length-sorted chunks where a chunk saves more padded "
+                  "tokens than this (same gradient); auto: 128 on CPU, off on GPU; null: never"},
+    )
+
+    def problems(self) -> list[str]:
+        if isinstance(self.length_split_cost, int) and self.length_split_cost <= 0:
+            return [f"length_split_cost: {self.length_split_cost} must be a positive number of padded tokens, auto, or null (never split)"]
+        return []
 
 
 @dataclass
@@ -471,6 +484,7 @@ class Recipe:
     training_keys: dict  # what the recipe itself set under `training:`, coerced; recipe.yaml writes these
     regularization: RegularizationArgs = field(default_factory=RegularizationArgs)
     sanity: SanityArgs = field(default_factory=SanityArgs)
+    batching: BatchingArgs = field(default_factory=BatchingArgs)
     sweep: SweepArgs | None = None
     sweep_raw: dict | None = None  # the sweep section as written, for --check and reproduction
     source: str | None = None
@@ -490,6 +504,7 @@ class Recipe:
             "metrics": list(self.metrics),
             "training": training,
             "regularization": dataclasses.asdict(self.regularization),
+            "batching": dataclasses.asdict(self.batching),
             "sanity": dataclasses.asdict(self.sanity),
             **({"sweep": self.sweep_raw} if self.sweep_raw is not None else {}),
         }
@@ -498,7 +513,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "sanity", "sweep"}
+SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "batching", "sanity", "sweep"}
 
 
 def read_yaml(path: str) -> dict:
@@ -560,9 +575,13 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
     errors += [f"model.{p}" for p in model.problems()]
     head = HEADS.get(model.head, HEADS["sequence_classification"])
-    tokenizer = build_tokenizer_args(raw.get("tokenizer"), errors, getattr(head, "tokenizer_algorithm", "wordpiece"))
+    tokenizer = build_tokenizer_args(raw.get("tokenizer"), errors, head.tokenizer_algorithm)
     errors += tokenizer_problems(model, tokenizer)
-    data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
+    raw_data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if "length_split_cost" in raw_data:
+        errors.append("data.length_split_cost: a training-step setting, now batching.length_split_cost; move it there")
+        raw_data = {k: v for k, v in raw_data.items() if k != "length_split_cost"}
+    data = DataArgs(**build_kwargs(DataArgs, raw_data if raw.get("data") is not None else None, "data", errors))
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
     steps = build_steps(raw.get("preprocess"), errors)
@@ -577,14 +596,21 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     errors += [f"regularization.{p}" for p in regularization.problems()]
     sanity = SanityArgs(**build_kwargs(SanityArgs, raw.get("sanity"), "sanity", errors))
     errors += [f"sanity.{p}" for p in sanity.problems()]
+    batching = BatchingArgs(**build_kwargs(BatchingArgs, raw.get("batching"), "batching", errors))
+    errors += [f"batching.{p}" for p in batching.problems()]
+    if isinstance(batching.length_split_cost, int) and not head.splits_batches:
+        errors.append(f"batching.length_split_cost: head {model.head!r} trains whole batches (its loss is not a sum over "
+                      "examples); only the pooled heads split them; leave it out")
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
     passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
     errors += early_stopping_problems(regularization, passed)
     errors += launch_problems(with_device_defaults(dict(passed)))
     if not errors:
-        errors += head.recipe_problems(model.options(), data, training_keys, steps)
-    if not errors and hasattr(model.options(), "block_size"):
-        errors += model_problems(model, tokenizer, model.options())
+        parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=set(raw_data))
+        errors += head.recipe_problems(model.options(), parts)
+    if not errors:
+        block = getattr(model.options(), "block_size", None)
+        errors += model_problems(model, block, BLOCK_KEY) if block else model_problems(model, data.max_length, "data.max_length")
     if errors:
         raise RecipeError(errors)
     try:
@@ -592,7 +618,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     except (ValueError, TypeError, ImportError) as e:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
     return Recipe(
-        model, data, steps, names, training, training_keys, regularization, sanity, sweep, raw.get("sweep"),
+        model, data, steps, names, training, training_keys, regularization, sanity, batching, sweep, raw.get("sweep"),
         source, training_keys.get("hub_token"), tokenizer,
     )
 

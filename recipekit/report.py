@@ -2,7 +2,8 @@
 
 Both are built from what the run already wrote or computed: the resolved recipe, metrics.json's record,
 Trainer's `trainer_state.json` log history, and each labelled split's (label_ids, predictions). What is
-task-specific comes from the head: `head.evaluation` (scores and tables) and `head.plots` (PNG files).
+task-specific comes from the head: `head.evaluation` (scores and tables, with the run's decision rule),
+`head.plots` (PNG files) and `head.decision_rule()`.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dic
     if gap:
         figures.append(("Generalisation gap", plots.gap(gap, folder / "gap.png")))
     split = report_split(outputs)
-    if split and hasattr(head, "plots"):
+    if split:
         label_ids, predictions = outputs[split]
-        figures += head.plots(label_ids, predictions, record["labels"], folder, split)
+        figures += head.plots(label_ids, predictions, folder, split)
     write_atomic(out / "report.md", report_markdown(out.name, recipe, record, split, figures, out))
     write_atomic(out / "README.md", model_card(out.name, recipe, record, head, split))
     return [out / "report.md", out / "README.md"] + [path for _, path in figures]
@@ -146,6 +147,7 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
         ["data", source],
         ["text columns / label", f"{', '.join(data.get('text_columns', []))} / {data.get('label_column')}"],
         ["labels", ", ".join(record.get("labels", []))],
+        ["decision rule", record.get("decision_rule") or "none"],
         ["preprocessing", ", ".join(steps) or "none"],
         ["metrics", ", ".join(recipe.get("metrics") or [])],
         *[[f"training.{k}", f"`{v}`"] for k, v in training.items() if k not in ("output_dir", "report_to")],
@@ -202,7 +204,7 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
     base = model.get("name_or_path")
     hub_base = base if base and not paths.looks_local(base) else None
     dataset = data.get("dataset")
-    task = getattr(head, "pipeline_task", None)
+    task = head.pipeline_task
     scores = {k: v for k, v in split_scores(record, split).items() if v is not None and k != "loss"} if split else {}
     file_name = Path(data.get("test_file") or data.get("train_file") or "local").name
     results = [
@@ -238,19 +240,22 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
     if model.get("init") == "scratch":
         shape = f"a `{model['family']}` config" if model.get("family") else f"the config of {origin}"
         about = f"A model pretrained from scratch ({shape}) with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
-    elif getattr(head, "predictions_file", "") is None:  # a language-model head: continued pretraining
+    elif head.predictions_file is None:  # a language-model head: continued pretraining
         about = f"Continued pretraining of {origin} with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
     else:
         about = f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
     lines += [about + " The recipe is `recipe.yaml` in this folder.", ""]
     if record.get("labels"):
         lines += [f"Labels: {', '.join(record['labels'])}.", ""]
+    if record.get("decision_rule"):
+        lines += [f"Decision rule (used for every score below and for `run.py predict`): {record['decision_rule']}.", ""]
     lines += ["## Results", ""]
     lines += metrics_table(record) + ["", "Per-class scores and plots: `report.md`.", ""]
     lines += [
         "## Use",
         "",
         "```python",
+        *(["import recipekit.heads  # registers the custom pooled head's model class with transformers"] if model.get("head_config") else []),
         "from transformers import pipeline",
         "",
         f'classifier = pipeline("{task or "text-classification"}", model="{name}")  # this folder, or its Hub id',

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 
 from .outputs import write_atomic, write_json
 from .recipe import with_device_defaults
@@ -32,7 +32,8 @@ def derived_recipe(recipe, name: str, **changes):
     )
     return dataclasses.replace(
         recipe,
-        training=TrainingArguments(**with_device_defaults(kw)),
+        # The run's own TrainingArguments class: Seq2SeqTrainingArguments keeps predict_with_generate and friends.
+        training=type(recipe.training)(**with_device_defaults(kw)),
         regularization=dataclasses.replace(recipe.regularization, early_stopping_patience=None),
     )
 

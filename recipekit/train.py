@@ -1,18 +1,19 @@
-"""The Trainer, the evaluation of each split, and the files a finished run writes."""
+"""The tokenizer, the Trainer a run trains with, and the Trainer a finished run predicts with."""
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import sys
-import time
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
 from transformers import AutoTokenizer, Trainer
 
 from . import batching, paths, regularize
 from .errors import RecipeError
-from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
+from .recipe import with_device_defaults
 
 
 def load_tokenizer(model_args, tokenizer_args=None):
@@ -45,11 +46,15 @@ def model_load_errors(model_args, key: str = "model.name_or_path"):
         raise RecipeError(f"{key}: cannot load {name!r}: {first}") from None
 
 
+def pad_multiple(args) -> int | None:
+    # Multiples of 8 let fp16/bf16 matmuls use tensor cores; on the CPU they only add padding.
+    return 8 if (args.fp16 or args.bf16) and not args.use_cpu else None
+
+
 def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
     """The head's Trainer class with the head's collator, loss (None: the model's own) and metrics."""
     args = recipe.training
-    # Multiples of 8 let fp16/bf16 matmuls use tensor cores; on the CPU they only add padding.
-    multiple = 8 if (args.fp16 or args.bf16) and not args.use_cpu else None
+    multiple = pad_multiple(args)
     regularize.freeze(model, recipe.regularization)
     trainer = head.trainer_class(
         model=model,
@@ -59,25 +64,24 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         processing_class=tokenizer,
         data_collator=head.collator(tokenizer, model, multiple),
         compute_loss_func=head.loss(args),
-        compute_metrics=head.compute_metrics(recipe.metrics, label_names(tokenized["train"])),
+        compute_metrics=head.compute_metrics(recipe.metrics, tokenizer),
         preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         callbacks=regularize.callbacks(recipe.regularization),
     )
-    if getattr(head, "batch_mean_loss", False):
-        # The model's forward takes **kwargs, so Trainer assumes its loss is a sum normalised by the item count
-        # of the whole step: it would then skip dividing by gradient_accumulation_steps and multiply by the
-        # number of processes (a loss of 2 x ln 2 = 1.386 at chance under 2 processes). The loss is a batch mean.
-        trainer.model_accepts_loss_kwargs = False
+    use_head_loss(trainer, head)
     if isinstance(trainer, batching.LengthSplitTrainer):
-        trainer.chunk_cost = batching.resolve_cost(recipe.data.length_split_cost, args)
+        trainer.chunk_cost = batching.resolve_cost(recipe.batching.length_split_cost, args)
         trainer.pad_multiple = multiple
     regularize.apply_layerwise_lr_decay(trainer, recipe.regularization.layerwise_lr_decay)
     return trainer
 
 
-def label_names(ds) -> list[str] | None:
-    feature = ds.features.get("labels")
-    return list(feature.names) if hasattr(feature, "names") else None
+def use_head_loss(trainer, head) -> None:
+    if head.batch_mean_loss:
+        # The model's forward takes **kwargs, so Trainer assumes its loss is a sum normalised by the item count
+        # of the whole step: it would then skip dividing by gradient_accumulation_steps and multiply by the
+        # number of processes (a loss of 2 x ln 2 = 1.386 at chance under 2 processes). The loss is a batch mean.
+        trainer.model_accepts_loss_kwargs = False
 
 
 def logits_only(logits, labels):
@@ -85,78 +89,28 @@ def logits_only(logits, labels):
     return logits[0] if isinstance(logits, tuple) else logits
 
 
-def evaluate_splits(trainer: Trainer, head, tokenized, data, text_columns) -> tuple[dict, pd.DataFrame | None, dict]:
-    """Validation and test metrics; predictions for the test split (with gold labels where it has them);
-    and (label_ids, predictions) of each labelled split, for the report.
-
-    Trainer gathers predictions across processes and drops the duplicates that pad a distributed
-    sampler's last batch, so every returned array has exactly one row per example.
-    """
-    results, outputs = {}, {}
-    if "validation" in tokenized:
-        output = trainer.predict(tokenized["validation"], metric_key_prefix="eval")
-        results["validation"] = head.scores(strip_prefix(output.metrics, "eval_"))
-        outputs["validation"] = (output.label_ids, output.predictions)
-    frame = None
-    if "test" in tokenized:
-        output = trainer.predict(tokenized["test"], metric_key_prefix="test")
-        if output.label_ids is not None:
-            results["test"] = head.scores(strip_prefix(output.metrics, "test_"))
-            outputs["test"] = (output.label_ids, output.predictions)
-        if head.predictions_file is None:  # a corpus has nothing to predict: loss and perplexity only
-            return results, None, outputs
-        test = data.splits["test"]
-        frame = pd.DataFrame({c: list(test[c]) for c in text_columns})
-        for name, values in {**head.gold(test), **head.prediction_columns(output, test, trainer)}.items():
-            frame[name] = values
-    return results, frame, outputs
+# What a finished run's `training:` section says about how it predicted; everything else is for training.
+PREDICTION_SETTINGS = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "use_cpu", "predict_with_generate",
+                       "generation_max_length", "generation_num_beams", "remove_unused_columns")
 
 
-def run_record(recipe, results: dict, data, head, outputs: dict, started: float) -> dict:
-    """What metrics.json holds: the recipe's metrics per split, and the head's full evaluation of each labelled split."""
-    evaluation = getattr(head, "evaluation", None)
-    return {
-        "status": "finished",
-        **results,
-        "evaluation": {split: evaluation(y, p, data.labels) for split, (y, p) in outputs.items()} if evaluation else {},
-        "data": data.report,
-        "labels": data.labels,
-        "wall_time_s": round(time.time() - started, 2),
-        "versions": versions(),
-        "manifest": manifest(recipe, data),
-    }
-
-
-def write_run(recipe, record: dict, predictions, predictions_file: str = "predictions.csv") -> None:
-    """The predictions file, then metrics.json last: its presence means every other output is complete."""
-    out = Path(recipe.training.output_dir)
-    if predictions is not None:
-        if predictions_file.endswith(".jsonl"):
-            # Lists (tags per word) and free text stay whole in JSON lines; CSV would flatten them to strings.
-            write_atomic(out / predictions_file, predictions.to_json(orient="records", lines=True, force_ascii=False))
-        else:
-            write_predictions(out / predictions_file, predictions)
-    mark(str(out), "finished")
-    write_json(out / "metrics.json", record)
-
-
-def interrupted(trainer: Trainer, signum: int) -> int:
-    """After a signal: the checkpoint is saved; say how to continue and exit as a signalled program does."""
-    step = trainer.state.global_step
-    if trainer.is_world_process_zero():
-        mark(trainer.args.output_dir, "interrupted", step=step, signal=signum)
-        print(f"interrupted at step {step}: checkpoint saved in {trainer.args.output_dir}; continue with --resume", file=sys.stderr)
-    return 128 + signum
-
-
-def summary(results: dict) -> str:
-    lines = []
-    for split in ("validation", "test"):
-        scores = results.get(split)
-        if scores:
-            shown = ", ".join(
-                f"{k} {v:.4f}" for k, v in scores.items()
-                if isinstance(v, float) and not k.endswith(("_per_second", "runtime")) and not k.startswith("f1_label_")
-            )
-            lines.append(f"{split}: {shown}")
-    return "\n".join(lines)
+@contextmanager
+def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, metric_names=None):
+    """A Trainer that only predicts, set up as the run's own was at its end (batch size, precision, generation,
+    collator, metrics), so a finished run's predictions on its test file are the ones it wrote."""
+    fields = {f.name for f in dataclasses.fields(head.training_args_class)}
+    folder = tempfile.mkdtemp(prefix="recipekit-predict-")
+    kw = {"output_dir": folder, "per_device_eval_batch_size": batch_size, "report_to": "none", "disable_tqdm": True,
+          **{k: settings[k] for k in PREDICTION_SETTINGS if k in settings and k in fields}}
+    try:
+        args = head.training_args_class(**with_device_defaults(kw))
+        trainer = head.trainer_class(
+            model=model, args=args, processing_class=tokenizer, data_collator=head.collator(tokenizer, model, pad_multiple(args)),
+            compute_loss_func=head.loss(args),
+            compute_metrics=head.compute_metrics(metric_names, tokenizer) if metric_names else None,
+            preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
+        )
+        use_head_loss(trainer, head)
+        yield trainer
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

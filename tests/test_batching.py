@@ -74,7 +74,7 @@ def gradients_after_one_step(tiny_model, tmp_path, chunk_cost):
         TrainingArguments,
     )
 
-    from recipekit.heads import HEADS
+    from recipekit.heads import build_head
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -84,7 +84,7 @@ def gradients_after_one_step(tiny_model, tmp_path, chunk_cost):
     texts = ["good"] * 10 + ["a long and winding review that goes on and on about the plot " * 3] * 2 + ["fine film", "bad"]
     rows = [tokenizer(t) | {"labels": i % 3} for i, t in enumerate(texts)]
     batch = DataCollatorWithPadding(tokenizer)(rows)
-    head = HEADS["sequence_classification"]()
+    head = build_head("sequence_classification")
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     trainer = LengthSplitTrainer(model=model, args=args, processing_class=tokenizer, compute_loss_func=head.loss(args))
     trainer.chunk_cost = chunk_cost
@@ -119,7 +119,8 @@ def test_a_run_reports_the_padding_it_computed_and_the_split_cuts_it(tiny_model,
         out = tmp_path / f"run-{cost}"
         recipe = {
             "model": {"name_or_path": tiny_model},
-            "data": {"train_file": str(tmp_path / "train.csv"), "max_length": 64, "length_split_cost": cost},
+            "data": {"train_file": str(tmp_path / "train.csv"), "max_length": 64},
+            "batching": {"length_split_cost": cost},
             "training": {"output_dir": str(out), "max_steps": 8, "per_device_train_batch_size": 8, "save_strategy": "no",
                          "report_to": "none", "seed": 3},
         }

@@ -184,15 +184,15 @@ def test_regularization_values_are_checked(recipe):
 
 def tiny_trainer(recipe_dict):
     from recipekit.data import load_splits
-    from recipekit.heads import HEADS
+    from recipekit.heads import head_for
     from recipekit.train import build_trainer, load_tokenizer
 
     recipe = build_recipe(recipe_dict)
     tokenizer = load_tokenizer(recipe.model)
-    head = HEADS[recipe.model.head](recipe.model.head_options, recipe.model.head_config)
+    head = head_for(recipe)
     data = load_splits(recipe.data, recipe.preprocess, recipe.training.seed, tokenizer, head)
-    tokenized, _ = head.tokenize(data.splits, tokenizer, recipe.data)
-    model = head.load_model(recipe.model)
+    tokenized, _ = head.tokenize(data.splits, tokenizer)
+    model = head.load_model(recipe.model, tokenizer)
     return build_trainer(recipe, head, model, tokenizer, tokenized), tokenized
 
 

@@ -29,10 +29,10 @@ def recipe_for(model: str, output_dir: Path, **training) -> dict:
             "max_length": 64,
             # An odd count: the distributed sampler pads it with a duplicate that evaluation must drop.
             "max_test_samples": 119,
-            # Cheap chunks, so that batches of 8 reviews of 19-64 words really run as several length-sorted
-            # chunks: gradients must still be reduced across processes once per step, after the last chunk.
-            "length_split_cost": 16,
         },
+        # Cheap chunks, so that batches of 8 reviews of 19-64 words really run as several length-sorted
+        # chunks: gradients must still be reduced across processes once per step, after the last chunk.
+        "batching": {"length_split_cost": 16},
         "preprocess": ["drop_empty", "dedupe"],
         "metrics": ["accuracy"],
         "training": {

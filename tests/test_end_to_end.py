@@ -106,19 +106,18 @@ def test_finished_run_is_not_overwritten_unless_asked(recipe, write_recipe, tmp_
 
 
 def test_batches_are_padded_to_their_own_longest_text(recipe, tiny_model):
-    from recipekit.data import load_splits, tokenize
-    from recipekit.heads import HEADS
+    from recipekit.data import load_splits
+    from recipekit.heads import head_for
     from recipekit.recipe import build_recipe
     from recipekit.train import build_trainer, load_tokenizer
 
     r = build_recipe(recipe)
-    data = load_splits(r.data, r.preprocess, seed=0)
+    head = head_for(r)
+    data = load_splits(r.data, r.preprocess, 0, head=head)
     tokenizer = load_tokenizer(r.model)
-    tokenized, _ = tokenize(data.splits, tokenizer, r.data)
+    tokenized, _ = head.tokenize(data.splits, tokenizer)
     lengths = [len(x) for x in tokenized["train"]["input_ids"]]
     assert len(set(lengths)) > 1  # stored unpadded
-    head = HEADS["sequence_classification"]()
-    head.labels = data.labels
-    trainer = build_trainer(r, head, head.load_model(r.model), tokenizer, tokenized)
+    trainer = build_trainer(r, head, head.load_model(r.model, tokenizer), tokenizer, tokenized)
     batch = trainer.data_collator([tokenized["train"][i] for i in range(4)])
     assert batch["input_ids"].shape == (4, max(lengths[:4]))

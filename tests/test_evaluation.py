@@ -211,10 +211,11 @@ def test_compare_prints_runs_side_by_side_and_plots_validation_curves(run_dir, t
 
 
 def test_report_takes_only_what_the_head_provides(tmp_path):
+    from recipekit.heads import Head
     from recipekit.report import write_report
 
-    class ScoreOnlyHead:  # a head without evaluation() or plots(): the report still has its curves and tables
-        pipeline_task = None
+    class ScoreOnlyHead(Head):  # a head without evaluation tables or plots: the report still has its curves and tables
+        pass
 
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.5, "eval_loss": 0.6}]}))
     record = {"labels": ["a", "b"], "validation": {"loss": 0.6, "accuracy": 0.5}, "evaluation": {}}

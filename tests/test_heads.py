@@ -118,21 +118,20 @@ def test_binary_needs_two_labels_and_tune_needs_validation(tiny_model, tmp_path,
 def test_class_weights_auto_are_balanced_and_smoothing_reaches_the_loss(tmp_path):
     from datasets import ClassLabel, Dataset
 
-    from recipekit.heads import SequenceClassification
+    from recipekit.heads import HeadState, build_head
 
-    head = SequenceClassification({"class_weights": "auto"})
-    head.labels = ["a", "b", "c"]
+    head = build_head("sequence_classification", {"class_weights": "auto"}, state=HeadState("sequence_classification", ["a", "b", "c"]))
     train = Dataset.from_dict({"labels": [0] * 6 + [1] * 3 + [2]}).cast_column("labels", ClassLabel(names=head.labels))
-    head.check_train(train)
+    head.learn(train)
     # sklearn's "balanced": n / (classes * count) = 10 / (3 * [6, 3, 1])
-    assert head.stored["class_weights"] == pytest.approx([10 / 18, 10 / 9, 10 / 3], abs=1e-6)
+    assert head.state.class_weights == pytest.approx([10 / 18, 10 / 9, 10 / 3], abs=1e-6)
 
     class Args:
         label_smoothing_factor = 0.1
 
     logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
     got = head.loss(Args)({"logits": logits}, labels)
-    weight = torch.tensor(head.stored["class_weights"])
+    weight = torch.tensor(head.state.class_weights)
     per_item = torch.nn.functional.cross_entropy(logits, labels, weight=weight, label_smoothing=0.1, reduction="none")
     assert got.item() == pytest.approx(per_item.mean().item(), rel=1e-6)
     # With gradient accumulation Trainer passes the item count of the whole accumulated batch.
@@ -247,8 +246,8 @@ def test_sentence_pairs_truncate_longest_first(minilm_path):
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
 
-    from recipekit.data import tokenize
     from recipekit.recipe import DataArgs
+    from recipekit.tokenizing import tokenize
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     premise, hypothesis = " ".join(["word"] * 100), "a short claim"
@@ -284,10 +283,11 @@ def test_sentence_pairs_train_a_binary_head(tiny_model, tmp_path, write_recipe):
 def test_custom_head_trains_saves_and_reloads_exactly(tiny_model, sentiment, tmp_path, write_recipe):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from recipekit.custom_head import EncoderWithHead
+    from recipekit.heads.custom import EncoderWithHead
 
     raw = recipe(tiny_model, sentiment["train"], "sequence_classification", tmp_path,
-                 model={"head_config": {"pooling": "mean", "hidden_sizes": [16], "activation": "tanh", "freeze_layers": 1}},
+                 model={"head_config": {"pooling": "mean", "hidden_sizes": [16], "activation": "tanh"}},
+                 regularization={"freeze_layers": 1, "freeze_embeddings": True},
                  data={"test_file": sentiment["test"]})
     result = run(write_recipe, raw)
     assert result["test"]["accuracy"] >= 0.9
@@ -299,26 +299,25 @@ def test_custom_head_trains_saves_and_reloads_exactly(tiny_model, sentiment, tmp
     with torch.no_grad():
         probs = model(**tokenizer(list(frame["text"][:5]), return_tensors="pt", padding=True)).logits.softmax(-1)
     assert probs[:, 1].numpy() == pytest.approx(frame["prob_pos"][:5].to_numpy(), abs=1e-5)
-    # requires_grad is not saved; reloading re-applies the recipe's freezing.
-    assert not model.encoder.embeddings.word_embeddings.weight.requires_grad
-    assert not any(p.requires_grad for p in model.encoder.encoder.layer[0].parameters())
-    assert all(p.requires_grad for p in model.encoder.encoder.layer[1].parameters())
+    # regularization.freeze_layers froze the embeddings and layer 0 of the custom head's encoder during the run.
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 40 and result["model"]["trainable_parameters"] < result["model"]["parameters"]
 
 
 def test_frozen_encoder_gets_no_gradient_and_mean_pooling_ignores_padding(tiny_model):
-    from transformers import AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer
 
-    from recipekit.custom_head import EncoderWithHead, HeadConfig
+    from recipekit.heads.custom import EncoderWithHead, HeadConfig
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = EncoderWithHead.from_encoder(tiny_model, HeadConfig(pooling="mean", freeze_encoder=True), 2, {})
+    model = EncoderWithHead.on_encoder(AutoModel.from_pretrained(tiny_model), HeadConfig(pooling="mean", freeze_encoder=True), 2)
     batch = tokenizer(["a good film"], return_tensors="pt")
     model(**batch).logits.sum().backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.head.parameters())
 
     for pooling in ("mean", "max"):
-        model = EncoderWithHead.from_encoder(tiny_model, HeadConfig(pooling=pooling, dropout=0.0), 2, {}).eval()
+        model = EncoderWithHead.on_encoder(AutoModel.from_pretrained(tiny_model), HeadConfig(pooling=pooling, dropout=0.0), 2).eval()
         short = tokenizer(["a good film"], padding="max_length", max_length=8, return_tensors="pt")
         long = tokenizer(["a good film"], padding="max_length", max_length=64, return_tensors="pt")
         with torch.no_grad():
@@ -379,7 +378,7 @@ def test_entities_follow_seqeval_rules():
 def test_only_the_first_sub_token_of_a_word_is_labelled(minilm_path):
     from transformers import AutoTokenizer
 
-    from recipekit.heads import align
+    from recipekit.heads.tagging import align
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     enc = tokenizer(["Johanssonberg", "visited", "Reykjavik"], is_split_into_words=True)
@@ -450,36 +449,6 @@ def test_tags_and_words_of_unequal_length_name_the_line(tiny_model, tmp_path, wr
 # seq2seq and causal_lm_sft: tiny models built from configs, with MiniLM's WordPiece tokenizer
 
 
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory, minilm_path):
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    torch.manual_seed(0)  # module fixtures are built at first use: unseeded, their weights would depend on test order
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = T5Config(
-        vocab_size=tokenizer.vocab_size, d_model=32, d_ff=64, d_kv=16, num_layers=1, num_decoder_layers=1, num_heads=2,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory, minilm_path):
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def reverse_rows(rng, n):
     words = ["red", "green", "blue", "cat", "dog", "bird", "one", "two", "three"]
     rows = []
@@ -532,14 +501,13 @@ def test_causal_lm_sft_masks_the_prompt_and_learns_completions(tiny_gpt2, tmp_pa
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
 
-    from recipekit.heads import HEADS
+    from recipekit.heads import build_head
     from recipekit.recipe import DataArgs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
-    head = HEADS["causal_lm_sft"]()
-    head.prompt, head.completion = "prompt", "completion"
+    head = build_head("causal_lm_sft", data=DataArgs(train_file="x", text_columns=["prompt"], label_column="completion", max_length=32))
     splits = DatasetDict({"train": Dataset.from_dict({"prompt": ["capital of france :"], "completion": [" paris"]})})
-    row = head.tokenize(splits, tokenizer, DataArgs(train_file="x", max_length=32))[0]["train"][0]
+    row = head.tokenize(splits, tokenizer)[0]["train"][0]
     n_prompt = len(tokenizer("capital of france :", add_special_tokens=False)["input_ids"])
     assert row["labels"][:n_prompt] == [-100] * n_prompt
     assert row["labels"][n_prompt:] == row["input_ids"][n_prompt:] == [tokenizer.convert_tokens_to_ids("paris"), tokenizer.sep_token_id]
@@ -571,7 +539,7 @@ def test_causal_lm_sft_masks_the_prompt_and_learns_completions(tiny_gpt2, tmp_pa
 def test_prior_bias_starts_each_sigmoid_at_its_label_frequency(family):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from recipekit.heads import prior_bias
+    from recipekit.heads.classification import prior_bias
 
     encoder = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
     sizes = {"bert": encoder, "roberta": encoder, "gpt2": {"n_embd": 32, "n_layer": 1, "n_head": 2}}[family]
@@ -594,7 +562,7 @@ def test_multi_label_bias_init_choices(tiny_model, topics, tmp_path):
 
 
 def test_rare_labels_share_the_micro_f1_best_threshold():
-    from recipekit.heads import tune_thresholds
+    from recipekit.heads.classification import tune_thresholds
 
     rng = np.random.default_rng(0)
     y = np.zeros((400, 3), dtype=int)
@@ -614,13 +582,12 @@ def test_rare_labels_share_the_micro_f1_best_threshold():
 def test_multi_label_model_starts_at_the_training_label_frequencies(tiny_model, bias_init):
     from datasets import Dataset
 
-    from recipekit.heads import HEADS
-    from recipekit.recipe import ModelArgs
+    from recipekit.heads import HeadState, build_head
+    from recipekit.recipe import DataArgs, ModelArgs
 
-    head = HEADS["multi_label"]({"bias_init": bias_init})
-    head.labels = ["a", "b", "c"]
-    head.check_train(Dataset.from_dict({"labels": [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]}))
-    bias = head.load_model(ModelArgs(name_or_path=tiny_model, head="multi_label")).classifier.bias.detach().numpy()
+    head = build_head("multi_label", {"bias_init": bias_init}, data=DataArgs(train_file="x"), state=HeadState("multi_label", ["a", "b", "c"]))
+    head.learn(Dataset.from_dict({"labels": [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]}))
+    bias = head.load_model(ModelArgs(name_or_path=tiny_model, head="multi_label"), None).classifier.bias.detach().numpy()
     expected = np.log(np.array([0.75, 0.25, 0.25]) / np.array([0.25, 0.75, 0.75])) if bias_init == "prior" else np.zeros(3)
     np.testing.assert_allclose(bias, expected, atol=1e-6)
 

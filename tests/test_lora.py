@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
+from recipekit.adapters import apply_peft
 from recipekit.errors import RecipeError
-from recipekit.heads import HEADS
-from recipekit.lora import apply_peft, merge
-from recipekit.recipe import ModelArgs, build_recipe
+from recipekit.heads import HeadState, build_head
+from recipekit.lora import merge
+from recipekit.recipe import DataArgs, ModelArgs, build_recipe
 
 
 def trainable(model) -> int:
@@ -18,10 +19,9 @@ def trainable(model) -> int:
 
 
 def test_lora_trains_the_adapters_and_the_head_only(minilm_path):
-    head = HEADS["sequence_classification"]({}, {})
-    head.labels = ["negative", "positive"]
+    head = build_head("sequence_classification", data=DataArgs(train_file="x"), state=HeadState("sequence_classification", ["negative", "positive"]))
     args = ModelArgs(name_or_path=minilm_path, peft={"r": 8, "lora_alpha": 16})
-    full = head.load_model(args)
+    full = head.load_model(args, None)
     total = trainable(full)
     assert total == 22_713_986
     lora = apply_peft(full, args, head)
@@ -32,10 +32,9 @@ def test_lora_trains_the_adapters_and_the_head_only(minilm_path):
 
 
 def test_lora_target_modules_and_rank_change_the_count(minilm_path):
-    head = HEADS["sequence_classification"]({}, {})
-    head.labels = ["a", "b", "c"]
+    head = build_head("sequence_classification", data=DataArgs(train_file="x"), state=HeadState("sequence_classification", ["a", "b", "c"]))
     args = ModelArgs(name_or_path=minilm_path, peft={"r": 4, "target_modules": ["query", "key", "value", "dense"]})
-    lora = apply_peft(head.load_model(args), args, head)
+    lora = apply_peft(head.load_model(args, None), args, head)
     # "dense" also matches each layer's attention output, intermediate (384->1536) and output (1536->384)
     # layers and the pooler: 6 x (3 x 384x384 + 384x384 + 384x1536 + 1536x384) + pooler 384x384, at rank 4.
     per_layer = 4 * (3 * (384 + 384) + (384 + 384) + (384 + 1536) + (1536 + 384))

@@ -9,8 +9,8 @@ import torch
 from conftest import run_cli
 from datasets import Dataset, DatasetDict
 
-from recipekit.heads import HEADS
-from recipekit.lm import TrainTokenizerArgs, pack, train_tokenizer
+from recipekit.heads import build_head
+from recipekit.modeling import TrainTokenizerArgs, pack, train_tokenizer
 from recipekit.recipe import DataArgs
 
 WORDS = ["red", "green", "blue", "cat", "dog", "bird", "runs", "sleeps", "jumps", "the", "a", "over", "under", "house"]
@@ -66,10 +66,9 @@ def test_masked_lm_labels_are_minus_100_exactly_where_not_masked(tiny_model):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    head = HEADS["masked_lm"]({"block_size": 32, "mlm_probability": 0.3})
-    head.text = "text"
+    head = build_head("masked_lm", {"block_size": 32, "mlm_probability": 0.3}, data=DataArgs(train_file="x"))
     splits = DatasetDict({"train": Dataset.from_dict({"text": [" ".join(random.Random(i).choices(WORDS, k=40)) for i in range(40)]})})
-    tokenized, stats = head.tokenize(splits, tokenizer, DataArgs(train_file="x"))
+    tokenized, stats = head.tokenize(splits, tokenizer)
     torch.manual_seed(0)
     batch = head.collator(tokenizer, None, None)([tokenized["train"][i] for i in range(len(tokenized["train"]))])
     original = torch.tensor(tokenized["train"]["input_ids"])
@@ -88,11 +87,10 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(tiny_model):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    head = HEADS["masked_lm"]({"block_size": 64, "mlm_probability": 0.3, "whole_word_mask": True})
-    head.text = "text"
+    head = build_head("masked_lm", {"block_size": 64, "mlm_probability": 0.3, "whole_word_mask": True}, data=DataArgs(train_file="x"))
     # Long rare words split into several WordPiece pieces.
     text = " ".join(["unbelievably", "photosynthesis", "cat", "extraordinarily", "dog"] * 30)
-    tokenized, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": [text] * 4})}), tokenizer, DataArgs(train_file="x"))
+    tokenized, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": [text] * 4})}), tokenizer)
     torch.manual_seed(1)
     rows = [tokenized["train"][i] for i in range(len(tokenized["train"]))]
     batch = head.collator(tokenizer, None, None)(rows)

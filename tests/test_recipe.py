@@ -80,7 +80,7 @@ def test_unknown_key_names_full_path_and_suggests(base):
 def test_unknown_section_lists_sections(base):
     base["trainer"] = {}
     assert problems(base) == [
-        "trainer: 'trainer' is not a recipe section; did you mean 'training'? Choices: data, metrics, model, preprocess, regularization, sanity, sweep, tokenizer, training"
+        "trainer: 'trainer' is not a recipe section; did you mean 'training'? Choices: batching, data, metrics, model, preprocess, regularization, sanity, sweep, tokenizer, training"
     ]
 
 
@@ -285,12 +285,25 @@ def test_cli_error_is_one_line_exit_2_no_traceback_nothing_written(base, write_r
 
 
 def test_length_split_cost_takes_tokens_auto_or_null(base):
-    base["data"]["length_split_cost"] = "fast"
-    assert problems(base) == ["data.length_split_cost: expected an integer or one of 'auto' or null, got 'fast'"]
-    base["data"]["length_split_cost"] = 0
+    base["batching"] = {"length_split_cost": "fast"}
+    assert problems(base) == ["batching.length_split_cost: expected an integer or one of 'auto' or null, got 'fast'"]
+    base["batching"]["length_split_cost"] = 0
     assert problems(base) == [
-        "data.length_split_cost: 0 must be a positive number of padded tokens, auto, or null (never split)"
+        "batching.length_split_cost: 0 must be a positive number of padded tokens, auto, or null (never split)"
     ]
     for value in (256, "auto", None):
-        base["data"]["length_split_cost"] = value
-        assert build_recipe(base).data.length_split_cost == value
+        base["batching"]["length_split_cost"] = value
+        assert build_recipe(base).batching.length_split_cost == value
+
+
+def test_length_split_cost_lives_in_batching_and_only_where_batches_split(base):
+    base["data"]["length_split_cost"] = 64
+    assert problems(base) == ["data.length_split_cost: a training-step setting, now batching.length_split_cost; move it there"]
+    del base["data"]["length_split_cost"]
+    base["model"]["head"] = "token_classification"
+    base["data"]["text_columns"] = ["tokens"]
+    base["batching"] = {"length_split_cost": 64}
+    assert problems(base) == [
+        ("batching.length_split_cost: head 'token_classification' trains whole batches (its loss is not a sum over "
+         "examples); only the pooled heads split them; leave it out")
+    ]

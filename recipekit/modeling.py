@@ -1,44 +1,27 @@
-"""Language-model pretraining: the `masked_lm` and `causal_lm` heads, tokenizer training, models built
-from scratch, and packing.
+"""Models and tokenizers made here rather than loaded: tokenizer training, models built from a config
+(`model.init: scratch`), their shape checks, parameter counts, and packing texts into blocks.
 
-A pretraining recipe reads one unlabelled text column. `model.init: scratch` builds a fresh model from a
-config family (`model.family: bert`) or from another model's config (`name_or_path`), with
-`model.config` overrides; `tokenizer.train` trains a new tokenizer on the training split (after the
-`preprocess:` steps), which is saved with the model. The output folder is then a valid `name_or_path`
-for any fine-tuning recipe.
+`model.init: scratch` builds a fresh model from a config family (`model.family: bert`) or from another
+model's config (`name_or_path`), with `model.config` overrides, for every head; `tokenizer.train` trains a
+new tokenizer on the training split (after the `preprocess:` steps), which is saved with the model.
 
-Packing (`head_options.packing: true`, the default) concatenates every text, each closed by its special
-tokens, and cuts the stream into blocks of exactly `block_size` tokens: no padding, every position
-trains, and documents longer than a block are kept whole across blocks. Only the stream's last partial
-block (under `block_size` tokens) is dropped. Without packing each text is truncated to `block_size` and
-padded per batch: no text is cut mid-way into another's context, but long texts lose their tail and short
-ones waste compute on padding.
+Packing (the pretraining heads' `head_options.packing: true`, the default) concatenates every text, each
+closed by its special tokens, and cuts the stream into blocks of exactly `block_size` tokens: no padding,
+every position trains, and documents longer than a block are kept whole across blocks. Only the stream's
+last partial block (under `block_size` tokens) is dropped.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 import pyarrow.compute as pc
 import torch
-import torch.nn.functional as F
-from datasets import Dataset, DatasetDict
-from datasets.fingerprint import Hasher
-from transformers import (
-    CONFIG_MAPPING,
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForMaskedLM,
-    DataCollatorForLanguageModeling,
-    DataCollatorForSeq2Seq,
-    PreTrainedTokenizerFast,
-)
+from datasets import Dataset
+from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedTokenizerFast
 
 from .errors import RecipeError
-from .heads import Head, load_kwargs, pad_with_eos, register
 from .schema import Problem, coerce, did_you_mean, not_one_of, show
 
 INITS = ["pretrained", "scratch"]
@@ -223,9 +206,10 @@ def usable_positions(config) -> int | None:
     return positions - POSITION_OFFSET.get(config.model_type, 0)
 
 
-def model_problems(model_args, tokenizer_args, options) -> list[str]:
-    """Problems seen only by reading the model's config: block_size above its positions, width not divisible by heads.
-    A Hub model's config is read at load time instead, so `--check` stays offline."""
+def model_problems(model_args, length: int, length_key: str) -> list[str]:
+    """Problems seen only by reading the model's config: `length` tokens per example (data.max_length, or a
+    pretraining head's block_size) above its positions, width not divisible by heads. A Hub model's config
+    is read at load time instead, so `--check` stays offline."""
     from . import paths
 
     if config_problems(model_args):
@@ -239,19 +223,40 @@ def model_problems(model_args, tokenizer_args, options) -> list[str]:
             return [f"model.name_or_path: cannot read a model config from {model_args.name_or_path!r}: {str(e).splitlines()[0]}"]
     else:
         return []
-    return shape_problems(config, options)
+    return shape_problems(config, length, length_key)
 
 
-def shape_problems(config, options) -> list[str]:
+def shape_problems(config, length: int, length_key: str) -> list[str]:
     out = []
     positions = usable_positions(config)
-    if positions is not None and options.block_size > positions:
-        out.append(f"model.head_options.block_size: {options.block_size} is above the model's {positions} positions "
+    if positions is not None and length > positions:
+        out.append(f"{length_key}: {length} is above the model's {positions} positions "
                    f"({config.model_type} max_position_embeddings); lower it or raise model.config.max_position_embeddings")
     hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
     if hidden and heads and hidden % heads:
         out.append(f"model.config: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     return out
+
+
+def scratch_config(model_args, tokenizer, length: int, length_key: str):
+    """The config of a new model: build_config, with the vocabulary and special ids of the tokenizer unless
+    model.config sets them; refused when the tokenizer does not fit it or `length` exceeds its positions."""
+    config = build_config(model_args)
+    if tokenizer is None:
+        raise RecipeError("tokenizer: a scratch model needs a tokenizer (tokenizer.train, or tokenizer.name_or_path)")
+    size = len(tokenizer)
+    if "vocab_size" in model_args.config and model_args.config["vocab_size"] < size:
+        raise RecipeError(f"model.config.vocab_size: {model_args.config['vocab_size']} is smaller than the tokenizer's {size} tokens")
+    if "vocab_size" not in model_args.config:
+        config.vocab_size = size
+    for role in ("pad", "bos", "eos"):
+        token_id = getattr(tokenizer, f"{role}_token_id", None)
+        if token_id is not None:
+            setattr(config, f"{role}_token_id", token_id)
+    problems = shape_problems(config, length, length_key)
+    if problems:
+        raise RecipeError(problems)
+    return config
 
 
 def parameter_counts(model) -> dict:
@@ -280,198 +285,3 @@ def pack(ds: Dataset, block_size: int, columns: list[str]) -> tuple[Dataset, dic
         else:
             out[c] = values.to_numpy(zero_copy_only=False)[: blocks * block_size].reshape(blocks, block_size).tolist()
     return Dataset.from_dict(out), {"tokens": total, "blocks": blocks, "tokens_dropped": total - blocks * block_size}
-
-
-@dataclass
-class LMOptions:
-    block_size: int = field(default=128, metadata={"help": "tokens per training example (packed block, or truncation when packing is off)"})
-    packing: bool = field(default=True, metadata={"help": "concatenate texts and cut into block_size blocks; false: one padded example per text"})
-
-    def problems(self) -> list[str]:
-        return [f"block_size: {self.block_size} must be a positive number of tokens"] if self.block_size <= 0 else []
-
-
-@dataclass
-class MaskedLMOptions(LMOptions):
-    mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens chosen for prediction (BERT: 0.15; 80% become [MASK], 10% random, 10% kept)"})
-    whole_word_mask: bool = field(default=False, metadata={"help": "choose whole words: every sub-token of a chosen word is masked"})
-
-    def problems(self) -> list[str]:
-        out = super().problems()
-        if not 0.0 < self.mlm_probability < 1.0:
-            out.append(f"mlm_probability: {self.mlm_probability} must be a fraction in (0, 1)")
-        return out
-
-
-class LanguageModel(Head):
-    """Self-supervised heads on one unlabelled text column: the labels come from the text itself."""
-
-    needs_labels = False
-    predictions_file = None  # a corpus has nothing to predict; test and validation report loss and perplexity
-    pipeline_use = ""  # what the head's transformers pipeline does with the model, named when `predict` refuses
-    metric_names = ("perplexity", "accuracy")
-    default_metrics = ("perplexity", "accuracy")
-    # Keep every column tokenize makes (offset_mapping feeds whole-word masking; Trainer would drop it).
-    training_defaults: ClassVar[dict] = {"remove_unused_columns": False}
-    auto_class = AutoModelForMaskedLM
-    masked = True
-    tokenizer_algorithm = "wordpiece"
-
-    @classmethod
-    def recipe_problems(cls, options, data_args, training_keys, steps):
-        if len(data_args.text_columns) != 1:
-            return [f"data.text_columns: {cls.name} reads one text column, got {data_args.text_columns}"]
-        return []
-
-    def encode(self, splits, args, where):
-        self.text = args.text_columns[0]
-        return DatasetDict({name: ds.select_columns([self.text]) for name, ds in splits.items()})
-
-    def check_train(self, train):
-        if len(train) == 0:
-            raise RecipeError(f"data: the training corpus is empty after preprocessing; nothing to pretrain on (column {self.text!r})")
-
-    def encode_texts(self, tokenizer, texts: list[str]) -> dict:
-        raise NotImplementedError
-
-    def tokenize(self, splits, tokenizer, args):
-        from .data import length_stats, tokenizer_identity
-
-        self.tokenizer = tokenizer
-        o = self.options
-        out, stats = {}, {}
-        for name, ds in splits.items():
-            fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), self.name, o.block_size, o.packing,
-                                       getattr(o, "whole_word_mask", False), "lm"])
-            ds = ds.map(lambda b: self.encode_texts(tokenizer, b[self.text]), batched=True, remove_columns=ds.column_names,
-                        num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
-            lengths = np.asarray(pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_numpy())
-            stats[name] = length_stats(lengths, o.block_size)
-            if o.packing:
-                ds, counts = pack(ds, o.block_size, ds.column_names)
-            else:
-                ds = ds.map(lambda b: {k: [v[: o.block_size] for v in b[k]] for k in b}, batched=True, desc=f"truncate {name}")
-                counts = {"tokens": int(np.minimum(lengths, o.block_size).sum()), "blocks": len(ds), "tokens_dropped": int(np.maximum(lengths - o.block_size, 0).sum())}
-            stats[name].update(counts)
-            if name == "train" and not len(ds):
-                raise RecipeError(f"model.head_options.block_size: the training corpus has {counts['tokens']} tokens, fewer than one block of {o.block_size}")
-            if not self.masked:
-                ds = ds.map(lambda b: {"labels": b["input_ids"]}, batched=True, desc=f"labels {name}")
-            out[name] = ds
-        # max_length: the data report reads it; texts over a block are split across blocks when packing, cut when not.
-        return DatasetDict(out), {"max_length": o.block_size, "block_size": o.block_size, "packing": o.packing, "splits": stats}
-
-    def load_model(self, model_args):
-        if model_args.init == "scratch":
-            config = build_config(model_args)
-            self.fit_config(config, model_args)
-            model = self.auto_class.from_config(config)
-        else:
-            model = self.auto_class.from_pretrained(model_args.path, **load_kwargs(model_args))
-            problems = shape_problems(model.config, self.options)
-            if problems:
-                raise RecipeError(problems)
-        self.stored["init"] = model_args.init
-        self.stored.update(parameter_counts(model))
-        self.record(model)
-        return model
-
-    def fit_config(self, config, model_args) -> None:
-        """A scratch model's vocabulary and special ids come from the tokenizer unless model.config says otherwise."""
-        tokenizer = self.tokenizer
-        if tokenizer is None:
-            raise RecipeError("tokenizer: a scratch model needs a tokenizer (tokenizer.train, or tokenizer.name_or_path)")
-        size = len(tokenizer)
-        if "vocab_size" in model_args.config and model_args.config["vocab_size"] < size:
-            raise RecipeError(f"model.config.vocab_size: {model_args.config['vocab_size']} is smaller than the tokenizer's {size} tokens")
-        if "vocab_size" not in model_args.config:
-            config.vocab_size = size
-        for role in ("pad", "bos", "eos"):
-            token_id = getattr(tokenizer, f"{role}_token_id", None)
-            if token_id is not None:
-                setattr(config, f"{role}_token_id", token_id)
-        problems = shape_problems(config, self.options)
-        if problems:
-            raise RecipeError(problems)
-
-    def preprocess_logits(self):
-        masked = self.masked
-
-        def per_token(logits, labels):
-            # Keep three numbers per position instead of vocabulary-sized logits: loss, hit, counted.
-            if isinstance(logits, tuple):
-                logits = logits[0]
-            if not masked:
-                logits, labels = logits[:, :-1], labels[:, 1:]
-            counted = labels != -100
-            nll = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="none").view(labels.shape)
-            hit = (logits.argmax(-1) == labels) & counted
-            return torch.stack([nll, hit.float(), counted.float()], dim=-1)
-
-        return per_token
-
-    def compute_metrics(self, metric_names, labels=None):
-        def compute(prediction):
-            p = np.asarray(prediction.predictions)
-            counted = p[..., 2] == 1  # batches padded to one length by the Trainer carry -100 here
-            loss = float(p[..., 0][counted].mean()) if counted.any() else float("nan")
-            values = {"token_loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": float(p[..., 1][counted].mean()) if counted.any() else None}
-            return {k: v for k, v in values.items() if k in metric_names or k == "token_loss"}
-
-        return compute
-
-    def scores(self, metrics):
-        if "perplexity" not in metrics and "loss" in metrics:
-            metrics["perplexity"] = float(math.exp(min(metrics["loss"], 50.0)))
-        return metrics
-
-    def prediction_columns(self, output, test, trainer):
-        return {}
-
-
-@register("masked_lm")
-class MaskedLM(LanguageModel):
-    """BERT's objective: predict `mlm_probability` of the tokens from both sides; accuracy = masked tokens right."""
-
-    Options = MaskedLMOptions
-    pipeline_task = "fill-mask"
-    pipeline_use = "fill masks"
-
-    def encode_texts(self, tokenizer, texts):
-        enc = tokenizer(texts, verbose=False, return_offsets_mapping=self.options.whole_word_mask, return_attention_mask=False)
-        return dict(enc)
-
-    def collator(self, tokenizer, model, pad_to_multiple_of):
-        if tokenizer.mask_token is None:
-            raise RecipeError("tokenizer: masked_lm needs a mask token; this tokenizer has none (set tokenizer.train.special_tokens.mask)")
-        whole = self.options.whole_word_mask
-        return DataCollatorForLanguageModeling(
-            tokenizer, mlm_probability=self.options.mlm_probability, whole_word_mask=whole,
-            # Whole-word masking replaces every chosen token by [MASK]: transformers does not mix in random ones.
-            mask_replace_prob=1.0 if whole else 0.8, random_replace_prob=0.0 if whole else 0.1,
-            pad_to_multiple_of=pad_to_multiple_of,
-        )
-
-
-@register("causal_lm")
-class CausalLM(LanguageModel):
-    """GPT's objective: predict every next token (labels = inputs; the model shifts them by one)."""
-
-    Options = LMOptions
-    auto_class = AutoModelForCausalLM
-    masked = False
-    tokenizer_algorithm = "byte_level_bpe"
-    pipeline_task = "text-generation"
-    pipeline_use = "continue texts"
-
-    def encode_texts(self, tokenizer, texts):
-        end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-        if end is None:
-            raise RecipeError("tokenizer: causal_lm needs an end-of-text token between documents (eos); this tokenizer has none")
-        ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        return {"input_ids": [x + [end] for x in ids]}
-
-    def collator(self, tokenizer, model, pad_to_multiple_of):
-        pad_with_eos(tokenizer)
-        # Pads input_ids with the pad id and labels with -100: padding never enters the loss, end-of-text does.
-        return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=pad_to_multiple_of)

@@ -1,9 +1,11 @@
-"""`model.head_config`: a pooled encoder with a small feed-forward head of the recipe's shape.
+"""`model.head_config`: custom pooled heads, a pooled encoder with a small feed-forward head of the recipe's shape.
 
-The model is our own `PreTrainedModel` subclass. Its config holds the encoder's config and the head's
-shape, so `save_pretrained` writes one folder that `EncoderWithHead.from_pretrained` (or, once
-`recipekit.heads` is imported, `AutoModelForSequenceClassification.from_pretrained`) rebuilds exactly.
-Plain `transformers.pipeline` cannot load it without this package; the default heads need nothing.
+It serves every pooled head (sequence_classification, binary, multi_label, regression, pairs). The model
+is our own `PreTrainedModel` subclass. Its config holds the encoder's config and the head's shape, so
+`save_pretrained` writes one folder that `EncoderWithHead.from_pretrained` (or, once `recipekit.heads` is
+imported, `AutoModelForSequenceClassification.from_pretrained` and `pipeline`) rebuilds exactly. Plain
+transformers cannot load it without this package; the default heads need nothing. Freezing encoder layers
+is `regularization.freeze_layers`, for every head.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ class HeadConfig:
     activation: str = field(default="gelu", metadata={"help": "activation after each hidden layer", "choices": list(ACTIVATIONS)})
     dropout: float = field(default=0.1, metadata={"help": "dropout before every linear layer of the head"})
     freeze_encoder: bool = field(default=False, metadata={"help": "train only the head (the encoder gets no gradient)"})
-    freeze_layers: int = field(default=0, metadata={"help": "freeze the embeddings and the first k encoder layers"})
 
     def problems(self) -> list[str]:
         out = []
@@ -36,11 +37,12 @@ class HeadConfig:
             out.append(f"hidden_sizes: {self.hidden_sizes} must all be positive")
         if not 0.0 <= self.dropout < 1.0:
             out.append(f"dropout: {self.dropout} must be in [0, 1)")
-        if self.freeze_layers < 0:
-            out.append(f"freeze_layers: {self.freeze_layers} must be 0 or more")
-        if self.freeze_encoder and self.freeze_layers:
-            out.append("freeze_layers: freeze_encoder already freezes every layer; set one or the other")
         return out
+
+
+def head_config_of(config) -> HeadConfig:
+    # Keys this version no longer has (freeze_layers became regularization.freeze_layers) are left out.
+    return HeadConfig(**{k: v for k, v in config.head.items() if k in HeadConfig.__dataclass_fields__})
 
 
 class EncoderWithHeadConfig(PretrainedConfig):
@@ -62,21 +64,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
 
 
-def encoder_layers(encoder: nn.Module, count: int) -> nn.ModuleList | None:
-    """The encoder's stack of `count` layers (BERT's encoder.layer, RoBERTa's, DeBERTa's ...), found by shape."""
-    for module in encoder.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
-    return None
-
-
 class EncoderWithHead(PreTrainedModel):
     config_class = EncoderWithHeadConfig
     base_model_prefix = "encoder"
 
     def __init__(self, config: EncoderWithHeadConfig):
         super().__init__(config)
-        head = HeadConfig(**config.head)
+        head = head_config_of(config)
         encoder_config = AutoConfig.for_model(**config.encoder)
         self.encoder = AutoModel.from_config(encoder_config)
         layers, width = [], encoder_config.hidden_size
@@ -97,22 +91,10 @@ class EncoderWithHead(PreTrainedModel):
     def freeze(self, head: HeadConfig) -> None:
         if head.freeze_encoder:
             self.encoder.requires_grad_(False)
-        elif head.freeze_layers:
-            count = self.encoder.config.num_hidden_layers
-            stack = encoder_layers(self.encoder, count)
-            if stack is None or head.freeze_layers > count:
-                raise ValueError(f"freeze_layers={head.freeze_layers}: the encoder has {count} layers")
-            self.encoder.get_input_embeddings().requires_grad_(False)
-            for name, module in self.encoder.named_children():
-                if "embed" in name:
-                    module.requires_grad_(False)
-            for layer in stack[: head.freeze_layers]:
-                layer.requires_grad_(False)
 
     @classmethod
-    def from_encoder(cls, path: str, head: HeadConfig, num_labels: int, load_kwargs: dict, **config_kwargs):
-        """A new head on a pretrained encoder: the encoder's weights are loaded, the head's are drawn."""
-        encoder = AutoModel.from_pretrained(path, **load_kwargs)
+    def on_encoder(cls, encoder: PreTrainedModel, head: HeadConfig, num_labels: int, **config_kwargs):
+        """A new head on an encoder (pretrained, or new from a config): the encoder's weights are kept, the head's drawn."""
         config = EncoderWithHeadConfig(
             encoder=encoder.config.to_dict(), head=head.__dict__.copy(), num_labels=num_labels, **config_kwargs
         )
@@ -125,11 +107,11 @@ class EncoderWithHead(PreTrainedModel):
     def from_pretrained(cls, *args, **kwargs):
         # Loading replaces the parameters, and with them the requires_grad flags set in __init__.
         model = super().from_pretrained(*args, **kwargs)
-        model.freeze(HeadConfig(**model.config.head))
+        model.freeze(head_config_of(model.config))
         return model
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
-        # `labels` is in the signature so Trainer keeps the column; the loss is the head's (heads.py).
+        # `labels` is in the signature so Trainer keeps the column; the loss is the head's.
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}

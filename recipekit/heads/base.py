@@ -1,0 +1,313 @@
+"""The head contract: every task head is a `Head` subclass registered by name, and declares here all it does.
+
+A run builds one head from the recipe (`build_head(recipe.model, recipe.data)`) and calls, in order:
+
+  encode(splits, where)              check every row's label, encode it as `labels`; learns state.labels
+  learn(train)                       refuse an unusable training split; learn what the loss needs from it
+                                     (class weights, target scale, label rates) into `state`
+  label_counts(ds)                   per-label counts for the data report (None: no classes)
+  tokenize(splits, tokenizer)        model inputs + `labels`, and token-length statistics; pads with EOS
+                                     where the tokenizer has no pad token (state.pad_token)
+  load_model(model_args, tokenizer)  a fresh head layer on the encoder, or the same head continued as saved
+  collator / loss / compute_metrics / preprocess_logits   what Trainer takes
+  after_training(trainer, tokenized) tune decision rules on validation (thresholds) into `state`
+  predict(trainer, tokenized, split) the prediction columns of a split: the run's own test predictions and
+                                     `run.py predict`/`evaluate` all come from here
+  evaluation(label_ids, predictions) / plots(...)   the full tables and pictures, with the run's decision rule
+
+Everything a run learns about its head is `state` (a HeadState): saved beside the model and beside a LoRA
+adapter (head_state.json), read back by `HeadState.load`, never set on a head by hand. What a head *is*
+(its class attributes) is declared below with its default; no hook is looked up with getattr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import torch
+from datasets import DatasetDict
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+from ..errors import RecipeError
+from ..regularize import config_overrides
+from ..tokenizing import pad_with_eos
+from ..tokenizing import tokenize as tokenize_texts
+from .custom import HeadConfig
+
+HEADS: dict[str, type[Head]] = {}
+STATE_FILE = "head_state.json"
+
+
+def register(name: str):
+    def add(cls):
+        cls.name = name
+        HEADS[name] = cls
+        return cls
+
+    return add
+
+
+@dataclass
+class NoOptions:
+    def problems(self) -> list[str]:
+        return []
+
+
+@dataclass
+class HeadState:
+    """What a run learned about its head. Produced by training; everything that reads a finished run
+    (predict, evaluate, merge, report, card) takes it from here."""
+
+    head: str
+    labels: list[str] = field(default_factory=list)  # label id -> name; the regression target's name; [] without classes
+    threshold: float | None = None  # binary: predict the positive label at P(positive) >= threshold
+    thresholds: list[float] | None = None  # multi_label: one cut per label
+    shared_threshold_labels: list[str] = field(default_factory=list)  # multi_label: labels too rare for an own cut
+    target_mean: float | None = None  # regression with standardize: predictions are y * std + mean
+    target_std: float | None = None
+    class_weights: list[float] | None = None  # sequence_classification's loss weight per label
+    pad_token: str | None = None  # the tokenizer had no pad token; this one (its end-of-text) pads
+    init: str = "pretrained"  # how the weights started: pretrained, or scratch (a new model from a config)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> HeadState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def save(self, folder) -> None:
+        from ..outputs import write_json
+
+        write_json(Path(folder) / STATE_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, folder) -> HeadState | None:
+        """The state beside a saved model or adapter; else the copy in its config.json; None for a model we did not train."""
+        folder = Path(folder)
+        for path, key in ((folder / STATE_FILE, None), (folder / "config.json", "recipekit")):
+            if path.is_file():
+                try:
+                    raw = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as e:
+                    raise RecipeError(f"{path}: unreadable ({e})") from None
+                raw = raw.get(key) if key else raw
+                if isinstance(raw, dict) and "head" in raw:
+                    return cls.from_dict(raw)
+        return None
+
+
+class Prediction(NamedTuple):
+    """One split's predictions: Trainer's output (logits or generated ids, label ids, metrics) and the head's columns."""
+
+    output: object  # transformers.trainer_utils.PredictionOutput, or None for heads that generate outside Trainer
+    columns: dict[str, list]
+
+
+def load_kwargs(model_args) -> dict:
+    dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
+    return {
+        "revision": model_args.revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code,
+        **config_overrides(model_args),
+    }
+
+
+def first_bad(ds, column: str, bad, where, split: str, what: str, hint: str = "") -> None:
+    """Raise for the first row where `bad(value)` is true, naming its place, the column and how many rows share it."""
+    rows = [i for i, v in enumerate(column_values(ds, column)) if bad(v)]
+    if rows:
+        i = rows[0]
+        more = f" ({len(rows)} rows like it in {split})" if len(rows) > 1 else ""
+        raise RecipeError(
+            f"data.label_column: {where(split, source_row(ds, i))}: column {column!r}: {what} {ds[i][column]!r}{more}{hint}"
+        )
+
+
+def label_kind(value) -> str:
+    if isinstance(value, (int, float)):
+        return "number"
+    try:
+        float(value)
+        return "number"
+    except (TypeError, ValueError):
+        return "word"
+
+
+def label_names(values) -> list[str]:
+    """Distinct labels of the training split, sorted (numerically when all are numbers, else alphabetically)."""
+    distinct = set(values)
+    if all(label_kind(v) == "number" for v in distinct):
+        return sorted(distinct, key=float)
+    return sorted(distinct)
+
+
+def column_values(ds, name: str) -> list:
+    return ds.with_format("arrow")[name].to_pylist()
+
+
+def source_row(ds, i: int) -> int:
+    """Row i's index in its source file (data.py numbers rows at load); its position if a step dropped the number."""
+    return ds[i]["__row"] if "__row" in ds.column_names else i
+
+
+def reduce(per_item: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+    # Trainer counts the labels of the whole accumulated batch; dividing the sum by that count keeps the
+    # gradient the same for any gradient_accumulation_steps (a per-batch mean would not).
+    return per_item.sum() / num_items_in_batch if num_items_in_batch is not None else per_item.mean()
+
+
+def pick(metric_names, values: dict) -> dict:
+    out = {}
+    for name in metric_names:
+        value = values.get(name)
+        out.update(value if isinstance(value, dict) else {name: value})
+    return out
+
+
+def map_splits(splits: DatasetDict, encode, max_length: int) -> tuple[DatasetDict, dict]:
+    tokenized = DatasetDict({
+        name: ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"tokenize {name}")
+        for name, ds in splits.items()
+    })
+    return tokenized, {"max_length": max_length, "splits": {}}
+
+
+def reset_head_layers(model) -> None:
+    """Draw every module outside the encoder anew, with the model's own initialisation: a saved checkpoint's
+    classifier (or LM head) means nothing for a new head or a new label set."""
+    for name, module in model.named_children():
+        if name != model.base_model_prefix:
+            module.apply(model._init_weights)
+
+
+class Head:
+    """A task head. Subclasses override what differs; every hook a caller may use is declared here."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions  # the dataclass of `model.head_options`
+    pipeline_task: ClassVar[str | None] = None  # the transformers pipeline that loads a finished run's model
+    pipeline_use: ClassVar[str] = ""  # what that pipeline does, for heads that `predict` refuses (pretraining)
+    accepts_head_config: ClassVar[bool] = False  # whether `model.head_config` builds a custom pooled head
+    training_args_class: ClassVar[type] = TrainingArguments
+    trainer_class: ClassVar[type] = Trainer
+    predictions_file: ClassVar[str | None] = "predictions.csv"  # .jsonl for lists and free text; None: nothing to predict
+    stratify: ClassVar[bool] = False  # carve validation by label
+    needs_labels: ClassVar[bool] = True  # False for self-supervised heads: the label column may be absent
+    text_labels: ClassVar[bool] = False  # labels read as text by data.py (so 1 and "1" are one class)
+    metric_names: ClassVar[tuple[str, ...] | None] = None  # the metrics it accepts; None: metrics.py's classification registry
+    default_metrics: ClassVar[tuple[str, ...]] = ()
+    training_defaults: ClassVar[dict] = {}  # TrainingArguments values this head needs unless the recipe sets them
+    batch_mean_loss: ClassVar[bool] = False  # the loss is a batch mean (the model's own), not an item sum
+    splits_batches: ClassVar[bool] = False  # its losses are item sums, so training batches may run as length-sorted chunks
+    tokenizer_algorithm: ClassVar[str] = "wordpiece"  # what tokenizer.train learns for this head by default
+    tokenizer_template: ClassVar[bool] = True  # a trained tokenizer wraps texts in [CLS] ... [SEP] (False: decoder-only)
+
+    def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: HeadState | None = None):
+        """`data` is the recipe's `data:` section (DataArgs): its columns and max_length; `state` a finished run's."""
+        self.options = self.Options(**(options or {}))
+        self.head_config = HeadConfig(**head_config) if head_config else None
+        self.data = data
+        self.state = state if state is not None else HeadState(self.name)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.state.labels
+
+    @classmethod
+    def recipe_problems(cls, options, recipe) -> list[str]:
+        """Problems only this head sees in an otherwise valid recipe; each starts with its full key path.
+        `recipe` has model, data, training_keys, steps and data_keys (the data: keys the recipe itself sets)."""
+        return []
+
+    def as_input(self, ds):
+        """New rows for `run.py predict` in the form the text columns take in training (default: as they are)."""
+        return ds
+
+    def encode(self, splits: DatasetDict, where) -> DatasetDict:
+        """Check every row's label and encode it as `labels`; bad rows raise RecipeError naming `where(split, row)`."""
+        raise NotImplementedError
+
+    def encode_split(self, ds):
+        """One split's labels, encoded with the labels already learned (a finished run's, for `evaluate`)."""
+        raise NotImplementedError
+
+    def learn(self, train) -> None:
+        """Refuse a training split the head cannot learn from; record into `state` what the loss needs."""
+
+    def label_counts(self, ds) -> dict | None:
+        return None
+
+    def prepare_tokenizer(self, tokenizer):
+        padded = pad_with_eos(tokenizer)
+        if padded is not None:
+            self.state.pad_token = padded
+        return tokenizer
+
+    def tokenize(self, splits: DatasetDict, tokenizer) -> tuple[DatasetDict, dict]:
+        """Model inputs and `labels`; and token-length statistics for the data report."""
+        return tokenize_texts(splits, self.prepare_tokenizer(tokenizer), self.data)
+
+    def load_model(self, model_args, tokenizer):
+        """The model to train: a fresh head layer, or this head continued as saved (same head, same labels)."""
+        raise NotImplementedError
+
+    def load_trained(self, path: str, model_args):
+        """A finished run's model for inference, as saved (never a fresh head)."""
+        raise NotImplementedError
+
+    def record(self, model) -> None:
+        """Keep the state in the model's config too: a checkpoint or a merged model then describes itself."""
+        model.config.recipekit = self.state.to_dict()
+
+    def collator(self, tokenizer, model, pad_to_multiple_of):
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+
+    def loss(self, training_args):
+        """A Trainer `compute_loss_func`, or None for the model's own loss."""
+        return
+
+    def compute_metrics(self, metric_names, tokenizer=None):
+        """Trainer's compute_metrics for the recipe's `metrics:`, with the decision rule in `state`."""
+        return
+
+    def preprocess_logits(self):
+        """A Trainer `preprocess_logits_for_metrics` that shrinks logits before evaluation keeps them; None keeps all."""
+        return
+
+    def after_training(self, trainer, tokenized) -> dict:
+        """Tune on validation what is tuned there (thresholds), into `state`; return what to report."""
+        return {}
+
+    def scores(self, metrics: dict) -> dict:
+        """Trainer's metrics of a split with what the head derives from them (e.g. perplexity from the loss)."""
+        return metrics
+
+    def gold(self, split) -> dict[str, list]:
+        """The gold columns of a split for the predictions file, as the user wrote them."""
+        return {}
+
+    def predict(self, trainer, tokenized, split, prefix: str = "test") -> Prediction:
+        """A split's predictions through Trainer: the columns of the predictions file and Trainer's output."""
+        output = trainer.predict(tokenized, metric_key_prefix=prefix)
+        return Prediction(output, self.prediction_columns(output.predictions, split, trainer.processing_class))
+
+    def prediction_columns(self, predictions, split, tokenizer) -> dict[str, list]:
+        """The prediction columns from a split's logits (with the run's decision rule)."""
+        raise NotImplementedError
+
+    def evaluation(self, label_ids, predictions) -> dict | None:
+        """Every built-in score of a labelled split with the run's decision rule, and its tables; None: no table."""
+        return None
+
+    def plots(self, label_ids, predictions, folder, split: str) -> list:
+        """(title, path) of each PNG written for a labelled split."""
+        return []
+
+    def decision_rule(self) -> str | None:
+        """In words, how a prediction is made from the model's output (for the report and the model card)."""
+        return None

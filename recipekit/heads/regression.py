@@ -1,0 +1,124 @@
+"""`regression`: one output per text (or pair), MSE or Huber loss, with optional target standardisation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.nn.functional as F
+from datasets import DatasetDict
+
+from .. import metrics as M
+from .. import plots
+from ..errors import RecipeError
+from .base import column_values, first_bad, pick, reduce, register
+from .classification import PooledHead
+
+
+@dataclass
+class RegressionOptions:
+    loss: str = field(default="mse", metadata={"help": "mse, or huber (less pulled by outliers)", "choices": ["mse", "huber"]})
+    huber_delta: float = field(default=1.0, metadata={"help": "huber: errors above this (in loss units) count linearly"})
+    standardize: bool = field(
+        default=False, metadata={"help": "train on (y - mean) / std of train; predictions are mapped back to y's units"}
+    )
+
+    def problems(self) -> list[str]:
+        return [f"huber_delta: {self.huber_delta} must be positive"] if self.huber_delta <= 0 else []
+
+
+def as_number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@register("regression")
+class Regression(PooledHead):
+    """One output, MSE or Huber loss; optional target standardisation, undone at prediction."""
+
+    Options = RegressionOptions
+    problem_type = "regression"
+    metric_names = tuple(M.REGRESSION)
+    default_metrics = tuple(M.REGRESSION)
+
+    @property
+    def num_outputs(self):
+        return 1
+
+    def id2label(self):
+        return {0: self.data.label_column}
+
+    def encode(self, splits, where):
+        column = self.data.label_column
+        self.state.labels = [column]  # the one output's name
+        for split, ds in splits.items():
+            if column in ds.column_names:
+                first_bad(ds, column, lambda v: as_number(v) is None, where, split, "target is not a finite number:")
+        return DatasetDict({split: self.encode_split(ds) for split, ds in splits.items()})
+
+    def encode_split(self, ds):
+        column = self.data.label_column
+        if column not in ds.column_names:
+            return ds
+        bad = [v for v in column_values(ds, column) if as_number(v) is None]
+        if bad:
+            raise RecipeError(f"data.label_column: column {column!r}: target is not a finite number: {bad[0]!r}")
+        ds = ds.map(lambda b: {"labels": [as_number(v) for v in b[column]]}, batched=True, desc="encode targets")
+        return ds.remove_columns(column) if column != "labels" else ds
+
+    def learn(self, train):
+        y = np.asarray(column_values(train, "labels"), dtype=np.float64)
+        mean, std = float(y.mean()), float(y.std())
+        if self.options.standardize:
+            if std == 0:
+                raise RecipeError(f"data.label_column: every training target is {mean}; nothing to learn")
+            self.state.target_mean, self.state.target_std = mean, std
+
+    def predictions_of(self, logits) -> np.ndarray:
+        """The model's outputs in the target's units (standardisation undone)."""
+        values = np.asarray(logits, dtype=np.float64).reshape(-1)
+        return values * (self.state.target_std or 1.0) + (self.state.target_mean or 0.0)
+
+    def loss(self, training_args):
+        mean, std = self.state.target_mean or 0.0, self.state.target_std or 1.0
+        huber, delta = self.options.loss == "huber", self.options.huber_delta
+
+        def compute(outputs, labels, num_items_in_batch=None):
+            predicted = outputs["logits"].squeeze(-1)
+            target = (labels.to(predicted.dtype) - mean) / std
+            per_item = (
+                F.huber_loss(predicted, target, delta=delta, reduction="none") if huber
+                else F.mse_loss(predicted, target, reduction="none")
+            )
+            return reduce(per_item, num_items_in_batch)
+
+        return compute
+
+    def compute_metrics(self, metric_names, tokenizer=None):
+        def compute(prediction):
+            return pick(metric_names, M.regression_scores(prediction.label_ids, self.predictions_of(prediction.predictions)))
+
+        return compute
+
+    def gold(self, split):
+        return {"label": column_values(split, "labels")} if "labels" in split.column_names else {}
+
+    def prediction_columns(self, predictions, split, tokenizer):
+        return {"predicted": self.predictions_of(predictions).tolist()}
+
+    def evaluation(self, label_ids, predictions):
+        return {"scores": M.regression_scores(label_ids, self.predictions_of(predictions))}
+
+    def plots(self, label_ids, predictions, folder, split):
+        return [("Predicted vs true", plots.regression_scatter(label_ids, self.predictions_of(predictions), folder / "scatter.png", split))]
+
+    def decision_rule(self):
+        if self.state.target_std is not None:
+            return f"the model's output times {self.state.target_std:.4g} plus {self.state.target_mean:.4g} (training targets were standardised)"
+        return "the model's output, in the target's units"

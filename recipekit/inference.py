@@ -1,0 +1,135 @@
+"""A finished run as a predictor: its head (with the state it learned), model, tokenizer and the one
+prediction path that its own test predictions, `run.py predict` and `run.py evaluate` all take.
+
+That path is the run's: the head's tokenization, collator and decision rule, a Trainer set up as the run's
+was (batch size, precision, generation settings), and the model as saved (a LoRA adapter folded into its
+base), so a finished run's predictions on its test file are, field for field, the ones it wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import DatasetDict
+from transformers import TrainingArguments
+
+from .adapters import ADAPTER_CONFIG, load_adapter
+from .errors import RecipeError
+from .heads import Head, HeadState, build_head
+from .outputs import FINISHED_MARKER
+from .recipe import DataArgs, ModelArgs, build_steps, read_yaml
+from .schema import build_kwargs
+from .train import inference_trainer, load_tokenizer
+
+
+@dataclass
+class TrainedRun:
+    folder: Path
+    data: DataArgs
+    steps: list
+    head: Head  # built from the run's recipe, carrying the state the run learned
+    model_args: ModelArgs  # the run's folder; for a LoRA run, the base model the adapter sits on
+    adapter: bool  # the folder holds a LoRA adapter (and its head layer), not a whole model
+    batch_size: int  # the run's per_device_eval_batch_size: its own test predictions were made in batches of this
+    metric_names: list[str]
+    training: dict  # the run's `training:` section as written (precision, generation settings)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.head.labels
+
+    def load_model(self):
+        """The trained model for inference: as saved, or the base model with the adapter folded in."""
+        if not self.adapter:
+            return self.head.load_trained(str(self.folder), self.model_args)
+        tokenizer = load_tokenizer(self.model_args_for_tokenizer)
+        return load_adapter(self.head.load_model(self.model_args, tokenizer), str(self.folder))
+
+    @property
+    def model_args_for_tokenizer(self) -> ModelArgs:
+        # The run saved its tokenizer (with any pad token it chose) beside the model or the adapter.
+        return ModelArgs(**{**self.model_args.__dict__, "name_or_path": str(self.folder), "peft": None})
+
+
+def load_run(folder: str) -> TrainedRun:
+    """Read a finished run's recipe.yaml and head state; refuse a folder that holds no finished run."""
+    out = Path(folder)
+    if not out.is_dir():
+        raise RecipeError(f"{folder}: not a folder; give the output_dir of a finished run")
+    if not (out / FINISHED_MARKER).exists() or not (out / "recipe.yaml").exists():
+        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER} or recipe.yaml); train it first")
+    raw = read_yaml(str(out / "recipe.yaml"))
+    errors: list[str] = []
+    data = DataArgs(**build_kwargs(DataArgs, {k: v for k, v in (raw.get("data") or {}).items() if k != "length_split_cost"},
+                                   "data", errors))
+    steps = build_steps(raw.get("preprocess"), errors)
+    section = raw.get("model") or {}
+    adapter = (out / ADAPTER_CONFIG).exists()
+    # A whole model is in the run's folder; an adapter sits on the recipe's own base model.
+    model_args = ModelArgs(**build_kwargs(ModelArgs, {**section, "name_or_path": section.get("name_or_path") if adapter else str(out),
+                                                      "peft": None, "init": "pretrained"}, "model", errors))
+    if errors:
+        raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
+    state = HeadState.load(out)
+    if state is None:
+        raise RecipeError(f"{folder}: holds no head state (head_state.json); it was not written by this version's run.py")
+    head = build_head(model_args.head, model_args.head_options, model_args.head_config, data, state)
+    if head.predictions_file is None:  # the pretraining heads: a corpus has nothing to predict
+        raise RecipeError(
+            f"{folder}: a {head.name} pretraining run has nothing to predict; fine-tune it (model.name_or_path: {folder}) "
+            f"or {head.pipeline_use} with transformers.pipeline('{head.pipeline_task}', model='{folder}')"
+        )
+    training = raw.get("training") or {}
+    batch_size = training.get("per_device_eval_batch_size") or TrainingArguments.per_device_eval_batch_size
+    metrics = raw.get("metrics") or list(head.default_metrics)
+    return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training)
+
+
+def open_run(folder: str, finished: bool = True) -> TrainedRun:
+    """Read a run's recipe.yaml and head state; refuse a folder that holds no finished run (unless `finished`
+    is False: the run itself, predicting its test split once the model is saved)."""
+    out = Path(folder)
+    if not out.is_dir():
+        raise RecipeError(f"{folder}: not a folder; give the output_dir of a finished run")
+    if finished and (not (out / FINISHED_MARKER).exists() or not (out / "recipe.yaml").exists()):
+        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER} or recipe.yaml); train it first")
+    raw = read_yaml(str(out / "recipe.yaml"))
+    errors: list[str] = []
+    data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
+    steps = build_steps(raw.get("preprocess"), errors)
+    section = raw.get("model") or {}
+    adapter = (out / ADAPTER_CONFIG).exists()
+    # A whole model is in the run's folder; an adapter sits on the recipe's own base model.
+    model_args = ModelArgs(**build_kwargs(ModelArgs, {**section, "name_or_path": section.get("name_or_path") if adapter else str(out),
+                                                      "peft": None, "init": "pretrained"}, "model", errors))
+    if errors:
+        raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
+    state = HeadState.load(out)
+    if state is None:
+        raise RecipeError(f"{folder}: holds no head state (head_state.json); it was not written by this version's run.py")
+    head = build_head(model_args.head, model_args.head_options, model_args.head_config, data, state)
+    if head.predictions_file is None:  # the pretraining heads: a corpus has nothing to predict
+        raise RecipeError(
+            f"{folder}: a {head.name} pretraining run has nothing to predict; fine-tune it (model.name_or_path: {folder}) "
+            f"or {head.pipeline_use} with transformers.pipeline('{head.pipeline_task}', model='{folder}')"
+        )
+    training = raw.get("training") or {}
+    batch_size = training.get("per_device_eval_batch_size") or TrainingArguments.per_device_eval_batch_size
+    metrics = raw.get("metrics") or list(head.default_metrics)
+    return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training)
+
+
+def predict_rows(run: TrainedRun, view, batch_size: int | None, chunk: int, with_gold: bool):
+    """Yield (row range, Prediction) for `view` (the text columns the model reads, and `labels` encoded by the
+    head when with_gold), `chunk` rows at a time; scores are computed only with gold labels."""
+    tokenizer = load_tokenizer(run.model_args_for_tokenizer)
+    model = run.load_model().eval()
+    size = batch_size or run.batch_size
+    chunk = max(chunk, 1)
+    with inference_trainer(run.head, model, tokenizer, run.training, size, run.metric_names if with_gold else None) as trainer:
+        for start in range(0, len(view), chunk):
+            rows = range(start, min(start + chunk, len(view)))
+            part = view.select(rows)
+            tokenized, _ = run.head.tokenize(DatasetDict({"input": part}), tokenizer)
+            yield rows, run.head.predict(trainer, tokenized["input"], part, prefix="test")

@@ -1,0 +1,79 @@
+"""Text to token ids for the heads: truncation, length statistics for the data report, and cache identities."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from datasets import DatasetDict
+from datasets.fingerprint import Hasher
+
+from .errors import RecipeError
+
+
+def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
+    """Truncate to args.max_length (padding is left to the collator); also return token-length percentiles per split.
+
+    Each text is tokenized once in full to learn its length; only the rows over max_length are tokenized
+    again with truncation, which lets pairs use the tokenizer's own truncation strategy.
+    """
+    columns, limit = args.text_columns, args.max_length
+
+    def encode(batch):
+        full = tokenizer(*[batch[c] for c in columns], verbose=False)
+        lengths = [len(ids) for ids in full["input_ids"]]
+        long = [i for i, n in enumerate(lengths) if n > limit]
+        if long:
+            # longest_first: a pair loses tokens from whichever text is longer, so a short hypothesis survives.
+            cut = tokenizer(*[[batch[c][i] for i in long] for c in columns], truncation="longest_first", max_length=limit)
+            for key in cut:
+                for j, i in enumerate(long):
+                    full[key][i] = cut[key][j]
+        return {**full, "n_tokens": lengths}
+
+    out, stats = {}, {}
+    for name, ds in splits.items():
+        drop = [c for c in ds.column_names if c != "labels"]
+        # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
+        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, "tokenize"])
+        ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
+        stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
+        out[name] = ds.remove_columns("n_tokens")
+    return DatasetDict(out), {"max_length": limit, "splits": stats}
+
+
+def tokenizer_identity(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # Calls with truncation=True or padding leave those settings in the backend; they say nothing about
+        # the vocabulary, and keeping them made each process of a multi-process run miss the main one's cache.
+        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    else:
+        definition = Hasher.hash(tokenizer)
+    return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.model_max_length, tokenizer.padding_side,
+                        tokenizer.truncation_side, tokenizer.pad_token])
+
+
+def length_stats(lengths: np.ndarray, limit: int) -> dict:
+    if not len(lengths):
+        return {}
+    p = np.percentile(lengths, [50, 90, 95, 99])
+    return {
+        "p50": int(p[0]), "p90": int(p[1]), "p95": int(p[2]), "p99": int(p[3]), "max": int(lengths.max()),
+        "mean": round(float(lengths.mean()), 1), "truncated": round(float((lengths > limit).mean()), 4),
+    }
+
+
+def pad_with_eos(tokenizer) -> str | None:
+    """GPT-style tokenizers (GPT-2, Llama, Qwen) have no pad token; batches need one, and the attention mask
+    (or -100 labels) keeps it out of attention and the loss, so end-of-text serves. Returns the token now used
+    for padding when it had to be chosen here, else None."""
+    if tokenizer.pad_token is not None:
+        return None
+    if tokenizer.eos_token is None:
+        raise RecipeError(
+            f"tokenizer: {type(tokenizer).__name__} has neither a pad nor an end-of-text token, so batches cannot be padded; "
+            "use a tokenizer that defines one (tokenizer.name_or_path)"
+        )
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.eos_token
