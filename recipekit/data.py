@@ -26,7 +26,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.fingerprint import Hasher
 from sklearn.model_selection import train_test_split
 
-from . import paths
+from . import console, paths
 from .errors import RecipeError
 from .preprocess import Context, run_pipeline
 from .recipe import DATA_FORMATS, DataArgs
@@ -292,14 +292,43 @@ def carve(splits: DatasetDict, args: DataArgs, seed: int, stratify: bool = True)
         train = out["train"]
         size = round(fraction * len(splits["train"]))  # a fraction of all training rows, before any carving
         labels = train.with_format("arrow")[args.label_column].to_pylist() if stratify else None
+        if labels is not None:
+            check_stratifiable(labels, size, f"data.{split}_split", fraction, split)
         try:
             rest, held = train_test_split(np.arange(len(train)), test_size=size, random_state=seed, stratify=labels)
         except ValueError as e:
-            raise RecipeError(f"data.{split}_split: cannot carve a stratified {fraction} of train: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RecipeError(f"data.{split}_split: cannot carve a stratified {fraction} of train: {shorten(first)}") from None
         out["train"], out[split] = train.select(np.sort(rest)), train.select(np.sort(held))
         how = "stratified" if stratify else "random"
         rows.insert(0, {"step": f"carve {split}", "split": "train", "rows_in": len(train), "rows_out": len(rest), "moved": len(held), "reason": f"{how} {fraction} held out as {split}"})
     return DatasetDict({name: out[name] for name in SPLITS if name in out}), rows
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_few(names, n: int = 5) -> str:
+    names = list(names)
+    return ", ".join(repr(x) for x in names[:n]) + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def check_stratifiable(labels: list, size: int, key: str, fraction: float, split: str) -> None:
+    """A stratified carve needs two rows of every class and a held-out set with room for each; say which classes fail, briefly."""
+    counts = Counter(labels)
+    single = sorted((str(c) for c, n in counts.items() if n < 2), key=str)
+    advice = f"give data.{split}_file instead, or drop rare classes with preprocess: filter_labels"
+    if single:
+        raise RecipeError(
+            f"{key}: cannot carve a stratified {fraction} of train: {len(single)} of {len(counts)} classes have a single row "
+            f"({first_few(single)}); {advice}"
+        )
+    if size < len(counts) or len(labels) - size < len(counts):
+        raise RecipeError(
+            f"{key}: cannot carve a stratified {fraction} of train: {size} held-out rows of {len(labels)} cannot hold all "
+            f"{len(counts)} classes ({first_few(sorted(map(str, counts)))}); {advice}"
+        )
 
 
 def check_columns(splits: DatasetDict, args: DataArgs, needs_labels: bool = True) -> None:
@@ -364,10 +393,22 @@ def tokenize(splits: DatasetDict, tokenizer, args: DataArgs) -> tuple[DatasetDic
         drop = [c for c in ds.column_names if c != "labels"]
         # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
         fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, "tokenize"])
-        ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
+        with console.progress(len(ds)):
+            ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
         stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
+        if stats[name] and stats[name]["max"] == 0:
+            # A vocabulary that matches nothing in the text would otherwise train on empty inputs without a word.
+            raise RecipeError(
+                f"data.text_columns: tokenizer {tokenizer_name(tokenizer)} turns every row of column "
+                f"{' + '.join(map(repr, columns))} ({name} split) into zero tokens; check tokenizer.name_or_path and the text column"
+            )
         out[name] = ds.remove_columns("n_tokens")
     return DatasetDict(out), {"max_length": limit, "splits": stats}
+
+
+def tokenizer_name(tokenizer) -> str:
+    name = getattr(tokenizer, "name_or_path", "") or ""
+    return f"{name!r} ({type(tokenizer).__name__})" if name else type(tokenizer).__name__
 
 
 def tokenizer_identity(tokenizer) -> str:

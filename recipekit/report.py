@@ -8,6 +8,7 @@ task-specific comes from the head: `head.evaluation` (scores and tables) and `he
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -103,17 +104,52 @@ def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dic
     return [out / "report.md", out / "README.md"] + [path for _, path in figures]
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "undefined"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+def _scientific(value: float) -> str:
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent):+03d}"
+
+
+def format_values(values: list) -> list[str]:
+    """Values that belong together (a column, or a row of one quantity) in one format chosen for them.
+
+    Rates such as 1e-5 in scientific notation, metrics with four decimals, times and counts with fewer;
+    a non-zero value is never shown as 0.0000.
+    """
+    floats = [abs(v) for v in values if _is_number(v) and not isinstance(v, int) and not math.isnan(v) and v != 0]
+    if floats and max(floats) < 0.01:
+        style = "scientific"
+    else:
+        top = max(floats, default=0.0)
+        style = 4 if top < 100 else 2 if top < 10_000 else 0
+    out = []
+    for v in values:
+        if v is None:
+            out.append("undefined")
+        elif isinstance(v, float) and math.isnan(v):  # NaN: pandas' empty cell
+            out.append("")
+        elif not _is_number(v) or isinstance(v, int):
+            out.append(str(v))
+        elif style == "scientific" or (v != 0 and abs(v) < 0.5 * 10 ** -style):
+            out.append("0" if v == 0 else _scientific(v))
+        else:
+            out.append(f"{v:.{style}f}")
+    return out
+
+
+def markdown_table(header: list[str], rows: list[list], by: str = "column") -> list[str]:
+    """A markdown table whose numbers are formatted per column (`by="column"`), or per row when each row is one quantity."""
+    rows = [list(r) for r in rows]
+    if by == "row":
+        cells = [[r[0] if isinstance(r[0], str) else format_values([r[0]])[0], *format_values(r[1:])] if r else [] for r in rows]
+    else:
+        columns = [format_values([r[i] for r in rows]) for i in range(len(header))]
+        cells = [[columns[i][j] for i in range(len(header))] for j in range(len(rows))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return lines
 
 
@@ -134,7 +170,7 @@ def metrics_table(record: dict) -> list[str]:
         return ["No labelled validation or test split: no metrics."]
     scores = {s: split_scores(record, s) for s in splits}
     names = list(dict.fromkeys(k for s in splits for k in scores[s]))
-    return markdown_table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names])
+    return markdown_table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names], by="row")
 
 
 def recipe_summary(recipe: dict, record: dict) -> list[str]:

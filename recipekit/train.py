@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from transformers import AutoTokenizer, Trainer
 
-from . import batching, paths, regularize
+from . import batching, console, paths, regularize
 from .errors import RecipeError
 from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
 
@@ -72,6 +72,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         trainer.chunk_cost = batching.resolve_cost(recipe.data.length_split_cost, args)
         trainer.pad_multiple = multiple
     regularize.apply_layerwise_lr_decay(trainer, recipe.regularization.layerwise_lr_decay)
+    console.quiet_trainer(trainer)
     return trainer
 
 
