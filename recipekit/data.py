@@ -77,6 +77,10 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
         "sizes": {name: len(ds) for name, ds in splits.items()},
         "labels": {name: c for name, c in counts.items() if c is not None},
     }
+    target = splits["train"].features.get("labels")
+    if isinstance(target, Value) and target.dtype.startswith("float"):
+        # What a constant predictor would say: the report's baseline for a regression run.
+        report["train_label_mean"] = round(float(np.mean(column(splits["train"], "labels"))), 6)
     return Splits(splits, head.labels, report)
 
 
