@@ -83,8 +83,8 @@ def test_cached_model_but_uncached_dataset_is_one_line_about_the_dataset(hub_cac
     with pytest.raises(RecipeError) as e:
         hub.check_hub(recipe, endpoint=UNREACHABLE)
     assert e.value.problems == [
-        f"data.dataset: dataset 'stanfordnlp/imdb' is not cached and the Hub ({UNREACHABLE}) cannot be reached; to run offline, "
-        "cache it once and set HF_HUB_OFFLINE=1, or give local files instead (data.train_file, data.test_file) (make run needs no network)"
+        (f"data.dataset: dataset 'stanfordnlp/imdb' is not cached and the Hub ({UNREACHABLE}) cannot be reached; to run offline, "
+        "cache it once and set HF_HUB_OFFLINE=1, or give local files instead (data.train_file, data.test_file) (make run needs no network)")
     ]
 
 
@@ -248,8 +248,8 @@ def test_a_tokenizer_that_yields_zero_tokens_everywhere_is_refused():
     with pytest.raises(RecipeError) as e:
         tokenize(splits, NoVocabulary(), args)
     assert e.value.problems == [
-        "data.text_columns: tokenizer 'my/empty-tokenizer' (NoVocabulary) turns every row of column 'review' (train split) "
-        "into zero tokens; check tokenizer.name_or_path and the text column"
+        ("data.text_columns: tokenizer 'my/empty-tokenizer' (NoVocabulary) turns every row of column 'review' (train split) "
+        "into zero tokens; check tokenizer.name_or_path and the text column")
     ]
 
 
