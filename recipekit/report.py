@@ -18,6 +18,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCardData, metadata_load, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from . import metrics as M
 from . import paths, plots
 from .datareport import format_report
 from .outputs import write_atomic
@@ -134,7 +135,8 @@ def format_values(values: list) -> list[str]:
     a non-zero value is never shown as 0.0000.
     """
     floats = [abs(v) for v in values if _is_number(v) and not isinstance(v, int) and not math.isnan(v) and v != 0]
-    if floats and max(floats) < 0.01:
+    # Learning rates (1e-5 .. 1e-3) are small and span decades; a calibration error of 0.004 is neither.
+    if floats and min(floats) < 1e-3 and max(floats) < 0.01:
         style = "scientific"
     else:
         top = max(floats, default=0.0)
@@ -226,8 +228,6 @@ def baseline(recipe: dict, record: dict, metric: str, label_ids) -> tuple[float 
     Classification: always the training split's most frequent class. Regression: always the training mean.
     None for other heads, or when the metric cannot be computed for a constant prediction.
     """
-    from . import metrics as M
-
     head = (recipe.get("model") or {}).get("head")
     data = record.get("data") or {}
     y = np.asarray(label_ids)
@@ -349,7 +349,10 @@ def model_origin(spec: str | None, revision: str | None = None) -> dict:
     if not spec:
         return {}
     if not paths.looks_local(spec):
-        cached = try_to_load_from_cache(spec, "README.md", revision=revision)
+        try:
+            cached = try_to_load_from_cache(spec, "README.md", revision=revision)
+        except HFValidationError:  # not a Hub id after all (a folder removed since training): nothing to name
+            return {}
         meta = card_metadata(Path(cached).parent) if isinstance(cached, str) else {}
         return {"base_model": spec, "license": meta.get("license")}
     try:
