@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
+from recipekit import console
 from recipekit.adapters import apply_peft
 from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
 from recipekit.compare import compare_command
@@ -19,6 +20,7 @@ from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
 from recipekit.finish import finish_run, interrupted
 from recipekit.heads import head_for
+from recipekit.hub import check_hub
 from recipekit.interrupt import StopOnSignal
 from recipekit.modeling import parameter_counts, train_tokenizer
 from recipekit.outputs import check_output_dir, check_resumable, start_run, write_json
@@ -32,8 +34,11 @@ from recipekit.train import build_trainer, load_tokenizer
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in COMMANDS:
-        return run_command(parse_command(argv))
+        args = parse_command(argv)
+        console.configure(getattr(args, "verbose", False))
+        return run_command(args)
     args = parse_args(argv)
+    console.configure(args.verbose)
     recipe = load_recipe(args.recipe, args.overrides)
     if args.check:
         print(recipe.to_yaml(), end="")
@@ -50,6 +55,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     data_only = data_only or sanity
     if recipe.hub_token:
         os.environ["HF_TOKEN"] = recipe.hub_token  # read by huggingface_hub; never written to any output
+    check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume)
 

@@ -23,10 +23,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-only", action="store_true", help="run the data pipeline, print its report, train nothing")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in output_dir")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     # Intermixed: flags may come before, between or after the overrides.
     return parser.parse_intermixed_args(argv)
 
 
+VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
 COMMANDS = ("predict", "evaluate", "compare", "sweep")
 
 
@@ -62,6 +64,7 @@ def parse_command(argv) -> argparse.Namespace:
     sweep.add_argument("recipe", help="path to a YAML recipe with a sweep: section")
     sweep.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
     sweep.add_argument("--check", action="store_true", help="validate every trial and list them, train nothing")
+    sweep.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
         parser.error(f"--batch-size: {args.batch_size} must be a positive integer")

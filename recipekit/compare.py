@@ -43,12 +43,23 @@ def compare_table(folders: list[str], split: str | None) -> tuple[list[str], str
     for key in SETTINGS:
         values = [(r.get("training") or {}).get(key) for r, _ in runs]
         if any(v is not None for v in values):
-            rows.append([f"training.{key}", *("" if v is None else format(v, "g") if isinstance(v, float) else v for v in values)])
-    rows.append(["wall time (s)", *(str(rec.get("wall_time_s")) for _, rec in runs)])
+            rows.append([f"training.{key}", *("" if v is None else number(v) for v in values)])
+    rows.append(["wall time (s)", *(rec.get("wall_time_s") for _, rec in runs)])
     scores = [split_scores(rec, split) for _, rec in runs]
     for name in dict.fromkeys(k for s in scores for k in s):
         rows.append([f"{split} {name}", *(s.get(name, "") for s in scores)])
-    return markdown_table(["", *columns], rows), split
+    # Each row is one quantity: a learning rate row in scientific notation, a metric row with four decimals.
+    return markdown_table(["", *columns], rows, by="row"), split
+
+
+def number(value):
+    """recipe.yaml may hold a rate as text ('1e-05' is a string to PyYAML); shown as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def compare_command(args) -> int:

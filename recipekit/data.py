@@ -75,6 +75,10 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
         "sizes": {name: len(ds) for name, ds in splits.items()},
         "labels": {name: c for name, c in counts.items() if c is not None},
     }
+    target = splits["train"].features.get("labels")
+    if isinstance(target, Value) and target.dtype.startswith("float"):
+        # What a constant predictor would say: the report's baseline for a regression run.
+        report["train_label_mean"] = round(float(np.mean(column(splits["train"], "labels"))), 6)
     return Splits(splits, head.labels, report)
 
 
@@ -280,14 +284,43 @@ def carve(splits: DatasetDict, args: DataArgs, seed: int, stratify: bool = True)
         train = out["train"]
         size = round(fraction * len(splits["train"]))  # a fraction of all training rows, before any carving
         labels = train.with_format("arrow")[args.label_column].to_pylist() if stratify else None
+        if labels is not None:
+            check_stratifiable(labels, size, f"data.{split}_split", fraction, split)
         try:
             rest, held = train_test_split(np.arange(len(train)), test_size=size, random_state=seed, stratify=labels)
         except ValueError as e:
-            raise RecipeError(f"data.{split}_split: cannot carve a stratified {fraction} of train: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RecipeError(f"data.{split}_split: cannot carve a stratified {fraction} of train: {shorten(first)}") from None
         out["train"], out[split] = train.select(np.sort(rest)), train.select(np.sort(held))
         how = "stratified" if stratify else "random"
         rows.insert(0, {"step": f"carve {split}", "split": "train", "rows_in": len(train), "rows_out": len(rest), "moved": len(held), "reason": f"{how} {fraction} held out as {split}"})
     return DatasetDict({name: out[name] for name in SPLITS if name in out}), rows
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_few(names, n: int = 5) -> str:
+    names = list(names)
+    return ", ".join(repr(x) for x in names[:n]) + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def check_stratifiable(labels: list, size: int, key: str, fraction: float, split: str) -> None:
+    """A stratified carve needs two rows of every class and a held-out set with room for each; say which classes fail, briefly."""
+    counts = Counter(labels)
+    single = sorted((str(c) for c, n in counts.items() if n < 2), key=str)
+    advice = f"give data.{split}_file instead, or drop rare classes with preprocess: filter_labels"
+    if single:
+        raise RecipeError(
+            f"{key}: cannot carve a stratified {fraction} of train: {len(single)} of {len(counts)} classes have a single row "
+            f"({first_few(single)}); {advice}"
+        )
+    if size < len(counts) or len(labels) - size < len(counts):
+        raise RecipeError(
+            f"{key}: cannot carve a stratified {fraction} of train: {size} held-out rows of {len(labels)} cannot hold all "
+            f"{len(counts)} classes ({first_few(sorted(map(str, counts)))}); {advice}"
+        )
 
 
 def check_columns(splits: DatasetDict, args: DataArgs, needs_labels: bool = True) -> None:

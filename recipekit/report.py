@@ -8,12 +8,18 @@ task-specific comes from the head: `head.evaluation` (scores and tables, with th
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import math
+import re
 from pathlib import Path
 
+import numpy as np
 import yaml
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCardData, metadata_load, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from . import metrics as M
 from . import paths, plots
 from .datareport import format_report
 from .outputs import write_atomic
@@ -54,17 +60,26 @@ def loss_gap(log_history: list[dict]) -> list[tuple[int, float, float]]:
     return rows
 
 
-def overfitting_verdict(gap: list[tuple[int, float, float]], tolerance: float = 0.02) -> str:
-    """In words: did validation loss rise from its lowest point while training loss kept falling?
+def overfitting(gap: list[tuple[int, float, float]], tolerance: float = 0.02) -> bool | None:
+    """Did validation loss rise from its lowest point while training loss kept falling? None: too few evaluations.
 
     `tolerance` is relative: a rise under 2% of the lowest validation loss is read as noise.
     """
+    if len(gap) < 2:
+        return None
+    low = min(range(len(gap)), key=lambda i: gap[i][2])
+    (_, train, valid), (_, low_train, low_valid) = gap[-1], gap[low]
+    return low < len(gap) - 1 and valid > low_valid * (1 + tolerance) and train < low_train
+
+
+def overfitting_verdict(gap: list[tuple[int, float, float]], tolerance: float = 0.02) -> str:
+    """In words: did validation loss rise from its lowest point while training loss kept falling?"""
     if len(gap) < 2:
         return "Too few evaluations to judge overfitting (evaluate at least twice: training.eval_strategy)."
     low = min(range(len(gap)), key=lambda i: gap[i][2])
     step, train, valid = gap[-1]
     low_step, low_train, low_valid = gap[low]
-    if low < len(gap) - 1 and valid > low_valid * (1 + tolerance) and train < low_train:
+    if overfitting(gap, tolerance):
         return (
             f"**Likely overfitting**: validation loss rose from {low_valid:.4f} (step {low_step}) to {valid:.4f} (step {step}) "
             f"while training loss fell from {low_train:.4f} to {train:.4f}. The best checkpoint is the one to keep "
@@ -99,22 +114,59 @@ def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dic
     if split:
         label_ids, predictions = outputs[split]
         figures += head.plots(label_ids, predictions, folder, split)
-    write_atomic(out / "report.md", report_markdown(out.name, recipe, record, split, figures, out))
+    label_ids = outputs[split][0] if split else None
+    write_atomic(out / "report.md", report_markdown(out.name, recipe, record, split, figures, out, label_ids))
     write_atomic(out / "README.md", model_card(out.name, recipe, record, head, split))
     return [out / "report.md", out / "README.md"] + [path for _, path in figures]
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "undefined"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+def _scientific(value: float) -> str:
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent):+03d}"
+
+
+def format_values(values: list) -> list[str]:
+    """Values that belong together (a column, or a row of one quantity) in one format chosen for them.
+
+    Rates such as 1e-5 in scientific notation, metrics with four decimals, times and counts with fewer;
+    a non-zero value is never shown as 0.0000.
+    """
+    floats = [abs(v) for v in values if _is_number(v) and not isinstance(v, int) and not math.isnan(v) and v != 0]
+    # Learning rates (1e-5 .. 1e-3) are small and span decades; a calibration error of 0.004 is neither.
+    if floats and min(floats) < 1e-3 and max(floats) < 0.01:
+        style = "scientific"
+    else:
+        top = max(floats, default=0.0)
+        style = 4 if top < 100 else 2 if top < 10_000 else 0
+    out = []
+    for v in values:
+        if v is None:
+            out.append("undefined")
+        elif isinstance(v, float) and math.isnan(v):  # NaN: pandas' empty cell
+            out.append("")
+        elif not _is_number(v) or isinstance(v, int):
+            out.append(str(v))
+        elif style == "scientific" or (v != 0 and abs(v) < 0.5 * 10 ** -style):
+            out.append("0" if v == 0 else _scientific(v))
+        else:
+            out.append(f"{v:.{style}f}")
+    return out
+
+
+def markdown_table(header: list[str], rows: list[list], by: str = "column") -> list[str]:
+    """A markdown table whose numbers are formatted per column (`by="column"`), or per row when each row is one quantity."""
+    rows = [list(r) for r in rows]
+    if by == "row":
+        cells = [[r[0] if isinstance(r[0], str) else format_values([r[0]])[0], *format_values(r[1:])] if r else [] for r in rows]
+    else:
+        columns = [format_values([r[i] for r in rows]) for i in range(len(header))]
+        cells = [[columns[i][j] for i in range(len(header))] for j in range(len(rows))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     return lines
 
 
@@ -135,7 +187,7 @@ def metrics_table(record: dict) -> list[str]:
         return ["No labelled validation or test split: no metrics."]
     scores = {s: split_scores(record, s) for s in splits}
     names = list(dict.fromkeys(k for s in splits for k in scores[s]))
-    return markdown_table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names])
+    return markdown_table(["metric", *splits], [[name, *(scores[s].get(name) for s in splits)] for name in names], by="row")
 
 
 def recipe_summary(recipe: dict, record: dict) -> list[str]:
@@ -169,8 +221,77 @@ def data_section(report: dict) -> list[str]:
     return lines
 
 
-def report_markdown(name: str, recipe: dict, record: dict, split: str | None, figures, out: Path) -> str:
-    lines = [f"# Run report: {name}", "", "## Recipe", ""] + recipe_summary(recipe, record) + [""]
+SINGLE_LABEL_HEADS = ("sequence_classification", "binary")  # one class per row: a majority class to compare with
+
+
+def baseline(recipe: dict, record: dict, metric: str, label_ids) -> tuple[float | None, str] | None:
+    """The headline metric of the simplest honest predictor on the same gold labels, and what it was.
+
+    Classification: always the training split's most frequent class. Regression: always the training mean.
+    None for other heads, or when the metric cannot be computed for a constant prediction.
+    """
+    head = (recipe.get("model") or {}).get("head")
+    data = record.get("data") or {}
+    y = np.asarray(label_ids)
+    try:
+        if head in SINGLE_LABEL_HEADS and record.get("labels") and (data.get("labels") or {}).get("train"):
+            counts, names = data["labels"]["train"], list(record["labels"])
+            majority = max(names, key=lambda n: counts.get(n, 0))
+            probs = np.zeros((len(y), len(names)))
+            probs[:, names.index(majority)] = 1.0
+            value = M.classification_scores([metric], y.astype(int), probs, names).get(metric)
+            return value, f"always the majority class {majority!r}"
+        if head == "regression" and data.get("train_label_mean") is not None:
+            mean = data["train_label_mean"]
+            value = M.regression_scores(y.astype(float), np.full(len(y), mean)).get(metric)
+            return value, f"always the training mean {mean:.4g}"
+    except Exception:  # noqa: BLE001 - a custom or evaluate metric may refuse a constant prediction: no baseline then
+        return None
+    return None
+
+
+def overfitting_line(gap) -> str:
+    verdict = overfitting(gap)
+    if verdict is None:
+        return "too few evaluations to judge (evaluate at least twice)"
+    low = min(gap, key=lambda g: g[2])
+    if verdict:
+        return f"likely: validation loss rose from {low[2]:.4f} (step {low[0]}) to {gap[-1][2]:.4f} (step {gap[-1][0]}) while training loss fell"
+    return f"none seen: validation loss ended at {gap[-1][2]:.4f}, within 2% of its lowest ({low[2]:.4f}, step {low[0]})"
+
+
+def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_ids, log_history: list[dict]) -> list[str]:
+    """The three lines report.md opens with: the task, the headline metric beside its baseline, the overfitting verdict."""
+    model, data = recipe.get("model") or {}, recipe.get("data") or {}
+    source = data.get("dataset") or Path(str(data.get("train_file") or "local files")).name
+    labels = record.get("labels") or []
+    classes = f", {len(labels)} classes" if labels and model.get("head") in SINGLE_LABEL_HEADS + ("multi_label",) else ""
+    task = f"`{model.get('head')}` on {source}{classes}, from `{model.get('name_or_path') or model.get('family')}`"
+    split = "test" if record.get("test") else "validation" if record.get("validation") else None
+    metric = chosen_metric(recipe)
+    scores = split_scores(record, split) if split else {}
+    if metric not in scores:
+        metric = next((k for k in scores if k != "loss"), "loss" if "loss" in scores else None)
+    if metric is None:
+        headline = "no labelled validation or test split"
+    else:
+        value = scores.get(metric)
+        headline = f"{split} {metric} {format_values([value])[0]}"
+        base = baseline(recipe, record, metric, label_ids) if label_ids is not None and outputs_split == split else None
+        if base is not None:
+            headline += f" vs {format_values([base[0]])[0]} for {base[1]}"
+        else:
+            headline += " (no baseline for this head)"
+    return [
+        f"- **Task**: {task}",
+        f"- **Result**: {headline}",
+        f"- **Overfitting**: {overfitting_line(loss_gap(log_history))}",
+    ]
+
+
+def report_markdown(name: str, recipe: dict, record: dict, split: str | None, figures, out: Path, label_ids=None) -> str:
+    lines = [f"# Run report: {name}", ""] + summary_lines(recipe, record, split, label_ids, read_log_history(out)) + [""]
+    lines += ["## Recipe", ""] + recipe_summary(recipe, record) + [""]
     if record.get("data"):
         lines += ["## Data", ""] + data_section(record["data"])
     note = (
@@ -198,11 +319,80 @@ _EXAMPLES = {
 _DISPLAY = {"f1": "F1", "mcc": "MCC", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "ece": "Expected calibration error"}
 
 
+def card_metadata(folder: Path) -> dict:
+    """The YAML block of a model folder's own card (README.md), if it has one."""
+    readme = folder / "README.md"
+    try:
+        return (metadata_load(readme) or {}) if readme.is_file() else {}
+    except (ValueError, yaml.YAMLError):
+        return {}
+
+
+def hub_id(text: str | None) -> str | None:
+    try:
+        validate_repo_id(text)
+    except (HFValidationError, TypeError):
+        return None
+    return text if text and "/" in text else None
+
+
+def package_hub_id(summary: str) -> str | None:
+    """The one Hub id a package's summary names ("A packaged version of the org/model model"), else None."""
+    found = {m for m in re.findall(r"\b[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]\b", summary or "") if hub_id(m)}
+    return found.pop() if len(found) == 1 else None
+
+
+def model_origin(spec: str | None, revision: str | None = None) -> dict:
+    """Where the run's starting model came from: its Hub id (`base_model`), its license when its card says, the package.
+
+    A Hub id names itself (its license comes from the card in the Hub cache, when cached); a `package:` model
+    names the Hub id its package says it packages; a plain local folder has no Hub id to name.
+    """
+    if not spec:
+        return {}
+    if not paths.looks_local(spec):
+        try:
+            cached = try_to_load_from_cache(spec, "README.md", revision=revision)
+        except HFValidationError:  # not a Hub id after all (a folder removed since training): nothing to name
+            return {}
+        meta = card_metadata(Path(cached).parent) if isinstance(cached, str) else {}
+        return {"base_model": spec, "license": meta.get("license")}
+    try:
+        folder = Path(paths.resolve(spec)).expanduser()
+    except Exception:  # noqa: BLE001 - the package may be gone since training: the card still gets written
+        return {}
+    meta = card_metadata(folder)
+    origin = {"license": meta.get("license")}
+    if spec.startswith(paths.PACKAGE_PREFIX):
+        module = spec[len(paths.PACKAGE_PREFIX):].partition("/")[0]
+        dists = importlib.metadata.packages_distributions().get(module) or []
+        if dists:
+            dist = importlib.metadata.distribution(dists[0])
+            origin["package"] = f"{dist.metadata['Name']} {dist.version}"
+            origin["base_model"] = hub_id(meta.get("base_model")) or package_hub_id(dist.metadata["Summary"])
+    return origin
+
+
+def hub_datasets(data: dict) -> list[str]:
+    ids = [data.get("dataset")] + [s.get("dataset") for s in data.get("sources") or [] if isinstance(s, dict)]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def decision_rule_lines(record: dict) -> list[str]:
+    """The decision rule the run chose (a tuned binary threshold, per-label cuts), as the head words it."""
+    rule = record.get("decision_rule")
+    if not rule:
+        return []
+    return ["## Decision rule", "", f"{rule}. Every score above and `run.py predict` use it; a bare `pipeline` "
+            "returns the model's probabilities, to which it applies.", ""]
+
+
 def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -> str:
-    """A model card in the Hub's format: YAML metadata (base model, datasets, metrics, model-index) and a body."""
+    """A model card in the Hub's format: YAML metadata (base model, datasets, license, metrics, model-index) and a body."""
     model, data = recipe.get("model", {}), recipe.get("data", {})
     base = model.get("name_or_path")
-    hub_base = base if base and not paths.looks_local(base) else None
+    origin = model_origin(base, model.get("revision")) if model.get("init", "pretrained") == "pretrained" else {}
+    hub_base = origin.get("base_model")
     dataset = data.get("dataset")
     task = head.pipeline_task
     scores = {k: v for k, v in split_scores(record, split).items() if v is not None and k != "loss"} if split else {}
@@ -222,7 +412,8 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
     ]
     card = ModelCardData(
         base_model=hub_base,
-        datasets=[dataset] if dataset else None,
+        license=origin.get("license"),
+        datasets=hub_datasets(data) or None,
         metrics=list(scores) or None,
         library_name="transformers",
         pipeline_tag=task,
@@ -230,7 +421,15 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
         model_name=name,
         eval_results=results or None,
     )
-    origin = f"[{hub_base}](https://huggingface.co/{hub_base})" if hub_base else f"`{base}` (a local model)"
+    named = hub_base or (base if base and not paths.looks_local(base) else None)
+    if named and origin.get("package"):
+        started = f"[{named}](https://huggingface.co/{named}) (as packaged by `{origin['package']}`, `{base}`)"
+    elif named:
+        started = f"[{named}](https://huggingface.co/{named})"
+    elif origin.get("package"):
+        started = f"`{base}` (from the package `{origin['package']}`)"
+    else:
+        started = f"`{base}` (a local model)"
     if dataset:
         trained_on = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
     else:
@@ -238,19 +437,18 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
     training = yaml.safe_dump(recipe.get("training", {}), sort_keys=False).rstrip()
     lines = ["---", card.to_yaml(), "---", "", f"# {name}", ""]
     if model.get("init") == "scratch":
-        shape = f"a `{model['family']}` config" if model.get("family") else f"the config of {origin}"
+        shape = f"a `{model['family']}` config" if model.get("family") else f"the config of {started}"
         about = f"A model pretrained from scratch ({shape}) with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
     elif head.predictions_file is None:  # a language-model head: continued pretraining
-        about = f"Continued pretraining of {origin} with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
+        about = f"Continued pretraining of {started} with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
     else:
-        about = f"A fine-tune of {origin} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
+        about = f"A fine-tune of {started} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
     lines += [about + " The recipe is `recipe.yaml` in this folder.", ""]
     if record.get("labels"):
         lines += [f"Labels: {', '.join(record['labels'])}.", ""]
-    if record.get("decision_rule"):
-        lines += [f"Decision rule (used for every score below and for `run.py predict`): {record['decision_rule']}.", ""]
     lines += ["## Results", ""]
     lines += metrics_table(record) + ["", "Per-class scores and plots: `report.md`.", ""]
+    lines += decision_rule_lines(record)
     lines += [
         "## Use",
         "",

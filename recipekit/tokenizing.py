@@ -8,6 +8,7 @@ import numpy as np
 from datasets import DatasetDict
 from datasets.fingerprint import Hasher
 
+from . import console
 from .errors import RecipeError
 
 
@@ -36,10 +37,22 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
         drop = [c for c in ds.column_names if c != "labels"]
         # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
         fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, "tokenize"])
-        ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
+        with console.progress(len(ds)):
+            ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
         stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
+        if stats[name] and stats[name]["max"] == 0:
+            # A vocabulary that matches nothing in the text would otherwise train on empty inputs without a word.
+            raise RecipeError(
+                f"data.text_columns: tokenizer {tokenizer_name(tokenizer)} turns every row of column "
+                f"{' + '.join(map(repr, columns))} ({name} split) into zero tokens; check tokenizer.name_or_path and the text column"
+            )
         out[name] = ds.remove_columns("n_tokens")
     return DatasetDict(out), {"max_length": limit, "splits": stats}
+
+
+def tokenizer_name(tokenizer) -> str:
+    name = getattr(tokenizer, "name_or_path", "") or ""
+    return f"{name!r} ({type(tokenizer).__name__})" if name else type(tokenizer).__name__
 
 
 def tokenizer_identity(tokenizer) -> str:

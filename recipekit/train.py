@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, Trainer
 
-from . import batching, paths, regularize
+from . import batching, console, paths, regularize
 from .errors import RecipeError
 from .recipe import with_device_defaults
 
@@ -73,6 +73,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         trainer.chunk_cost = batching.resolve_cost(recipe.batching.length_split_cost, args)
         trainer.pad_multiple = multiple
     regularize.apply_layerwise_lr_decay(trainer, recipe.regularization.layerwise_lr_decay)
+    console.quiet_trainer(trainer)
     return trainer
 
 

@@ -101,6 +101,9 @@ def test_two_processes_train_like_one(launcher, single_process, tiny_model, tmp_
     reference, _ = single_process
 
     assert rank0["weights_sha256"] == rank1["weights_sha256"]
+    # Only rank 0 prints: one data report, one model line, one line per evaluation.
+    assert done.stdout.count("data report") == 1 and done.stdout.count("model: ") == 1, done.stdout
+    assert done.stdout.count("validation loss") == 1
     # More forward passes than the 17 micro-batches per process (34 with accumulation on one process):
     # the batches were split, and the ranks still agree to the bit.
     assert rank0["training_forwards"] > 17 and rank1["training_forwards"] > 17

@@ -121,6 +121,21 @@ def test_model_card_metadata(run_dir):
     assert results["accuracy"].metric_value == pytest.approx(record["test"]["accuracy"], abs=1e-4)
     assert results["accuracy"].dataset_split == "test"
     assert card.data.base_model is None  # a local model has no Hub id to name
+    ModelCard((run_dir / "README.md").read_text(), ignore_metadata_errors=False)  # strict: a malformed model-index raises
+
+
+def test_report_opens_with_the_task_the_headline_against_its_baseline_and_the_verdict(run_dir):
+    lines = (run_dir / "report.md").read_text().splitlines()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    train, test = record["data"]["labels"]["train"], record["data"]["labels"]["test"]
+    majority = max(record["labels"], key=lambda name: train[name])
+    accuracy = record["evaluation"]["test"]["scores"]["accuracy"]
+    assert lines[2].startswith("- **Task**: `sequence_classification` on train.csv, 2 classes, from `")
+    assert lines[3] == (
+        f"- **Result**: test accuracy {accuracy:.4f} vs {test[majority] / TEST_ROWS:.4f} for always the majority class {majority!r}"
+    )
+    assert lines[4].startswith(("- **Overfitting**: none seen", "- **Overfitting**: likely"))
+    assert lines[6] == "## Recipe"
 
 
 def test_predict_on_the_test_split_equals_the_runs_predictions(run_dir, data_files, tmp_path):
