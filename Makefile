@@ -31,8 +31,10 @@ run: install
 test: install
 	$(PY) -m pytest
 
+# ruff, then the import layers declared in pyproject.toml: no module imports one that imports it back.
 lint: install
-	$(VENV)/bin/ruff check recipekit tests run.py
+	$(VENV)/bin/ruff check recipekit tests run.py bench
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/bench_data.py

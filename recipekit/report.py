@@ -383,8 +383,8 @@ def decision_rule_lines(record: dict) -> list[str]:
     rule = record.get("decision_rule")
     if not rule:
         return []
-    return ["## Decision rule", "", f"{rule}. Every score above and `run.py predict` use it; a bare `pipeline` "
-            "returns the model's probabilities, to which it applies.", ""]
+    text = f"{rule}. Every score above and `run.py predict` use it; a bare `pipeline` returns the model's probabilities, to which it applies."
+    return ["## Decision rule", "", text, ""]
 
 
 def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -> str:
