@@ -54,7 +54,7 @@ def apply_peft(model, model_args, head):
         return model
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(task_type=TASK_TYPES.get(head.pipeline_task), **model_args.peft)
+    config = LoraConfig(task_type=TASK_TYPES.get(head.pipeline_task), **{**head.peft_defaults(model), **model_args.peft})
     return get_peft_model(model, config)
 
 

@@ -81,8 +81,10 @@ def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> 
                 )
     config = last / "config.json"
     if config.exists():
-        saved = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
-        saved_labels = [saved[k] for k in sorted(saved, key=int)]
+        raw = json.loads(config.read_text(encoding="utf-8"))
+        saved = raw.get("id2label") or {}
+        # The head's own label list (a binary head's one output is named after its positive label only).
+        saved_labels = (raw.get("recipekit") or {}).get("labels") or [saved[k] for k in sorted(saved, key=int)]
         if saved_labels and saved_labels != labels:
             raise RecipeError(
                 f"--resume: {last} was trained on labels {', '.join(saved_labels)}; this recipe's data has "

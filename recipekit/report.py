@@ -387,6 +387,13 @@ def decision_rule_lines(record: dict) -> list[str]:
     return ["## Decision rule", "", text, ""]
 
 
+def example_call(data: dict) -> str:
+    # Cut as the run cut its texts, so the pipeline's answers are the run's own.
+    limit = data.get("max_length")
+    cut = f", truncation=True, max_length={limit}" if limit else ""
+    return f'classifier("A tight, funny, well acted film."{cut})'
+
+
 def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -> str:
     """A model card in the Hub's format: YAML metadata (base model, datasets, license, metrics, model-index) and a body."""
     model, data = recipe.get("model", {}), recipe.get("data", {})
@@ -457,7 +464,7 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
         "from transformers import pipeline",
         "",
         f'classifier = pipeline("{task or "text-classification"}", model="{name}")  # this folder, or its Hub id',
-        _EXAMPLES.get(task, 'classifier("A tight, funny, well acted film.")'),
+        _EXAMPLES.get(task, example_call(data)),
         "```",
         "",
         "## Training settings",

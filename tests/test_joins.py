@@ -241,8 +241,8 @@ def pipeline_answers(task: str, merged: Path, case: str, frame_inputs: list) -> 
     if case == "custom":
         import recipekit.heads  # noqa: F401  (registers the custom head's model class, as the model card says)
     pipe = pipeline(task, model=str(merged), device="cpu")
-    if task == "text-classification":
-        return [p["label"] for p in pipe(frame_inputs)]
+    if task == "text-classification":  # cut as the run cut its texts
+        return [p["label"] for p in pipe(frame_inputs, truncation=True, max_length=24)]
     return [p[0]["generated_text"].strip() for p in pipe(frame_inputs, max_new_tokens=3, do_sample=False)]
 
 
@@ -324,3 +324,73 @@ def test_a_pretrained_output_fine_tunes_with_every_classifier_head(request, pret
     out = tmp_path / f"predicted{predictions_file(tmp_path / 'run').suffix}"
     assert run_cli(["predict", tmp_path / "run", "--input", recipe["data"]["test_file"], "--output", out]) == 0
     assert predicted(out) == predicted(predictions_file(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("trained", ["sequence_classification", "decoder_classifier", "custom"], indirect=True)
+def test_the_model_cards_snippet_runs_as_shown_and_agrees(trained, tmp_path):
+    """The card's `pipeline` snippet, run in a fresh interpreter from the run's parent folder, labels the test
+    texts as the run did (custom pooled heads need the project's import, which the snippet shows)."""
+    import subprocess
+    import sys
+
+    card = (trained.dir / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    texts = pd.read_csv(trained.test)["text"].tolist()
+    limit = trained.recipe["data"]["max_length"]
+    assert f"truncation=True, max_length={limit}" in snippet
+    script = [*snippet.splitlines(), f"print(__import__('json').dumps([classifier(t, truncation=True, max_length={limit})[0] for t in {texts!r}]))"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", "\n".join(script)], cwd=trained.dir.parent, capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = json.loads(done.stdout.strip().splitlines()[-1])
+    want = predicted(predictions_file(trained.dir))
+    if trained.recipe["model"]["head"] == "binary":  # one sigmoid output: the pipeline gives P(positive)
+        assert [a["score"] for a in answers] == pytest.approx([float(p) for p in want["prob_pos"]], abs=1e-5)
+    else:
+        assert [a["label"] for a in answers] == want["predicted"]
+
+
+@pytest.mark.parametrize("trained", ["sequence_classification"], indirect=True)
+def test_predict_takes_the_package_form_recipes_take(trained, tmp_path):
+    out = tmp_path / "sample.csv"
+    assert run_cli(["predict", trained.dir, "--input", "package:recipekit/sample_data/reviews_test.csv", "--output", out]) == 0
+    assert len(pd.read_csv(out)) == 120
+
+
+@pytest.mark.parametrize("case", ["sequence_classification", "token_classification", "regression"])
+def test_init_scratch_builds_a_new_model_for_any_head(request, case, tmp_path):
+    recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run")
+    tiny = recipe["model"].pop("name_or_path")
+    recipe["model"].update(init="scratch", family="bert", config={"hidden_size": 16, "num_hidden_layers": 1,
+                                                                  "num_attention_heads": 2, "intermediate_size": 32})
+    recipe["tokenizer"] = {"name_or_path": tiny}
+    assert run_cli([write(recipe, tmp_path / "recipe.yaml")]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (16, 1)
+    assert config["recipekit"]["init"] == "scratch" and metrics_of(tmp_path / "run")["head_state"]["init"] == "scratch"
+
+
+def test_keys_that_cannot_apply_are_refused_where_they_cannot(request, tmp_path, capsys):
+    recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
+    recipe["model"].update(head="masked_lm", head_options={"block_size": 16})
+    assert run_cli([write(recipe, tmp_path / "a.yaml")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: data.max_length: masked_lm cuts its corpus into blocks of model.head_options.block_size tokens (now 16); set that instead"
+    )
+    recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
+    recipe["model"]["head_config"] = {"pooling": "mean", "freeze_layers": 1}
+    assert run_cli([write(recipe, tmp_path / "b.yaml")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: model.head_config.freeze_layers: freezing layers is regularization.freeze_layers, for every head; move it there"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_and_evaluate_refuse_a_pretraining_run_in_one_line(pretrained, tmp_path, capsys):
+    text = tmp_path / "in.csv"
+    pd.DataFrame({"text": ["a good film"], "label": ["pos"]}).to_csv(text, index=False)
+    for command in ("predict", "evaluate"):
+        assert run_cli([command, pretrained["masked_lm"], "--input", text]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"error: {pretrained['masked_lm']}: a masked_lm pretraining run has nothing to predict; fine-tune it")

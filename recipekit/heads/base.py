@@ -260,6 +260,10 @@ class Head:
         """A finished run's model for inference, as saved (never a fresh head)."""
         raise NotImplementedError
 
+    def peft_defaults(self, model) -> dict:
+        """LoRA settings this head's model needs unless `model.peft` sets them (peft infers the rest from the model type)."""
+        return {}
+
     def record(self, model) -> None:
         """Keep the state in the model's config too: a checkpoint or a merged model then describes itself."""
         model.config.recipekit = self.state.to_dict()

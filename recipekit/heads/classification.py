@@ -121,6 +121,15 @@ class PooledHead(Head):
     def load_trained(self, path, model_args):
         return AutoModelForSequenceClassification.from_pretrained(path, **load_kwargs(model_args))
 
+    def peft_defaults(self, model):
+        if not self.head_config:
+            return {}
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
+
+        # peft knows the encoder's attention layers by model type, not our wrapper's; and our head layer is
+        # `head`, not the `classifier` peft keeps trainable and saves for a classification task.
+        return {"target_modules": TARGETS.get(model.config.encoder.get("model_type")), "modules_to_save": ["head"]}
+
     def predictions_of(self, logits) -> np.ndarray:
         """What the scores read from the logits: probabilities per label (regression: values in y's units)."""
         raise NotImplementedError
