@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,7 @@ from .launch import launch_problems
 from .lm import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
 from .lora import peft_problems
 from .preprocess import STEPS
+from .safety import parse_yaml, read_yaml_file, yaml_problem
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
 DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
@@ -454,11 +456,21 @@ def file_problems(spec: str | None) -> list[str]:
         return [str(p)]
     if not path.exists():
         return [f"{spec!r} does not exist"]
-    if not path.is_file():
+    if path.is_dir():
         return [f"{spec!r} is a directory, not a file"]
+    if not path.is_file():
+        return [f"{spec!r} is not a regular file ({file_kind(path)}); give a data file"]
     if path.suffix.lower() not in DATA_FORMATS:
         return [f"{spec!r}: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}"]
     return []
+
+
+def file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file or folder"
 
 
 @dataclass
@@ -507,14 +519,9 @@ def read_yaml(path: str) -> dict:
         raise RecipeError(f"{path}: recipe file does not exist")
     if p.is_dir():
         raise RecipeError(f"{path}: is a directory, not a recipe file")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not p.is_file():
+        raise RecipeError(f"{path}: is not a regular file ({file_kind(p)}); give a recipe file")
+    raw = read_yaml_file(p, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty; expected sections {', '.join(sorted(SECTIONS))}")
     if not isinstance(raw, dict):
@@ -528,12 +535,12 @@ def apply_overrides(raw: dict, overrides) -> None:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            errors.append(f"override {item!r}: expected section.key=value, e.g. training.learning_rate=3.0e-5")
+            errors.append(f"override {show(item)}: expected section.key=value, e.g. training.learning_rate=3.0e-5")
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError as e:
-            errors.append(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})")
+            errors.append(f"override {show(item)}: the value is not valid YAML ({yaml_problem(e)})")
             continue
         node, parts = raw, key.split(".")
         for depth, part in enumerate(parts[:-1]):

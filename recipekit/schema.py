@@ -36,8 +36,13 @@ def not_one_of(value, choices, what: str = "valid") -> str:
     return f"{show(value)} is not {what}{hint or '.'} Choices: {', '.join(map(str, choices))}"
 
 
+# A value shown in a message is cut to this many characters (a pasted file, an expanded YAML alias).
+SHOWN_CHARS = 300
+
+
 def show(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def describe(tp) -> str:
