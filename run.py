@@ -20,7 +20,15 @@ from recipekit.heads import HEADS
 from recipekit.interrupt import StopOnSignal
 from recipekit.lm import parameter_counts, train_tokenizer
 from recipekit.lora import apply_peft, save_labels
-from recipekit.outputs import check_output_dir, check_resumable, guard_run, resume_checkpoint, start_run, whole_run_loss, write_json
+from recipekit.outputs import (
+    check_output_dir,
+    check_resumable,
+    guard_run,
+    resume_checkpoint,
+    start_run,
+    whole_run_loss,
+    write_json,
+)
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
 from recipekit.report import write_report

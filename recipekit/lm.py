@@ -226,20 +226,30 @@ def usable_positions(config) -> int | None:
 def model_problems(model_args, tokenizer_args, options) -> list[str]:
     """Problems seen only by reading the model's config: block_size above its positions, width not divisible by heads.
     A Hub model's config is read at load time instead, so `--check` stays offline."""
+    config, problems = local_config(model_args)
+    return problems if config is None else shape_problems(config, options)
+
+
+def local_config(model_args):
+    """(config, []) where the model's config can be read without the network; (None, problems) otherwise."""
     from . import paths
 
     if config_problems(model_args):
-        return []
+        return None, []
     if model_args.init == "scratch" and model_args.family:
-        config = build_config(model_args)
-    elif model_args.name_or_path and paths.looks_local(model_args.name_or_path):
+        return build_config(model_args), []
+    if model_args.name_or_path and paths.looks_local(model_args.name_or_path):
         try:
-            config = build_config(model_args) if model_args.init == "scratch" else AutoConfig.from_pretrained(model_args.path)
+            return (build_config(model_args) if model_args.init == "scratch" else AutoConfig.from_pretrained(model_args.path)), []
         except (OSError, ValueError) as e:
-            return [f"model.name_or_path: cannot read a model config from {model_args.name_or_path!r}: {str(e).splitlines()[0]}"]
-    else:
-        return []
-    return shape_problems(config, options)
+            return None, [f"model.name_or_path: cannot read a model config from {model_args.name_or_path!r}: {str(e).splitlines()[0]}"]
+    return None, []
+
+
+def model_positions(model_args) -> tuple[int | None, list[str]]:
+    """Tokens the model can take (its position embeddings), where its config can be read offline; else None."""
+    config, problems = local_config(model_args)
+    return (None if config is None else usable_positions(config)), problems
 
 
 def shape_problems(config, options) -> list[str]:

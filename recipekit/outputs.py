@@ -363,6 +363,37 @@ def start_run(output_dir: str, recipe_yaml: str, clear: bool, resume: bool = Fal
     mark(output_dir, "running", holder=holder_line())
 
 
+def read_record(folder) -> dict:
+    """A run's metrics.json through the safe reader: a damaged file is a one-line error, not a traceback."""
+    path = Path(folder) / FINISHED_MARKER
+    record = read_json_file(path, "run's metrics")
+    if not isinstance(record, dict):
+        raise RecipeError(f"{path}: this run's metrics are damaged (expected a JSON object, got {type(record).__name__})")
+    return record
+
+
+def read_run(folder) -> tuple[dict, dict]:
+    """A finished run's recipe.yaml (as written, Python tags refused) and metrics.json, each checked."""
+    out = Path(folder)
+    if not out.is_dir():
+        raise RecipeError(f"{folder}: not a folder; give the output_dir of a finished run")
+    if not (out / FINISHED_MARKER).exists():
+        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER})")
+    recipe = read_yaml_file(out / "recipe.yaml", "run's recipe") if (out / "recipe.yaml").exists() else {}
+    if recipe is not None and not isinstance(recipe, dict):
+        raise RecipeError(f"{out / 'recipe.yaml'}: this run's recipe is damaged (expected a mapping, got {type(recipe).__name__})")
+    return recipe or {}, read_record(out)
+
+
+def read_log_history(folder) -> list[dict]:
+    path = Path(folder) / "trainer_state.json"
+    if not path.exists():
+        return []
+    state = read_json_file(path, "trainer state")
+    history = state.get("log_history") if isinstance(state, dict) else None
+    return [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
+
+
 def mark(output_dir: str, status: str, **details) -> None:
     """status.json: running, interrupted, failed (with the reason) or finished. Only a finished run also has metrics.json."""
     write_json(Path(output_dir) / STATUS, {"status": status, **details})

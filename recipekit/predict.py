@@ -8,7 +8,6 @@ Nothing in the run's folder is written: outputs go to --output (or stdout), neve
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from .data import read_file
 from .errors import RecipeError
 from .heads import HEADS
-from .outputs import FINISHED_MARKER, write_json
+from .outputs import FINISHED_MARKER, read_record, write_json
 from .preprocess import Context
 from .recipe import DATA_FORMATS, DataArgs, ModelArgs, build_steps, read_yaml
 from .report import markdown_table
@@ -66,7 +65,7 @@ def load_run(folder: str) -> TrainedRun:
     model_args = ModelArgs(**build_kwargs(ModelArgs, {**(raw.get("model") or {}), "name_or_path": str(out)}, "model", errors))
     if errors:
         raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
-    record = json.loads((out / FINISHED_MARKER).read_text())
+    record = read_record(out)  # a damaged metrics.json is a one-line error
     batch_size = (raw.get("training") or {}).get("per_device_eval_batch_size") or DEFAULT_BATCH_SIZE
     head = HEADS[model_args.head](model_args.head_options, model_args.head_config)
     if head.predictions_file is None:  # the pretraining heads: a corpus has nothing to predict

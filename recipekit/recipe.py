@@ -23,7 +23,15 @@ from .custom_head import HeadConfig
 from .errors import RecipeError
 from .heads import HEADS
 from .launch import launch_problems
-from .lm import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
+from .lm import (
+    FAMILIES,
+    INITS,
+    TokenizerArgs,
+    build_tokenizer_args,
+    config_problems,
+    model_positions,
+    model_problems,
+)
 from .lora import peft_problems
 from .preprocess import STEPS
 from .safety import parse_yaml, read_yaml_file, yaml_problem
@@ -572,6 +580,11 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     data = DataArgs(**build_kwargs(DataArgs, raw.get("data"), "data", errors))
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
+    if head.needs_labels and data.label_column in data.text_columns:
+        errors.append(
+            f"data.text_columns: {data.text_columns} includes data.label_column {data.label_column!r}; "
+            "the model would read the answer; name the text column(s) and the label column apart"
+        )
     steps = build_steps(raw.get("preprocess"), errors)
     names = build_metrics(raw.get("metrics"), errors, head)
 
@@ -592,6 +605,8 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors += head.recipe_problems(model.options(), data, training_keys, steps)
     if not errors and hasattr(model.options(), "block_size"):
         errors += model_problems(model, tokenizer, model.options())
+    elif not errors:
+        errors += fit_max_length(model, data, raw.get("data"))
     if errors:
         raise RecipeError(errors)
     try:
@@ -602,6 +617,18 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         model, data, steps, names, training, training_keys, regularization, sanity, sweep, raw.get("sweep"),
         source, training_keys.get("hub_token"), tokenizer,
     )
+
+
+def fit_max_length(model: ModelArgs, data: DataArgs, raw_data) -> list[str]:
+    """data.max_length above the model's positions fails as an index error at the first long batch (MiniLM has
+    512): refused when the recipe sets it, lowered to the model's positions when it is the default."""
+    positions, problems = model_positions(model)
+    if positions is None or data.max_length <= positions:
+        return problems
+    if isinstance(raw_data, dict) and "max_length" in raw_data:
+        return [f"data.max_length: {data.max_length} is above the {positions} positions of {model.name_or_path or model.family!r}; use {positions} or less"]
+    data.max_length = positions
+    return []
 
 
 def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:
@@ -680,6 +707,46 @@ def build_metrics(raw, errors: list[str], head) -> list[str]:
     return raw
 
 
+# Ranges of `training:` numbers that TrainingArguments takes and Trainer or torch then fails on (or silently
+# misuses): key -> (low, high, low included, what the key means). Seeds: numpy and torch take 0 .. 2**32 - 1.
+TRAINING_RANGES = {
+    "seed": (0, 2**32 - 1, True, "a seed"),
+    "data_seed": (0, 2**32 - 1, True, "a seed"),
+    "num_train_epochs": (0, 1e6, False, "a number of epochs"),
+    "max_steps": (-1, 2**31 - 1, True, "a number of steps (-1: use num_train_epochs)"),
+    "warmup_steps": (0, 2**31 - 1, True, "warmup steps, or a fraction of training below 1"),
+    "weight_decay": (0, 1e3, True, "a decay coefficient"),
+    "adam_beta1": (0, 1, True, "a decay rate in [0, 1)"),
+    "adam_beta2": (0, 1, True, "a decay rate in [0, 1)"),
+    "adam_epsilon": (0, 1, False, "a small positive number"),
+    "max_grad_norm": (0, 1e9, True, "a gradient norm (0: no clipping)"),
+    "label_smoothing_factor": (0, 1, True, "a fraction in [0, 1)"),
+    "logging_steps": (0, 2**31 - 1, False, "a number of steps, or a fraction of training below 1"),
+    "save_steps": (0, 2**31 - 1, False, "a number of steps, or a fraction of training below 1"),
+    "eval_steps": (0, 2**31 - 1, False, "a number of steps, or a fraction of training below 1"),
+    "eval_delay": (0, 2**31 - 1, True, "a number of steps or epochs"),
+    "save_total_limit": (1, 2**31 - 1, True, "a number of checkpoints to keep"),
+    "dataloader_num_workers": (0, 1024, True, "a number of worker processes"),
+    "learning_rate": (0, 1e3, False, "a learning rate (typical fine-tuning: 1.0e-5 to 1.0e-4)"),
+}
+# Upper bounds that are open: a decay rate or a smoothing factor of exactly 1 learns nothing.
+OPEN_ABOVE = ("adam_beta1", "adam_beta2", "label_smoothing_factor")
+
+
+def range_problems(kw: dict) -> list[str]:
+    out = []
+    for key, (low, high, low_included, what) in TRAINING_RANGES.items():
+        value = kw.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        above_low = value >= low if low_included else value > low
+        below_high = value < high if key in OPEN_ABOVE else value <= high
+        if not (above_low and below_high):
+            left, right = "[" if low_included else "(", ")" if key in OPEN_ABOVE else "]"
+            out.append(f"{key}: {show(value)} is out of range for {what}; allowed: {left}{low:g}, {high:g}{right}")
+    return out
+
+
 def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list[str]:
     """Impossible values that TrainingArguments itself accepts silently."""
     out = []
@@ -690,6 +757,8 @@ def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list
         out.append(f"learning_rate: {kw['learning_rate']} must be positive (typical fine-tuning: 1.0e-5 to 1.0e-4)")
     if kw.get("max_steps", -1) <= 0 and "num_train_epochs" in kw and kw["num_train_epochs"] <= 0:
         out.append(f"num_train_epochs: {kw['num_train_epochs']} must be positive (or set max_steps)")
+    said = {p.split(":")[0] for p in out}
+    out += [p for p in range_problems(kw) if p.split(":")[0] not in said]
     best = kw.get("metric_for_best_model")
     if best is not None:
         valid = ["loss"] + metric_names

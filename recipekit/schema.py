@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import re
 import types
 import typing
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 _MISSING = object()
+# Integers beyond int64 overflow in torch and numpy (a step count, a seed) long after validation.
+MAX_INT = 2**63 - 1
 # PyYAML follows YAML 1.1, which reads `1e-5` (no dot) as a string; a float field accepts such text.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -116,15 +119,23 @@ def coerce(value, tp):
         if isinstance(value, bool):
             return value
     elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise Problem(f"{show(value)} is out of range (at most {MAX_INT:,} in size)")
+            return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-            return float(value)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric or (isinstance(value, str) and _FLOAT_TEXT.match(value.strip())):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            # .nan, .inf and 1.0e+400 (read as inf) pass every comparison check and then crash, or train nothing.
+            if not math.isfinite(number):
+                raise Problem(f"expected a finite number, got {show(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
