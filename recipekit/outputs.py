@@ -162,14 +162,10 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: boo
         raise RecipeError(f"training.output_dir: {output_dir!r} {refused}")
     if out.exists() and not out.is_dir():
         raise RecipeError(f"training.output_dir: {output_dir!r} is a file, not a folder")
-    ancestor = out
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not can_create_in(ancestor):
-        raise RecipeError(f"training.output_dir: {output_dir!r} is not writable ({ancestor} does not allow writing)")
     if not out.is_dir():
         if resume:
             raise RecipeError(f"--resume: {output_dir!r} does not exist; there is nothing to resume")
+        writable(output_dir)
         return
     # Other processes of this launch check while process 0 may already hold the lock.
     holder = lock_holder(out) if os.environ.get("RANK", "0") == "0" and not locked else None
@@ -193,6 +189,16 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: boo
             f"training.output_dir: {output_dir!r} holds {describe_run(out)}; pass --overwrite to replace it, "
             "--resume to continue from its last checkpoint, or choose another output_dir"
         )
+    writable(output_dir)
+
+
+def writable(output_dir: str) -> None:
+    """Checked last: the probe touches the folder, which a refused run must not do."""
+    ancestor = Path(output_dir)
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not can_create_in(ancestor):
+        raise RecipeError(f"training.output_dir: {output_dir!r} is not writable ({ancestor} does not allow writing)")
 
 
 def describe_run(out: Path) -> str:

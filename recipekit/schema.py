@@ -70,6 +70,9 @@ def coerce(value, tp):
     """Return `value` converted to fit `tp`, or raise Problem."""
     if tp is Any:
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        # Said here, not as "expected a number or null": .nan is a number, just not a usable one.
+        raise Problem(f"expected a finite number, got {show(value)}")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
