@@ -164,7 +164,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: boo
         raise RecipeError(f"training.output_dir: {output_dir!r} is a file, not a folder")
     if not out.is_dir():
         if resume:
-            raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from (the folder does not exist)")
+            raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
         writable(output_dir)
         return
     # Other processes of this launch check while process 0 may already hold the lock.

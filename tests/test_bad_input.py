@@ -70,7 +70,7 @@ RECIPE_CASES = [
     ("user's folder", {"training.output_dir": "mine"}, [], "training.output_dir: '{folder}/mine' is not empty and holds no run of ours (README.md, notes.txt)"),
     ("user's folder with --overwrite", {"training.output_dir": "mine"}, ["--overwrite"], "is not empty and holds no run of ours (README.md, notes.txt)"),
     ("user's saved model with --overwrite", {"training.output_dir": "their_model"}, ["--overwrite"], "is not empty and holds no run of ours (config.json, model.safetensors)"),
-    ("resume a folder that is not there", {"training.output_dir": "nothing"}, ["--resume"], "--resume: '{folder}/nothing' has no checkpoint-* folder to resume from (the folder does not exist)"),
+    ("resume a folder that is not there", {"training.output_dir": "nothing"}, ["--resume"], "--resume: '{folder}/nothing' has no checkpoint-* folder to resume from"),
     ("resume a run without complete checkpoint", {"training.output_dir": "half_run"}, ["--resume"], "--resume: '{folder}/half_run' has no complete checkpoint-* folder"),
     ("overwrite and resume", {}, ["--overwrite", "--resume"], "--overwrite and --resume: choose one"),
     ("long override value is cut", {}, ["training.output_dir=[" + ", ".join(["x" * 50] * 2000) + "]"], "training.output_dir: expected a string or null, got ['xxxx"),
