@@ -22,11 +22,12 @@ from datasets import Dataset, DatasetDict
 
 from recipekit import hub
 from recipekit.compare import compare_table
-from recipekit.data import carve, tokenize
+from recipekit.data import carve
 from recipekit.errors import RecipeError
 from recipekit.recipe import load_recipe
 from recipekit.report import markdown_table, model_card, summary_lines
 from recipekit.sweep import write_leaderboard
+from recipekit.tokenizing import tokenize
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 
