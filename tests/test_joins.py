@@ -206,6 +206,7 @@ class SignalAt(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow  # a second or third tiny run per head
 def test_kill_and_resume_ends_where_the_uninterrupted_run_ends(trained, tmp_path):
     import run as runner
     from recipekit.recipe import load_recipe
@@ -221,6 +222,7 @@ def test_kill_and_resume_ends_where_the_uninterrupted_run_ends(trained, tmp_path
     assert predicted(predictions_file(tmp_path / "cut")) == predicted(predictions_file(trained.dir))
 
 
+@pytest.mark.slow  # a second or third tiny run per head
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("check", ["overfit_batch", "lr_range_test"])
 def test_sanity_checks_run_with_every_head(request, case, check, tmp_path):
@@ -249,6 +251,7 @@ def pipeline_answers(task: str, merged: Path, case: str, frame_inputs: list) -> 
 PIPELINE_CASES = {"sequence_classification": "text-classification", "decoder_classifier": "text-classification"}
 
 
+@pytest.mark.slow  # a second or third tiny run per head
 @pytest.mark.parametrize("case", list(CASES))
 def test_lora_run_predicts_merges_and_the_merged_model_agrees(request, case, tmp_path):
     recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run")
@@ -309,6 +312,7 @@ def pretrained(request, tmp_path_factory) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow  # a second or third tiny run per head
 @pytest.mark.parametrize("case", CLASSIFIER_CASES)
 @pytest.mark.parametrize("objective", ["masked_lm", "causal_lm"])
 def test_a_pretrained_output_fine_tunes_with_every_classifier_head(request, pretrained, objective, case, tmp_path):
