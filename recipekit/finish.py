@@ -35,6 +35,7 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     output_dir = recipe.training.output_dir
     if trainer.is_world_process_zero():
         head.state.save(output_dir)  # beside the model, and beside a LoRA adapter, which has no config.json
+    trainer.accelerator.wait_for_everyone()  # every process reads the saved run to predict its test split
     results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, output_dir)
     if not trainer.is_world_process_zero():
         return 0
@@ -53,9 +54,9 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
     and (label_ids, predictions) of each labelled split, for the report.
 
     Validation is scored by the run's Trainer, across processes (Trainer gathers predictions and drops the
-    duplicates that pad a distributed sampler's last batch). The test split is predicted by the main process
-    through the saved run, exactly as `run.py predict` and `evaluate` will predict it: the predictions file
-    and those commands then agree field for field.
+    duplicates that pad a distributed sampler's last batch). The test split is predicted through the saved
+    run, exactly as `run.py predict` and `evaluate` will predict it: on one process the predictions file and
+    those commands then agree field for field.
     """
     results, outputs = {}, {}
     if "validation" in tokenized:
@@ -68,12 +69,15 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
         output = trainer.predict(tokenized["test"], metric_key_prefix="test")
         results["test"] = head.scores(strip_prefix(output.metrics, "test_"))
         return results, None, outputs
-    if not trainer.is_world_process_zero():
-        return results, None, outputs
+    # Every process takes part: the predicting Trainer shares the test rows among them and gathers the result.
     test = data.splits["test"]
     gold = [c for c in ("labels", head.data.label_column) if c in test.column_names]
-    run = open_run(output_dir, finished=False)
-    _, prediction = next(predict_rows(run, test.select_columns(head.data.text_columns + gold), None, len(test), bool(gold)))
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        # A sharded engine predicts in its own Trainer (a second Trainer would start a second engine).
+        prediction = head.predict(trainer, tokenized["test"], test, prefix="test")
+    else:
+        run = open_run(output_dir, finished=False)
+        _, prediction = next(predict_rows(run, test.select_columns(head.data.text_columns + gold), None, len(test), bool(gold)))
     output = prediction.output
     if output is not None and output.label_ids is not None:
         results["test"] = head.scores(strip_prefix(output.metrics, "test_"))

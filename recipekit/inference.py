@@ -131,5 +131,7 @@ def predict_rows(run: TrainedRun, view, batch_size: int | None, chunk: int, with
         for start in range(0, len(view), chunk):
             rows = range(start, min(start + chunk, len(view)))
             part = view.select(rows)
-            tokenized, _ = run.head.tokenize(DatasetDict({"input": part}), tokenizer)
+            # Under several processes one tokenizes, the others read its cache (a no-op on one process).
+            with trainer.args.main_process_first(desc="tokenize for prediction"):
+                tokenized, _ = run.head.tokenize(DatasetDict({"input": part}), tokenizer)
             yield rows, run.head.predict(trainer, tokenized["input"], part, prefix="test")
