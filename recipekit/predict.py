@@ -156,7 +156,10 @@ def run_predictions(args, run: TrainedRun, with_gold: bool):
             if f is not None:
                 frame = pd.DataFrame(rows.to_dict())
                 for name, values in prediction.columns.items():
-                    frame[name] = [" ".join(v) if fmt == ".csv" and isinstance(v, list) else v for v in values]
+                    frame[name] = values
+                if fmt == ".csv":  # word lists (tags, or texts split into words) read best as one spaced string
+                    for name in frame.columns:
+                        frame[name] = [" ".join(v) if isinstance(v, list) else v for v in frame[name]]
                 write_rows(f, frame, fmt, first=i == 0)
             last = prediction
     if args.output:

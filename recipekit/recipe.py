@@ -31,6 +31,7 @@ from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
 DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
+DEFAULT_MAX_LENGTH = 256
 
 
 @dataclass
@@ -206,7 +207,7 @@ class DataArgs:
     num_proc: int | None = field(
         default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
     )
-    max_length: int = field(default=256, metadata={"help": "tokens per example after truncation (the pretraining heads: head_options.block_size)"})
+    max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per example after truncation (the pretraining heads: head_options.block_size)"})
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
     max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
@@ -606,11 +607,16 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     errors += early_stopping_problems(regularization, passed)
     errors += launch_problems(with_device_defaults(dict(passed)))
     if not errors:
-        parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=set(raw_data))
+        # A saved recipe.yaml spells out every default: only a max_length other than the default counts as chosen.
+        chosen = {k for k in raw_data if k != "max_length" or data.max_length != DEFAULT_MAX_LENGTH}
+        parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=chosen)
         errors += head.recipe_problems(model.options(), parts)
     if not errors:
         block = getattr(model.options(), "block_size", None)
-        errors += model_problems(model, block, BLOCK_KEY) if block else model_problems(model, data.max_length, "data.max_length")
+        if block:
+            errors += model_problems(model, block, BLOCK_KEY)
+        elif data.max_length != DEFAULT_MAX_LENGTH:  # a value the recipe chose must fit the model; the default is cut by the tokenizer
+            errors += model_problems(model, data.max_length, "data.max_length")
     if errors:
         raise RecipeError(errors)
     try:

@@ -64,7 +64,7 @@ def tokenizer_identity(tokenizer) -> str:
     else:
         definition = Hasher.hash(tokenizer)
     return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.model_max_length, tokenizer.padding_side,
-                        tokenizer.truncation_side, tokenizer.pad_token])
+                        tokenizer.truncation_side, getattr(tokenizer, "pad_token", None)])
 
 
 def length_stats(lengths: np.ndarray, limit: int) -> dict:
@@ -81,7 +81,7 @@ def pad_with_eos(tokenizer) -> str | None:
     """GPT-style tokenizers (GPT-2, Llama, Qwen) have no pad token; batches need one, and the attention mask
     (or -100 labels) keeps it out of attention and the loss, so end-of-text serves. Returns the token now used
     for padding when it had to be chosen here, else None."""
-    if tokenizer.pad_token is not None:
+    if getattr(tokenizer, "pad_token", "") is not None:  # has one (or is no transformers tokenizer at all)
         return None
     if tokenizer.eos_token is None:
         raise RecipeError(
