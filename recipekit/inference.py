@@ -52,40 +52,6 @@ class TrainedRun:
         return ModelArgs(**{**self.model_args.__dict__, "name_or_path": str(self.folder), "peft": None})
 
 
-def load_run(folder: str) -> TrainedRun:
-    """Read a finished run's recipe.yaml and head state; refuse a folder that holds no finished run."""
-    out = Path(folder)
-    if not out.is_dir():
-        raise RecipeError(f"{folder}: not a folder; give the output_dir of a finished run")
-    if not (out / FINISHED_MARKER).exists() or not (out / "recipe.yaml").exists():
-        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER} or recipe.yaml); train it first")
-    raw = read_yaml(str(out / "recipe.yaml"))
-    errors: list[str] = []
-    data = DataArgs(**build_kwargs(DataArgs, {k: v for k, v in (raw.get("data") or {}).items() if k != "length_split_cost"},
-                                   "data", errors))
-    steps = build_steps(raw.get("preprocess"), errors)
-    section = raw.get("model") or {}
-    adapter = (out / ADAPTER_CONFIG).exists()
-    # A whole model is in the run's folder; an adapter sits on the recipe's own base model.
-    model_args = ModelArgs(**build_kwargs(ModelArgs, {**section, "name_or_path": section.get("name_or_path") if adapter else str(out),
-                                                      "peft": None, "init": "pretrained"}, "model", errors))
-    if errors:
-        raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
-    state = HeadState.load(out)
-    if state is None:
-        raise RecipeError(f"{folder}: holds no head state (head_state.json); it was not written by this version's run.py")
-    head = build_head(model_args.head, model_args.head_options, model_args.head_config, data, state)
-    if head.predictions_file is None:  # the pretraining heads: a corpus has nothing to predict
-        raise RecipeError(
-            f"{folder}: a {head.name} pretraining run has nothing to predict; fine-tune it (model.name_or_path: {folder}) "
-            f"or {head.pipeline_use} with transformers.pipeline('{head.pipeline_task}', model='{folder}')"
-        )
-    training = raw.get("training") or {}
-    batch_size = training.get("per_device_eval_batch_size") or TrainingArguments.per_device_eval_batch_size
-    metrics = raw.get("metrics") or list(head.default_metrics)
-    return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training)
-
-
 def open_run(folder: str, finished: bool = True) -> TrainedRun:
     """Read a run's recipe.yaml and head state; refuse a folder that holds no finished run (unless `finished`
     is False: the run itself, predicting its test split once the model is saved)."""
