@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # compiled at install; on a CPU, DeepSpeed builds its one shared-memory op on first use (needs g++).
 DEEPSPEED ?= deepspeed==0.19.8
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench gpu-pack gpu-check clean
 
 install: $(VENV)/.installed .deepspeed/.installed
 
@@ -39,6 +39,16 @@ lint: install
 bench: install
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_speed.py
+
+# Here: the wheels the GPU machine lacks, MiniLM in bf16 and the data, into gpu-pack/ (git-ignored; ~55 MiB).
+gpu-pack: install
+	$(PY) bench/gpu_pack.py --out gpu-pack
+
+# There, the one command (it has no venv and no network: its own python3 plus the pack), under 8 minutes:
+# tests marked gpu, MiniLM on full SST-2, the speed table. Writes to $$OUT, else runs/gpu-check/.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) bench/gpu_check.py --pack gpu-pack
 
 clean:
 	rm -rf runs .pytest_cache

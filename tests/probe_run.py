@@ -77,6 +77,8 @@ if __name__ == "__main__":
     if trainer is not None:
         digest = hashlib.sha256()
         for name, tensor in sorted(trainer.model.state_dict().items()):
+            if hasattr(tensor, "full_tensor"):  # FSDP2 shards parameters as DTensors; gathering is collective, same order on every rank
+                tensor = tensor.full_tensor()
             digest.update(name.encode())
             # The raw bytes, whatever the dtype (numpy has no bfloat16).
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
