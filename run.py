@@ -23,7 +23,15 @@ from recipekit.heads import head_for
 from recipekit.hub import check_hub
 from recipekit.interrupt import StopOnSignal
 from recipekit.modeling import parameter_counts, train_tokenizer
-from recipekit.outputs import check_output_dir, check_resumable, start_run, write_json
+from recipekit.outputs import (
+    check_output_dir,
+    check_resumable,
+    guard_run,
+    resume_checkpoint,
+    start_run,
+    whole_run_loss,
+    write_json,
+)
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
 from recipekit.sanity import lr_range_test, overfit_batch
@@ -48,6 +56,7 @@ def main(argv=None) -> int:
     return fine_tune(recipe, args.data_only, args.overwrite, args.resume)
 
 
+@guard_run  # holds the folder's lock from start_run on; a crash after it leaves status `failed` with the reason
 def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=()) -> int:
     started = time.time()
     training = recipe.training
@@ -72,7 +81,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         if training.process_index == 0:
             print(format_report(data.report))
             if not data_only:
-                start_run(training.output_dir, recipe.to_yaml(), clear=overwrite)
+                start_run(training.output_dir, recipe.to_yaml(), clear=overwrite, resume=resume)
                 write_json(Path(training.output_dir) / "data_report.json", data.report)
     if data_only and not sanity:
         return 0
@@ -93,7 +102,10 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         trainer.add_callback(callback)
     with StopOnSignal() as stop:
         trainer.add_callback(stop)
-        train_result = trainer.train(resume_from_checkpoint=True if resume else None)
+        checkpoint = resume_checkpoint(training.output_dir) if resume else None  # the newest complete one
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint:
+        train_result.metrics.update(whole_run_loss(trainer.state, int(Path(checkpoint).name.split("-")[-1]), train_result.metrics))
     if stop.received:
         return interrupted(trainer, stop.received)
     return finish_run(recipe, head, trainer, tokenized, data, train_result, size, started)

@@ -7,9 +7,16 @@ import os
 import sys
 
 from .errors import RecipeError
+from .schema import did_you_mean
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and mistyped_command(argv[0]):
+        raise RecipeError(
+            f"{argv[0]}: not a command or a recipe file{did_you_mean(argv[0], COMMANDS) or '.'} "
+            f"Commands: {', '.join(COMMANDS)}; or give a recipe: python run.py RECIPE.yaml"
+        )
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Train and evaluate a model from a YAML recipe.",
@@ -30,6 +37,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
 COMMANDS = ("predict", "evaluate", "compare", "sweep")
+
+
+def mistyped_command(word: str) -> bool:
+    """A first word that names no file and looks like a command, not a recipe path (`run.py predcit RUN`)."""
+    if word.startswith("-") or "=" in word or os.path.exists(word):
+        return False
+    return not word.lower().endswith((".yaml", ".yml", ".json")) and "/" not in word and os.sep not in word
 
 
 def parse_command(argv) -> argparse.Namespace:

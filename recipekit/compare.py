@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import yaml
 
 from . import plots
 from .errors import RecipeError
-from .outputs import FINISHED_MARKER
-from .report import chosen_metric, markdown_table, read_log_history, split_scores
+from .outputs import read_log_history, read_run
+from .report import chosen_metric, markdown_table, split_scores
 
 # Settings that most often explain a difference between two runs.
 SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "weight_decay", "seed")
 
 
 def load(folder: str) -> tuple[dict, dict]:
-    out = Path(folder)
-    if not (out / FINISHED_MARKER).exists():
-        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER})")
-    recipe_file = out / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_file.read_text()) if recipe_file.exists() else {}
-    return recipe or {}, json.loads((out / FINISHED_MARKER).read_text())
+    return read_run(folder)
 
 
 def names_of(folders: list[str]) -> list[str]:

@@ -6,7 +6,10 @@ reads Arrow files instead of recomputing.
 
 from __future__ import annotations
 
+import csv
+import functools
 import logging
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from .heads import build_head
 from .heads.base import label_kind
 from .preprocess import Context, run_pipeline
 from .recipe import DATA_FORMATS, DataArgs
+from .safety import clip
 
 SPLITS = ("train", "validation", "test")
 
@@ -52,11 +56,14 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
     """
     if head is None:
         head = build_head("sequence_classification", data=args)
-    raw, sources = load_sources(args, seed, head.needs_labels)
+    raw, sources = load_sources(args, seed, head.needs_labels, head.stratify)
     check_columns(raw, args, head.needs_labels)
+    raw = texts_as_text(raw, list(args.text_columns))
     notes = []
     if head.text_labels:
-        raw, notes = labels_as_text(raw, args.label_column)
+        notes = empty_label_notes(raw, args)
+        raw, label_notes = labels_as_text(raw, args.label_column)
+        notes += label_notes
     raw = DatasetDict({name: ds.add_column(ROW, list(range(len(ds)))) for name, ds in raw.items()})
     label = args.label_column if head.needs_labels else None  # a pretraining corpus's label column is ignored
     ctx = Context(list(args.text_columns), label, seed, args.num_proc, tokenizer)
@@ -82,10 +89,23 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
     return Splits(splits, head.labels, report)
 
 
+def empty_label_notes(splits: DatasetDict, args: DataArgs) -> list[str]:
+    """Rows whose label cell is empty are dropped by the checks ("missing label"); say where the first one is."""
+    notes = []
+    for name, ds in splits.items():
+        if args.label_column not in ds.column_names:
+            continue
+        empty = [i for i, v in enumerate(ds.with_format("arrow")[args.label_column].to_pylist()) if is_empty(v)]
+        if empty:
+            more = f" and {len(empty) - 1} more" if len(empty) > 1 else ""
+            notes.append(f"{name}: empty label cell in column {args.label_column!r} at {place(args, name, empty[0])}{more}; dropped as missing label")
+    return notes
+
+
 def place(args: DataArgs, split: str, row: int) -> str:
     """Where row `row` (0-based) of `split` came from, as a user finds it: a file line where the format has lines."""
-    if args.sources is not None and split == "train":
-        return f"training row {row} of data.sources"
+    if args.sources is not None and (split == "train" or getattr(args, f"{split}_file", None) is None):
+        return f"{split} row {row} of data.sources"
     if args.dataset:
         name = getattr(args, f"{split}_split_name") or args.train_split_name  # carved sets index train's rows
         return f"{args.dataset} split {name!r} row {row}"
@@ -94,8 +114,9 @@ def place(args: DataArgs, split: str, row: int) -> str:
         spec = args.train_file
     suffix = Path(spec).suffix.lower()
     if suffix in (".csv", ".tsv"):
-        # The header is line 1; a quoted field holding a newline would shift this, which our data sets never do.
-        return f"{spec} line {row + 2}"
+        path = Path(paths.resolve(spec)).expanduser()
+        lines = csv_row_lines(str(path), path.stat().st_mtime) if path.is_file() else []
+        return f"{spec} line {lines[row] if row < len(lines) else row + 2}"
     if suffix == ".jsonl":
         return f"{spec} line {row + 1}"
     if suffix == ".conll":
@@ -103,7 +124,7 @@ def place(args: DataArgs, split: str, row: int) -> str:
     return f"{spec} row {row}"
 
 
-def load_sources(args: DataArgs, seed: int, needs_labels: bool = True) -> tuple[DatasetDict, list[dict]]:
+def load_sources(args: DataArgs, seed: int, needs_labels: bool = True, stratify: bool = True) -> tuple[DatasetDict, list[dict]]:
     """The splits a recipe names; several `data.sources` are mixed into one training split."""
     if args.sources is None:
         raw = load_hub(args) if args.dataset else load_files(args)
@@ -125,6 +146,16 @@ def load_sources(args: DataArgs, seed: int, needs_labels: bool = True) -> tuple[
         ds = ds.select_columns(keep)
         ds = ds.map(as_text, batched=True, fn_kwargs={"columns": keep}, features=Features({c: Value("string") for c in keep}), desc="normalise source")
         parts.append(ds.add_column("__source", [i] * len(ds)))
+    held: dict[str, Dataset] = {}
+    if args.mix == "interleave" and (args.validation_split or args.test_split):
+        # Interleaving repeats the smaller sources, so carving after it would put copies of training rows
+        # into validation: each source gives up its share first, and only the rest is interleaved.
+        pieces = []
+        for part in parts:
+            carved, _ = carve(DatasetDict({"train": part}), args, seed, stratify and needs_labels)
+            pieces.append(carved)
+        parts = [p["train"] for p in pieces]
+        held = {split: concatenate_datasets([p[split] for p in pieces]).remove_columns("__source") for split in ("validation", "test") if split in pieces[0]}
     if args.mix == "interleave":
         weights = [s.weight for s in args.sources]
         train = interleave_datasets(parts, probabilities=[w / sum(weights) for w in weights], seed=seed, stopping_strategy="all_exhausted")
@@ -136,11 +167,11 @@ def load_sources(args: DataArgs, seed: int, needs_labels: bool = True) -> tuple[
         for i, s in enumerate(args.sources)
     ]
     others = {split: read_file(spec) for split, spec in (("validation", args.validation_file), ("test", args.test_file)) if spec}
-    return DatasetDict({"train": train.remove_columns("__source"), **others}), shares
+    return DatasetDict({"train": train.remove_columns("__source"), **held, **others}), shares
 
 
-def as_text(batch, columns):
-    return {c: [None if v is None else str(v) for v in batch[c]] for c in columns}
+def as_text(batch, columns, empty_is_none=False):
+    return {c: [None if v is None or (empty_is_none and not str(v).strip()) else str(v) for v in batch[c]] for c in columns}
 
 
 def load_hub(args: DataArgs) -> DatasetDict:
@@ -162,15 +193,43 @@ def load_files(args: DataArgs) -> DatasetDict:
     return DatasetDict({split: read_file(spec) for split, spec in files.items() if spec})
 
 
+# Byte-order marks of the encodings a spreadsheet's "Unicode text" export uses; without one, UTF-8 is read.
+BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"), (b"\xef\xbb\xbf", "utf-8-sig"))
+
+
+def text_encoding(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        start = f.read(4)
+    return next((name for bom, name in BOMS if start.startswith(bom)), None)
+
+
+def csv_header(path: Path, delimiter: str, encoding: str | None) -> list[str]:
+    with open(path, encoding=encoding or "utf-8", errors="replace", newline="") as f:
+        return next(csv.reader(f, delimiter=delimiter), [])
+
+
 def read_file(spec: str) -> Dataset:
+    """A data file as a Dataset. CSV cells are read as text, exactly as written: no guessing of missing
+    values (a class named NA, None or null stays a class) and no numbers (an int label column with one
+    empty cell would otherwise become floats, 1 becoming '1.0')."""
     path = Path(paths.resolve(spec)).expanduser()
     builder = DATA_FORMATS[path.suffix.lower()]
     if builder == "conll":
         return read_conll(path)
-    # Undecodable bytes become U+FFFD rather than failing the whole file; the checks count those rows.
-    options = {"encoding_errors": "replace"} if builder == "csv" else {}
-    if path.suffix.lower() == ".tsv":
-        options["delimiter"] = "\t"
+    encoding = text_encoding(path) if builder in ("csv", "json") else None
+    options = {"encoding": encoding} if encoding else {}
+    if builder == "csv":
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        header = csv_header(path, delimiter, encoding)
+        repeated = [name for name, n in Counter(header).items() if n > 1]
+        if repeated:
+            lines = ", ".join(str(i + 1) for i, name in enumerate(header) if name == repeated[0])
+            raise RecipeError(f"{spec}: column {clip(repeated[0], 80)!r} appears more than once in the header (columns {lines}); rename or drop one")
+        names = [name or f"Unnamed: {i}" for i, name in enumerate(header)]
+        # Undecodable bytes become U+FFFD rather than failing the whole file; the checks count those rows.
+        options.update(encoding_errors="replace", delimiter=delimiter, keep_default_na=False)
+        if names:
+            options["features"] = Features({name: Value("string") for name in names})
     # datasets logs a parse failure at ERROR level before raising; our one-line error says it better.
     csv_logger = logging.getLogger("datasets.packaged_modules.csv.csv")
     level = csv_logger.level
@@ -180,9 +239,50 @@ def read_file(spec: str) -> Dataset:
     except (DatasetGenerationError, ValueError, OSError) as e:
         cause = e.__cause__ or e
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')}: {first}") from None
+        raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')}{f' ({encoding})' if encoding else ''}: {clip(first)}") from None
     finally:
         csv_logger.setLevel(level)
+
+
+@functools.lru_cache(maxsize=8)
+def csv_row_lines(path: str, mtime: float) -> list[int]:
+    """The file line each CSV record starts on: a quoted field may hold newlines, so records and lines differ."""
+    p = Path(path)
+    encoding = text_encoding(p) or "utf-8"
+    starts, line = [], 1
+    limit = csv.field_size_limit(1 << 30)  # pandas reads fields of any size; so must the count
+    try:
+        with open(p, encoding=encoding, errors="replace", newline="") as f:
+            reader = csv.reader(f, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+            for record in reader:
+                if record:  # pandas skips blank lines
+                    starts.append(line)
+                line = reader.line_num + 1
+    except csv.Error:
+        return []  # unreadable here too: place() falls back to counting one line per row
+    finally:
+        csv.field_size_limit(limit)
+    return starts[1:]  # the header is not a row
+
+
+def texts_as_text(splits: DatasetDict, columns: list[str]) -> DatasetDict:
+    """Numbers in a text column are text: a JSON file mixing 5 and "five" keeps both, as "5" and "five"."""
+    out = {}
+    for name, ds in splits.items():
+        for c in columns:
+            feature = ds.features.get(c) if c in ds.column_names else None
+            if feature is None or (isinstance(feature, Value) and "string" in feature.dtype) or not (
+                isinstance(feature, Value) or type(feature).__name__ == "Json"
+            ):
+                continue
+            values = ds.with_format("arrow")[c].to_pylist()
+            if any(isinstance(v, (list, dict)) for v in values):
+                continue  # word lists (token classification) are checked as words
+            features = ds.features.copy()
+            features[c] = Value("string")
+            ds = ds.map(as_text, batched=True, fn_kwargs={"columns": [c]}, features=features, desc="texts as text")
+        out[name] = ds
+    return DatasetDict(out)
 
 
 def read_conll(path: Path) -> Dataset:
@@ -214,20 +314,41 @@ def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[
             out[name] = ds
             continue
         feature = ds.features[column]
-        if not (isinstance(feature, Value) and feature.dtype == "string"):
+        values = ds.with_format("arrow")[column].to_pylist()
+        if not (isinstance(feature, Value) and feature.dtype == "string") or any(isinstance(v, str) and not v.strip() for v in values):
             features = ds.features.copy()
             features[column] = Value("string")
-            ds = ds.map(as_text, batched=True, fn_kwargs={"columns": [column]}, features=features, desc="labels as text")
+            # An empty cell is a missing label (counted and dropped by the checks), never a class named ''.
+            ds = ds.map(as_text, batched=True, fn_kwargs={"columns": [column], "empty_is_none": True}, features=features, desc="labels as text")
         kinds = Counter()
         for value, n in Counter(ds.with_format("arrow")[column].to_pylist()).items():
-            if value is not None:
+            if not is_empty(value):
                 kinds[label_kind(value)] += n
+        warning = decimal_labels_warning(ds.with_format("arrow")[column].to_pylist(), name, column)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+            notes.append(warning)
         if len(kinds) > 1:
             notes.append(
                 f"{name}: the label column mixes numbers ({kinds['number']} rows) and words ({kinds['word']} rows); all are compared as text"
             )
         out[name] = ds
     return DatasetDict(out), notes
+
+
+def decimal_labels_warning(values: list, split: str, column: str) -> str | None:
+    """Decimal numbers nearly all distinct are a quantity to predict, not classes: a classifier over them
+    learns one class per row. Said, not refused: a few decimal class names (0.5, 1.5) are legitimate."""
+    present = [v for v in values if not is_empty(v)]
+    distinct = set(present)
+    if split != "train" or len(distinct) < 10 or len(distinct) < 0.5 * len(present):
+        return None
+    if not all(label_kind(v) == "number" for v in distinct) or all(float(v).is_integer() for v in distinct):
+        return None
+    return (
+        f"data.label_column: {column!r} holds {len(distinct):,} distinct decimal numbers in {len(present):,} training rows, "
+        f"each becoming a class; to predict the number, use model.head: regression"
+    )
 
 
 @dataclass
@@ -265,6 +386,10 @@ class Checks:
         counts.pop("", None)
         kept = ds.filter(lambda v: [x == "" or x.startswith("kept") for x in v], input_columns="__verdict", batched=True, desc="checks")
         return kept.remove_columns("__verdict"), len(ds) - len(kept), {"reasons": dict(counts)} if counts else {}
+
+
+def is_empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def as_checked_text(value):

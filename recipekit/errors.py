@@ -1,6 +1,17 @@
 """The one error type a user sees: a list of one-line problems, printed without a traceback."""
 
 
+# A problem line is cut here, whatever a value or a library's message held (a YAML alias bomb made 312 MB).
+MAX_PROBLEM_CHARS = 2000
+
+
+def one_line(problem) -> str:
+    line = " ".join(part.strip() for part in str(problem).splitlines() if part.strip())
+    if len(line) > MAX_PROBLEM_CHARS:
+        line = f"{line[:MAX_PROBLEM_CHARS]}... (cut; {len(line):,} characters in all)"
+    return line
+
+
 class RecipeError(Exception):
     """Problems with the recipe or its data, found before anything is trained or written."""
 
@@ -8,5 +19,5 @@ class RecipeError(Exception):
         if isinstance(problems, str):
             problems = [problems]
         # One line per problem, whatever a library's message looked like.
-        self.problems = [" ".join(part.strip() for part in str(p).splitlines() if part.strip()) for p in problems]
+        self.problems = [one_line(p) for p in problems]
         super().__init__("\n".join(self.problems))

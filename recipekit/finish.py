@@ -107,7 +107,7 @@ def run_record(recipe, results: dict, data, head, outputs: dict, started: float)
 
 
 def write_run(recipe, record: dict, predictions, predictions_file: str | None) -> None:
-    """The predictions file, then metrics.json last: its presence means every other output is complete."""
+    """The predictions file, then metrics.json, then status "finished": metrics.json means every other output is complete."""
     out = Path(recipe.training.output_dir)
     if predictions is not None:
         if predictions_file.endswith(".jsonl"):
@@ -115,8 +115,8 @@ def write_run(recipe, record: dict, predictions, predictions_file: str | None) -
             write_atomic(out / predictions_file, predictions.to_json(orient="records", lines=True, force_ascii=False))
         else:
             write_predictions(out / predictions_file, predictions)
-    mark(str(out), "finished")
     write_json(out / "metrics.json", record)
+    mark(str(out), "finished")  # after metrics.json: a kill in between leaves "running", never a false "finished"
 
 
 def interrupted(trainer, signum: int) -> int:

@@ -13,6 +13,7 @@ Every entry is called as fn(y_true, y_pred, probs, labels): integer gold ids, in
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -20,7 +21,8 @@ import sys
 import numpy as np
 from sklearn import metrics as skm
 
-from .schema import Problem, did_you_mean
+from .errors import RecipeError
+from .schema import Problem, did_you_mean, show
 
 # 15 equal-width confidence bins: the usual choice since Guo et al. (2017), "On Calibration of Modern Neural Networks".
 ECE_BINS = 15
@@ -133,6 +135,25 @@ DEFAULT_CLASSIFICATION = ["accuracy", "precision", "recall", "f1", "roc_auc"]
 FULL_CLASSIFICATION = [name for name in CLASSIFICATION if name not in ("per_class", "confusion_matrix")]
 
 
+def takes_three(fn) -> bool:
+    """Whether fn can be called as fn(y_true, y_pred, probs): `os:system` is callable, but not like that."""
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def checked_value(name: str, value):
+    """A custom metric's result as Trainer can log it: a number, or a dict of numbers."""
+    def is_number(v):
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+    if is_number(value) or value is None or (isinstance(value, dict) and all(is_number(v) or v is None for v in value.values())):
+        return value
+    raise RecipeError(f"metrics: {name!r} returned {show(value)}; a metric returns a number or a dict of numbers")
+
+
 def resolve(name: str):
     """Return a callable fn(y_true, y_pred, probs, labels) -> number | dict | None, or raise Problem."""
     if name in CLASSIFICATION:
@@ -146,9 +167,9 @@ def resolve(name: str):
             fn = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as e:
             raise Problem(f"{name!r}: cannot import {func!r} from module {module!r} ({e})") from None
-        if not callable(fn):
-            raise Problem(f"{name!r}: {func!r} in module {module!r} is not a function")
-        return lambda y, p, pr, labels: fn(y, p, pr)
+        if not callable(fn) or not takes_three(fn):
+            raise Problem(f"{name!r}: {func!r} in module {module!r} is not a function of (y_true, y_pred, probs)")
+        return lambda y, p, pr, labels: checked_value(name, fn(y, p, pr))
     hint = did_you_mean(name, CLASSIFICATION)
     builtins = ", ".join(CLASSIFICATION)
     if hint:

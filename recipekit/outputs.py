@@ -1,11 +1,14 @@
-"""What a run leaves in `output_dir`, and the guard that keeps a finished run from being overwritten.
+"""What a run leaves in `output_dir`, and the guards around it: the folder checks, the lock, the status.
 
 A run is finished when `metrics.json` exists: it is written last, atomically, so its presence means
-every other output is complete.
+every other output is complete; status.json (running, interrupted, failed, finished) follows it.
 """
 
 from __future__ import annotations
 
+import errno
+import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -14,43 +17,202 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-import yaml
+from filelock import FileLock, Timeout
 
 from . import paths
 from .errors import RecipeError
+from .safety import clip, read_json_file, read_yaml_file, redact
 
 FINISHED_MARKER = "metrics.json"
 STATUS = "status.json"
+# Held (an OS lock, released by the kernel when the process dies, kill -9 included) for the life of a run.
+LOCK = ".recipekit.lock"
+# What a run of ours writes into its output_dir, and so all that --overwrite may remove. Anything else
+# (a user's notes beside a run) stays.
+OUR_FILES = (
+    "recipe.yaml", STATUS, FINISHED_MARKER, "data_report.json", "predictions.csv", "predictions.jsonl",
+    "trainer_state.json", "all_results.json", "train_results.json", "eval_results.json", "report.md", "README.md",
+    "trial.json", "labels.json", "config.json", "generation_config.json", "training_args.bin",
+    "model.safetensors", "model-*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+    "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "*.model",
+    "chat_template.jinja", ".*.tmp", LOCK,
+)
+OUR_FOLDERS = ("checkpoint-*", "plots", "sanity", "runs")
 
 
 def checkpoints(output_dir: str) -> list[Path]:
     return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
 
 
-def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> None:
-    """Refuse an output_dir that is unusable or holds a run the user did not say to replace or continue."""
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint cannot be resumed, or None when it is complete.
+
+    Trainer writes trainer_state.json last, so a save cut short (kill -9, a full disk) lacks it; a weights
+    file cut short has fewer bytes than its own header promises.
+    """
+    state = ckpt / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (its save was cut short)"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is damaged"
+    weights = list(ckpt.glob("*.safetensors")) + list(ckpt.glob("pytorch_model*.bin"))
+    if not weights and not any(p.is_dir() and p.name.startswith("global_step") for p in ckpt.iterdir()):
+        return "no model weights"
+    for path in ckpt.glob("*.safetensors"):
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.name} {problem}"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors it lists by offset."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "is truncated (no header)"
+            length = int.from_bytes(head, "little")
+            if length > size - 8:
+                return "is truncated (header cut)"
+            header = json.loads(f.read(length))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "is damaged (unreadable header)"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)), default=0)
+    if 8 + length + end > size:
+        return f"is truncated ({size:,} of {8 + length + end:,} bytes)"
+    return None
+
+
+def resume_checkpoint(output_dir: str, announce: bool = True) -> str:
+    """The newest complete checkpoint; each newer one skipped is named with the reason."""
+    for ckpt in reversed(checkpoints(output_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return str(ckpt)
+        if announce and os.environ.get("RANK", "0") == "0":
+            print(f"resume: skipping {ckpt.name}: {problem}", file=sys.stderr)
+    raise RecipeError(f"--resume: {output_dir!r} has no complete checkpoint-* folder to resume from")
+
+
+def whole_run_loss(state, resumed_step: int, metrics: dict) -> dict:
+    """After --resume, Trainer's train_loss covers only the resumed segment (0.0 when nothing was left to
+    train): combine it with the losses logged before the resume into the mean over the whole run.
+
+    Before the resume only the logged losses are known (each the mean since the previous log), so steps
+    between the last log and the checkpoint are not counted.
+    """
+    total = steps = 0.0
+    previous = 0
+    for step, loss in sorted((e["step"], e["loss"]) for e in state.log_history if "loss" in e and e.get("step", 0) <= resumed_step):
+        total += loss * (step - previous)
+        steps += step - previous
+        previous = step
+    segment = state.global_step - resumed_step
+    if segment > 0 and metrics.get("train_loss") is not None:
+        total += metrics["train_loss"] * segment
+        steps += segment
+    out = {"train_loss_resumed_segment": metrics.get("train_loss") if segment > 0 else None, "resumed_from_step": resumed_step}
+    if steps:
+        out["train_loss"] = round(total / steps, 6)
+    return out
+
+
+def refused_folder(output_dir: str) -> str | None:
+    """Folders no run may write into, whatever the flags: the empty path, the current folder, a root, home."""
+    if not str(output_dir).strip():
+        return "is empty; name a folder for the run's outputs (e.g. runs/my-run)"
+    resolved = Path(output_dir).expanduser().resolve()
+    for name, place in (("the current folder", Path.cwd().resolve()), ("your home folder", Path.home().resolve())):
+        if resolved == place:
+            return f"is {name}; a run needs a folder of its own (e.g. runs/my-run)"
+    if resolved == Path(resolved.anchor):
+        return "is a file-system root; a run needs a folder of its own (e.g. runs/my-run)"
+    return None
+
+
+def is_ours(name: str, is_dir: bool) -> bool:
+    patterns = OUR_FOLDERS if is_dir else OUR_FILES
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def holds_our_run(out: Path) -> bool:
+    """A run of ours left its recipe and a status (or, from before status.json, its metrics)."""
+    return (out / "recipe.yaml").is_file() and ((out / STATUS).is_file() or (out / FINISHED_MARKER).is_file())
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: bool = False) -> None:
+    """Refuse an output_dir that is unusable or holds a run the user did not say to replace or continue.
+
+    Run once before any work, and again by start_run once the folder is locked (`locked`): another run may
+    have written into it in between.
+    """
     out = Path(output_dir)
     if overwrite and resume:
         raise RecipeError("--overwrite and --resume: choose one")
+    refused = refused_folder(output_dir)
+    if refused:
+        raise RecipeError(f"training.output_dir: {output_dir!r} {refused}")
     if out.exists() and not out.is_dir():
         raise RecipeError(f"training.output_dir: {output_dir!r} is a file, not a folder")
-    ancestor = out
+    if not out.is_dir():
+        if resume:
+            raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
+        writable(output_dir)
+        return
+    # Other processes of this launch check while process 0 may already hold the lock.
+    holder = lock_holder(out) if os.environ.get("RANK", "0") == "0" and not locked else None
+    if holder:
+        raise RecipeError(f"training.output_dir: {output_dir!r} is in use by another run ({holder}); wait for it, or choose another output_dir")
+    ours = holds_our_run(out)
+    # Outside a run of ours every name is someone else's, even a config.json: it may be their saved model.
+    foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK and not p.name.startswith(".recipekit-probe-"))
+    if not ours and foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RecipeError(
+            f"training.output_dir: {output_dir!r} is not empty and holds no run of ours ({shown}); "
+            "choose a new or empty folder (--overwrite only replaces a run of ours)"
+        )
+    if resume:
+        if not checkpoints(output_dir):
+            raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
+        resume_checkpoint(output_dir, announce=False)
+    if ours and not (overwrite or resume):
+        raise RecipeError(
+            f"training.output_dir: {output_dir!r} holds {describe_run(out)}; pass --overwrite to replace it, "
+            "--resume to continue from its last checkpoint, or choose another output_dir"
+        )
+    writable(output_dir)
+
+
+def writable(output_dir: str) -> None:
+    """Checked last: the probe touches the folder, which a refused run must not do."""
+    ancestor = Path(output_dir)
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not can_create_in(ancestor):
         raise RecipeError(f"training.output_dir: {output_dir!r} is not writable ({ancestor} does not allow writing)")
-    finished = (out / FINISHED_MARKER).exists()
-    started = finished or bool(checkpoints(output_dir)) or (out / "recipe.yaml").exists() or (out / STATUS).exists()
-    if resume and not checkpoints(output_dir):
-        raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
-    if started and not (overwrite or resume):
-        state = "a finished run (metrics.json)" if finished else "an unfinished run"
-        raise RecipeError(
-            f"training.output_dir: {output_dir!r} holds {state}; pass --overwrite to replace it, "
-            "--resume to continue from its last checkpoint, or choose another output_dir"
-        )
+
+
+def describe_run(out: Path) -> str:
+    if (out / FINISHED_MARKER).exists():
+        return "a finished run (metrics.json)"
+    try:
+        status = json.loads((out / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        status = {}
+    if status.get("status") == "failed":
+        return f"an unfinished run that failed ({clip(status.get('reason', 'no reason recorded'), 200)})"
+    if status.get("status") == "interrupted":
+        return f"an unfinished run, interrupted at step {status.get('step')}"
+    return "an unfinished run (stopped without a word: killed, or the machine went down)"
 
 
 def can_create_in(folder: Path) -> bool:
@@ -69,10 +231,10 @@ def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> 
     labels in another order, silently continue a model whose outputs mean something else.
     """
     out = Path(output_dir)
-    last = checkpoints(output_dir)[-1]
+    last = Path(resume_checkpoint(output_dir, announce=False))
     earlier = out / "recipe.yaml"
     if earlier.exists():
-        before = (yaml.safe_load(earlier.read_text(encoding="utf-8")) or {}).get("model") or {}
+        before = (read_yaml_file(earlier, "run's recipe") or {}).get("model") or {}
         for key in ("name_or_path", "head", "peft"):
             if before.get(key) != model_section.get(key):
                 raise RecipeError(
@@ -81,7 +243,7 @@ def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> 
                 )
     config = last / "config.json"
     if config.exists():
-        raw = json.loads(config.read_text(encoding="utf-8"))
+        raw = read_json_file(config, "checkpoint config")
         saved = raw.get("id2label") or {}
         # The head's own label list (a binary head's one output is named after its positive label only).
         saved_labels = (raw.get("recipekit") or {}).get("labels") or [saved[k] for k in sorted(saved, key=int)]
@@ -92,25 +254,156 @@ def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> 
             )
 
 
-def start_run(output_dir: str, recipe_yaml: str, clear: bool) -> None:
-    """Write the resolved recipe first, so even an unfinished run says what it was.
+class _Run:
+    """The run folder this call of fine_tune holds: its lock, and whether a status was written."""
 
-    With `clear` (--overwrite), first remove what an earlier run left, so its checkpoints cannot be
-    resumed by mistake and its metrics.json cannot pass for this run's.
+    def __init__(self):
+        self.output_dir: str | None = None
+        self.lock = None
+
+
+_held: list[_Run] = []
+
+
+def holder_line() -> str:
+    return f"pid {os.getpid()} on {platform.node()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(redact(sys.argv))}"
+
+
+def lock_holder(out: Path) -> str | None:
+    """Who holds the folder's lock, or None when nobody does (a killed holder's lock is released by the OS)."""
+    path = out / LOCK
+    if not path.exists():
+        return None
+    probe = FileLock(str(path), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        try:
+            who = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            who = ""
+        return clip(who or "a process that left no name", 300)
+    except OSError:
+        return None
+    probe.release()
+    return None
+
+
+def lock_folder(output_dir: str):
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RecipeError(f"training.output_dir: {output_dir!r} is in use by another run ({lock_holder(out)}); wait for it, or choose another output_dir") from None
+    with open(out / LOCK, "w", encoding="utf-8") as f:
+        f.write(holder_line() + "\n")
+    return lock
+
+
+def guard_run(fine_tune):
+    """Wrap fine_tune: the folder lock taken by start_run is held until it returns, and a run that raises
+    after start_run is marked `failed` with the one-line reason (a full disk becomes a one-line error)."""
+
+    @functools.wraps(fine_tune)
+    def wrapper(*args, **kwargs):
+        run = _Run()
+        _held.append(run)
+        try:
+            return fine_tune(*args, **kwargs)
+        except BaseException as e:
+            error = as_recipe_error(e)
+            if run.output_dir is not None:
+                status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                reason = "; ".join(error.problems) if error else f"{type(e).__name__}: {str(e).strip() or 'no message'}"
+                try:
+                    mark(run.output_dir, status, reason=clip(reason, 1000))
+                except OSError:
+                    pass  # the disk that failed the run may refuse this too; the error below still says why
+            if error is not None and error is not e:
+                raise error from None
+            raise
+        finally:
+            _held.remove(run)
+            if run.lock is not None:
+                run.lock.release()
+
+    return wrapper
+
+
+def as_recipe_error(e: BaseException) -> RecipeError | None:
+    """Problems of the machine rather than the code (a full disk, a read-only mount) as one line."""
+    if isinstance(e, RecipeError):
+        return e
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+        where = f" ({e.filename})" if e.filename else ""
+        return RecipeError(f"training.output_dir: {e.strerror or e}{where}; the run is marked failed")
+    return None
+
+
+def start_run(output_dir: str, recipe_yaml: str, clear: bool, resume: bool = False) -> None:
+    """Lock the folder, then write the resolved recipe first, so even an unfinished run says what it was.
+
+    With `clear` (--overwrite), first remove what an earlier run of ours left, so its checkpoints cannot be
+    resumed by mistake and its metrics.json cannot pass for this run's; files of anyone else stay.
     """
     out = Path(output_dir)
-    if clear:
-        for ckpt in checkpoints(output_dir):
-            shutil.rmtree(ckpt)
-        for name in (FINISHED_MARKER, "predictions.csv", "predictions.jsonl", "trainer_state.json", "report.md", "README.md"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "plots", ignore_errors=True)
+    run = _held[-1] if _held else _Run()
+    if run.lock is None:
+        run.lock = lock_folder(output_dir)
+    try:
+        check_output_dir(output_dir, clear, resume, locked=True)
+    except RecipeError:
+        run.lock.release()
+        run.lock = None
+        raise
+    run.output_dir = output_dir
+    if clear and holds_our_run(out):
+        for path in out.iterdir():
+            if path.name == LOCK or not is_ours(path.name, path.is_dir()):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     write_atomic(out / "recipe.yaml", recipe_yaml)
-    mark(output_dir, "running")
+    mark(output_dir, "running", holder=holder_line())
+
+
+def read_record(folder) -> dict:
+    """A run's metrics.json through the safe reader: a damaged file is a one-line error, not a traceback."""
+    path = Path(folder) / FINISHED_MARKER
+    record = read_json_file(path, "run's metrics")
+    if not isinstance(record, dict):
+        raise RecipeError(f"{path}: this run's metrics are damaged (expected a JSON object, got {type(record).__name__})")
+    return record
+
+
+def read_run(folder) -> tuple[dict, dict]:
+    """A finished run's recipe.yaml (as written, Python tags refused) and metrics.json, each checked."""
+    out = Path(folder)
+    if not out.is_dir():
+        raise RecipeError(f"{folder}: not a folder; give the output_dir of a finished run")
+    if not (out / FINISHED_MARKER).exists():
+        raise RecipeError(f"{folder}: holds no finished run (no {FINISHED_MARKER})")
+    recipe = read_yaml_file(out / "recipe.yaml", "run's recipe") if (out / "recipe.yaml").exists() else {}
+    if recipe is not None and not isinstance(recipe, dict):
+        raise RecipeError(f"{out / 'recipe.yaml'}: this run's recipe is damaged (expected a mapping, got {type(recipe).__name__})")
+    return recipe or {}, read_record(out)
+
+
+def read_log_history(folder) -> list[dict]:
+    path = Path(folder) / "trainer_state.json"
+    if not path.exists():
+        return []
+    state = read_json_file(path, "trainer state")
+    history = state.get("log_history") if isinstance(state, dict) else None
+    return [e for e in history if isinstance(e, dict)] if isinstance(history, list) else []
 
 
 def mark(output_dir: str, status: str, **details) -> None:
-    """status.json: running, interrupted or finished. Only a finished run also has metrics.json."""
+    """status.json: running, interrupted, failed (with the reason) or finished. Only a finished run also has metrics.json."""
     write_json(Path(output_dir) / STATUS, {"status": status, **details})
 
 
@@ -119,13 +412,32 @@ def manifest(recipe, data) -> dict:
     files = [recipe.data.train_file, recipe.data.validation_file, recipe.data.test_file]
     files += [s.file for s in recipe.data.sources or []]
     return {
-        "command": sys.argv,
+        # Secrets given as overrides (training.hub_token=...) never reach a file.
+        "command": redact(sys.argv),
+        "launch": launch_info(),
         "git": git_state(),
         "seed": recipe.training.seed,
         "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec},
         "dataset_fingerprints": {name: ds._fingerprint for name, ds in data.splits.items()},
         "hardware": hardware(),
     }
+
+
+def launch_info() -> dict:
+    """How the processes were started: the launcher, and how many processes on how many machines."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env:
+        launcher = "torchrun"
+    elif any(k.startswith("ACCELERATE_") for k in env):
+        launcher = "accelerate launch"
+    elif "DEEPSPEED_LAUNCHER" in env or "OMPI_COMM_WORLD_SIZE" in env:
+        launcher = "deepspeed or mpirun"
+    else:
+        launcher = "python"
+    processes = int(env.get("WORLD_SIZE", "1"))
+    local = int(env.get("LOCAL_WORLD_SIZE", str(processes)))
+    return {"launcher": launcher, "processes": processes, "processes_per_machine": local,
+            "machines": max(processes // max(local, 1), 1), "python": sys.executable}
 
 
 def sha256(path: str) -> str:
@@ -156,11 +468,19 @@ def hardware() -> dict:
     return info
 
 
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; a teammate sharing the runs folder reads what a plain open() would allow.
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

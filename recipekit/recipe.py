@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from .heads.language_model import BLOCK_KEY
 from .launch import launch_problems
 from .modeling import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
 from .preprocess import STEPS
+from .safety import parse_yaml, read_yaml_file, yaml_problem
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
 
 DATA_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".conll": "conll"}
@@ -468,11 +470,21 @@ def file_problems(spec: str | None) -> list[str]:
         return [str(p)]
     if not path.exists():
         return [f"{spec!r} does not exist"]
-    if not path.is_file():
+    if path.is_dir():
         return [f"{spec!r} is a directory, not a file"]
+    if not path.is_file():
+        return [f"{spec!r} is not a regular file ({file_kind(path)}); give a data file"]
     if path.suffix.lower() not in DATA_FORMATS:
         return [f"{spec!r}: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}"]
     return []
+
+
+def file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file or folder"
 
 
 @dataclass
@@ -523,14 +535,9 @@ def read_yaml(path: str) -> dict:
         raise RecipeError(f"{path}: recipe file does not exist")
     if p.is_dir():
         raise RecipeError(f"{path}: is a directory, not a recipe file")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not p.is_file():
+        raise RecipeError(f"{path}: is not a regular file ({file_kind(p)}); give a recipe file")
+    raw = read_yaml_file(p, "recipe")
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty; expected sections {', '.join(sorted(SECTIONS))}")
     if not isinstance(raw, dict):
@@ -544,12 +551,12 @@ def apply_overrides(raw: dict, overrides) -> None:
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            errors.append(f"override {item!r}: expected section.key=value, e.g. training.learning_rate=3.0e-5")
+            errors.append(f"override {show(item)}: expected section.key=value, e.g. training.learning_rate=3.0e-5")
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_yaml(text) if text.strip() else None
         except yaml.YAMLError as e:
-            errors.append(f"override {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)})")
+            errors.append(f"override {show(item)}: the value is not valid YAML ({yaml_problem(e)})")
             continue
         node, parts = raw, key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -585,6 +592,11 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     data = DataArgs(**build_kwargs(DataArgs, raw_data if raw.get("data") is not None else None, "data", errors))
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
+    if head.needs_labels and data.label_column in data.text_columns:
+        errors.append(
+            f"data.text_columns: {data.text_columns} includes data.label_column {data.label_column!r}; "
+            "the model would read the answer; name the text column(s) and the label column apart"
+        )
     steps = build_steps(raw.get("preprocess"), errors)
     names = build_metrics(raw.get("metrics"), errors, head)
 
@@ -705,6 +717,46 @@ def build_metrics(raw, errors: list[str], head) -> list[str]:
     return raw
 
 
+# Ranges of `training:` numbers that TrainingArguments takes and Trainer or torch then fails on (or silently
+# misuses): key -> (low, high, low included, what the key means). Seeds: numpy and torch take 0 .. 2**32 - 1.
+TRAINING_RANGES = {
+    "seed": (0, 2**32 - 1, True, "a seed"),
+    "data_seed": (0, 2**32 - 1, True, "a seed"),
+    "num_train_epochs": (0, 1e6, False, "a number of epochs"),
+    "max_steps": (-1, 2**31 - 1, True, "a number of steps (-1: use num_train_epochs)"),
+    "warmup_steps": (0, 2**31 - 1, True, "warmup steps, or a fraction of training below 1"),
+    "weight_decay": (0, 1e3, True, "a decay coefficient"),
+    "adam_beta1": (0, 1, True, "a decay rate in [0, 1)"),
+    "adam_beta2": (0, 1, True, "a decay rate in [0, 1)"),
+    "adam_epsilon": (0, 1, False, "a small positive number"),
+    "max_grad_norm": (0, 1e9, True, "a gradient norm (0: no clipping)"),
+    "label_smoothing_factor": (0, 1, True, "a fraction in [0, 1)"),
+    "logging_steps": (0, 2**31 - 1, False, "a number of steps, or a fraction of training below 1"),
+    "save_steps": (0, 2**31 - 1, False, "a number of steps, or a fraction of training below 1"),
+    "eval_steps": (0, 2**31 - 1, False, "a number of steps, or a fraction of training below 1"),
+    "eval_delay": (0, 2**31 - 1, True, "a number of steps or epochs"),
+    "save_total_limit": (1, 2**31 - 1, True, "a number of checkpoints to keep"),
+    "dataloader_num_workers": (0, 1024, True, "a number of worker processes"),
+    "learning_rate": (0, 1e3, False, "a learning rate (typical fine-tuning: 1.0e-5 to 1.0e-4)"),
+}
+# Upper bounds that are open: a decay rate or a smoothing factor of exactly 1 learns nothing.
+OPEN_ABOVE = ("adam_beta1", "adam_beta2", "label_smoothing_factor")
+
+
+def range_problems(kw: dict) -> list[str]:
+    out = []
+    for key, (low, high, low_included, what) in TRAINING_RANGES.items():
+        value = kw.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        above_low = value >= low if low_included else value > low
+        below_high = value < high if key in OPEN_ABOVE else value <= high
+        if not (above_low and below_high):
+            left, right = "[" if low_included else "(", ")" if key in OPEN_ABOVE else "]"
+            out.append(f"{key}: {show(value)} is out of range for {what}; allowed: {left}{low:g}, {high:g}{right}")
+    return out
+
+
 def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list[str]:
     """Impossible values that TrainingArguments itself accepts silently."""
     out = []
@@ -715,6 +767,8 @@ def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list
         out.append(f"learning_rate: {kw['learning_rate']} must be positive (typical fine-tuning: 1.0e-5 to 1.0e-4)")
     if kw.get("max_steps", -1) <= 0 and "num_train_epochs" in kw and kw["num_train_epochs"] <= 0:
         out.append(f"num_train_epochs: {kw['num_train_epochs']} must be positive (or set max_steps)")
+    said = {p.split(":")[0] for p in out}
+    out += [p for p in range_problems(kw) if p.split(":")[0] not in said]
     best = kw.get("metric_for_best_model")
     if best is not None:
         valid = ["loss"] + metric_names

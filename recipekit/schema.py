@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import re
 import types
 import typing
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 _MISSING = object()
+# Integers beyond int64 overflow in torch and numpy (a step count, a seed) long after validation.
+MAX_INT = 2**63 - 1
 # PyYAML follows YAML 1.1, which reads `1e-5` (no dot) as a string; a float field accepts such text.
 _FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
@@ -36,8 +39,13 @@ def not_one_of(value, choices, what: str = "valid") -> str:
     return f"{show(value)} is not {what}{hint or '.'} Choices: {', '.join(map(str, choices))}"
 
 
+# A value shown in a message is cut to this many characters (a pasted file, an expanded YAML alias).
+SHOWN_CHARS = 300
+
+
 def show(value) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def describe(tp) -> str:
@@ -62,6 +70,9 @@ def coerce(value, tp):
     """Return `value` converted to fit `tp`, or raise Problem."""
     if tp is Any:
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        # Said here, not as "expected a number or null": .nan is a number, just not a usable one.
+        raise Problem(f"expected a finite number, got {show(value)}")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -111,15 +122,23 @@ def coerce(value, tp):
         if isinstance(value, bool):
             return value
     elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise Problem(f"{show(value)} is out of range (at most {MAX_INT:,} in size)")
+            return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
-            return float(value)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric or (isinstance(value, str) and _FLOAT_TEXT.match(value.strip())):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            # .nan, .inf and 1.0e+400 (read as inf) pass every comparison check and then crash, or train nothing.
+            if not math.isfinite(number):
+                raise Problem(f"expected a finite number, got {show(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

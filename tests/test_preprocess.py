@@ -163,7 +163,10 @@ def test_bad_input_is_reported_and_the_run_goes_on(tmp_path):
         "text over data.max_chars (1,000,000 characters)": 1,
         "kept: undecodable bytes, replaced by U+FFFD": 1,
     }
-    assert data.report["notes"] == ["train: the label column mixes numbers (1 rows) and words (6 rows); all are compared as text"]
+    assert data.report["notes"] == [
+        f"train: empty label cell in column 'label' at {path} line 5; dropped as missing label",
+        "train: the label column mixes numbers (1 rows) and words (6 rows); all are compared as text",
+    ]
     assert data.labels == ["1", "neg", "pos"]
     assert "missing label: 1" in format_report(data.report)
 

@@ -23,7 +23,6 @@ adapter (head_state.json), read back by `HeadState.load`, never set on a head by
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -34,6 +33,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from ..errors import RecipeError
 from ..regularize import config_overrides
+from ..safety import read_json_file
 from ..tokenizing import pad_with_eos
 from ..tokenizing import tokenize as tokenize_texts
 from .custom import HeadConfig
@@ -92,11 +92,8 @@ class HeadState:
         folder = Path(folder)
         for path, key in ((folder / STATE_FILE, None), (folder / "config.json", "recipekit")):
             if path.is_file():
-                try:
-                    raw = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as e:
-                    raise RecipeError(f"{path}: unreadable ({e})") from None
-                raw = raw.get(key) if key else raw
+                raw = read_json_file(path, "head state" if key is None else "model config")
+                raw = (raw.get(key) if isinstance(raw, dict) else None) if key else raw
                 if isinstance(raw, dict) and "head" in raw:
                     return cls.from_dict(raw)
         return None
