@@ -20,7 +20,7 @@ from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
 from recipekit.finish import finish_run, interrupted
 from recipekit.heads import head_for
-from recipekit.hub import check_hub
+from recipekit.hub import check_hub, fit_hub_model
 from recipekit.interrupt import StopOnSignal
 from recipekit.modeling import parameter_counts, train_tokenizer
 from recipekit.outputs import (
@@ -65,6 +65,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     if recipe.hub_token:
         os.environ["HF_TOKEN"] = recipe.hub_token  # read by huggingface_hub; never written to any output
     check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
+    fit_hub_model(recipe)  # data.max_length against a Hub model's positions
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume)
 

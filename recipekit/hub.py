@@ -98,3 +98,22 @@ def check_hub(recipe, endpoint: str | None = None) -> None:
     if not offline:
         go_offline()
         print(f"hub: {where}; using the cached {', '.join(repo for _, repo, _, _ in refs)} (offline mode)")
+
+
+def fit_hub_model(recipe) -> None:
+    """The recipe's lengths against a Hub model's positions (config.json only), before anything is written;
+    a local model was checked with the recipe."""
+    from transformers import AutoConfig
+
+    from .recipe import fit_model
+
+    model = recipe.model
+    if model.init != "pretrained" or not model.name_or_path or paths.looks_local(model.name_or_path):
+        return
+    try:
+        config = AutoConfig.from_pretrained(model.name_or_path, revision=model.revision, trust_remote_code=model.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"model.name_or_path: cannot read the config of {model.name_or_path!r}: {str(e).splitlines()[0]}") from None
+    problems = fit_model(model, recipe.data, config)
+    if problems:
+        raise RecipeError(problems)

@@ -206,24 +206,21 @@ def usable_positions(config) -> int | None:
     return positions - POSITION_OFFSET.get(config.model_type, 0)
 
 
-def model_problems(model_args, length: int, length_key: str) -> list[str]:
-    """Problems seen only by reading the model's config: `length` tokens per example (data.max_length, or a
-    pretraining head's block_size) above its positions, width not divisible by heads. A Hub model's config
-    is read at load time instead, so `--check` stays offline."""
+def local_config(model_args):
+    """(config, problems): the model's config where it can be read without the network, else None. A Hub
+    model's config is read at load time instead, so `--check` stays offline."""
     from . import paths
 
     if config_problems(model_args):
-        return []
+        return None, []
     if model_args.init == "scratch" and model_args.family:
-        config = build_config(model_args)
-    elif model_args.name_or_path and paths.looks_local(model_args.name_or_path):
+        return build_config(model_args), []
+    if model_args.name_or_path and paths.looks_local(model_args.name_or_path):
         try:
-            config = build_config(model_args) if model_args.init == "scratch" else AutoConfig.from_pretrained(model_args.path)
+            return (build_config(model_args) if model_args.init == "scratch" else AutoConfig.from_pretrained(model_args.path)), []
         except (OSError, ValueError) as e:
-            return [f"model.name_or_path: cannot read a model config from {model_args.name_or_path!r}: {str(e).splitlines()[0]}"]
-    else:
-        return []
-    return shape_problems(config, length, length_key)
+            return None, [f"model.name_or_path: cannot read a model config from {model_args.name_or_path!r}: {str(e).splitlines()[0]}"]
+    return None, []
 
 
 def shape_problems(config, length: int, length_key: str) -> list[str]:

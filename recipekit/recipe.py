@@ -26,7 +26,16 @@ from .heads import HEADS
 from .heads.custom import HeadConfig
 from .heads.language_model import BLOCK_KEY
 from .launch import launch_problems
-from .modeling import FAMILIES, INITS, TokenizerArgs, build_tokenizer_args, config_problems, model_problems
+from .modeling import (
+    FAMILIES,
+    INITS,
+    TokenizerArgs,
+    build_tokenizer_args,
+    config_problems,
+    local_config,
+    shape_problems,
+    usable_positions,
+)
 from .preprocess import STEPS
 from .safety import parse_yaml, read_yaml_file, yaml_problem
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
@@ -624,11 +633,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=chosen)
         errors += head.recipe_problems(model.options(), parts)
     if not errors:
-        block = getattr(model.options(), "block_size", None)
-        if block:
-            errors += model_problems(model, block, BLOCK_KEY)
-        elif data.max_length != DEFAULT_MAX_LENGTH:  # a value the recipe chose must fit the model; the default is cut by the tokenizer
-            errors += model_problems(model, data.max_length, "data.max_length")
+        errors += fit_model(model, data)
     if errors:
         raise RecipeError(errors)
     try:
@@ -639,6 +644,24 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         model, data, steps, names, training, training_keys, regularization, sanity, batching, sweep, raw.get("sweep"),
         source, training_keys.get("hub_token"), tokenizer,
     )
+
+
+def fit_model(model: ModelArgs, data: DataArgs, config=None) -> list[str]:
+    """Lengths above the model's position embeddings fail as an index error at the first long batch: a length
+    the recipe chose is refused, the default max_length is lowered to the model's positions (a tiny model may
+    have 128). Here from a local config only, so `--check` stays offline; run.py checks a Hub model's config."""
+    problems = []
+    if config is None:
+        config, problems = local_config(model)
+    if config is None:
+        return problems
+    block = getattr(model.options(), "block_size", None)
+    if block:
+        return shape_problems(config, block, BLOCK_KEY)
+    positions = usable_positions(config)
+    if data.max_length == DEFAULT_MAX_LENGTH and positions is not None and positions < data.max_length:
+        data.max_length = positions
+    return shape_problems(config, data.max_length, "data.max_length")
 
 
 def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:
