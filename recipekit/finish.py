@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .batching import LengthSplitTrainer
+from .evaluation_cache import predict_split
 from .heads.base import column_values
 from .inference import open_run, predict_rows
 from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
@@ -60,7 +61,7 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
     """
     results, outputs = {}, {}
     if "validation" in tokenized:
-        output = trainer.predict(tokenized["validation"], metric_key_prefix="eval")
+        output = predict_split(trainer, trainer.eval_dataset, "eval")  # the run's last evaluation, when it is current
         results["validation"] = head.scores(strip_prefix(output.metrics, "eval_"))
         outputs["validation"] = (output.label_ids, output.predictions)
     if "test" not in tokenized:

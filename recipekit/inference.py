@@ -16,7 +16,9 @@ from transformers import TrainingArguments
 
 from .adapters import ADAPTER_CONFIG, load_adapter
 from .errors import RecipeError
+from .evaluation_cache import by_length, in_file_order
 from .heads import Head, HeadState, build_head
+from .heads.base import Prediction
 from .outputs import FINISHED_MARKER
 from .recipe import DataArgs, ModelArgs, build_steps, read_yaml
 from .schema import build_kwargs
@@ -100,4 +102,16 @@ def predict_rows(run: TrainedRun, view, batch_size: int | None, chunk: int, with
             # Under several processes one tokenizes, the others read its cache (a no-op on one process).
             with trainer.args.main_process_first(desc="tokenize for prediction"):
                 tokenized, _ = run.head.tokenize(DatasetDict({"input": part}), tokenizer)
-            yield rows, run.head.predict(trainer, tokenized["input"], part, prefix="test")
+            # Predicted in length order (half the padded positions of file order), answered in file order.
+            ordered, order = by_length(tokenized["input"])
+            prediction = run.head.predict(trainer, ordered, part if order is None else part.select(order), prefix="test")
+            yield rows, in_file_order_prediction(prediction, order)
+
+
+def in_file_order_prediction(prediction: Prediction, order) -> Prediction:
+    if order is None:
+        return prediction
+    output = prediction.output
+    if output is not None:
+        output = output._replace(predictions=in_file_order(output.predictions, order), label_ids=in_file_order(output.label_ids, order))
+    return Prediction(output, {name: in_file_order(values, order) for name, values in prediction.columns.items()})

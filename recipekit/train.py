@@ -13,6 +13,7 @@ from transformers import AutoTokenizer, Trainer
 
 from . import batching, console, paths, regularize
 from .errors import RecipeError
+from .evaluation_cache import by_length, remember_evaluations
 from .recipe import with_device_defaults
 
 
@@ -60,7 +61,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         model=model,
         args=args,
         train_dataset=tokenized["train"],
-        eval_dataset=tokenized.get("validation"),
+        eval_dataset=by_length(tokenized["validation"])[0] if "validation" in tokenized else None,
         processing_class=tokenizer,
         data_collator=head.collator(tokenizer, model, multiple),
         compute_loss_func=head.loss(args),
@@ -69,6 +70,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         callbacks=regularize.callbacks(recipe.regularization),
     )
     use_head_loss(trainer, head)
+    remember_evaluations(trainer)
     if isinstance(trainer, batching.LengthSplitTrainer):
         trainer.chunk_cost = batching.resolve_cost(recipe.batching.length_split_cost, args)
         trainer.pad_multiple = multiple

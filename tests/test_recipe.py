@@ -318,8 +318,8 @@ def test_lengths_are_fitted_to_the_model_positions(base, tiny_model):
     local = {**base, "model": {"name_or_path": str(tiny_model)}}
     assert build_recipe(local).data.max_length == 128
     local["data"] = {**base["data"], "max_length": 1024}
-    assert problems(local) == ["data.max_length: 1024 is above the model's 128 positions (bert max_position_embeddings); "
-                               "lower it or raise model.config.max_position_embeddings"]
+    assert problems(local) == [("data.max_length: 1024 is above the model's 128 positions (bert max_position_embeddings); "
+                               "lower it or raise model.config.max_position_embeddings")]
     # A Hub model's config is read by run.py (hub.fit_hub_model), with the same rule.
     recipe = build_recipe(base)
     assert recipe.data.max_length == 256
@@ -327,6 +327,6 @@ def test_lengths_are_fitted_to_the_model_positions(base, tiny_model):
     assert recipe.data.max_length == 64
     recipe.data.max_length = 300
     assert fit_model(recipe.model, recipe.data, BertConfig(max_position_embeddings=256)) == [
-        "data.max_length: 300 is above the model's 256 positions (bert max_position_embeddings); lower it or raise "
-        "model.config.max_position_embeddings"
+        ("data.max_length: 300 is above the model's 256 positions (bert max_position_embeddings); lower it or raise "
+        "model.config.max_position_embeddings")
     ]

@@ -20,6 +20,7 @@ from .. import metrics as M
 from .. import plots
 from ..batching import LengthSplitTrainer
 from ..errors import RecipeError
+from ..evaluation_cache import predict_split
 from ..modeling import scratch_config
 from .base import (
     Head,
@@ -350,7 +351,7 @@ class Binary(ClassLabels):
         if self.options.threshold != "tune":
             self.state.threshold = self.threshold
             return {}
-        output = trainer.predict(tokenized["validation"], metric_key_prefix="tune")
+        output = predict_split(trainer, trainer.eval_dataset, "tune")
         self.state.threshold = M.best_f1_threshold(output.label_ids, self.predictions_of(output.predictions)[:, 1])
         self.record(trainer.model)
         return {"threshold": self.state.threshold}
@@ -528,7 +529,7 @@ class MultiLabel(PooledHead):
         if self.options.threshold != "tune":
             self.state.thresholds = self.thresholds
             return {}
-        output = trainer.predict(tokenized["validation"], metric_key_prefix="tune")
+        output = predict_split(trainer, trainer.eval_dataset, "tune")
         y = np.asarray(output.label_ids).astype(int)
         self.state.thresholds, shared = tune_thresholds(y, self.predictions_of(output.predictions), self.options.tune_min_positives)
         self.state.shared_threshold_labels = [self.labels[j] for j in shared]
