@@ -22,6 +22,7 @@ from recipekit.finish import finish_run, interrupted
 from recipekit.heads import head_for
 from recipekit.hub import check_hub, fit_hub_model
 from recipekit.interrupt import StopOnSignal
+from recipekit.launch import choose_threads
 from recipekit.modeling import parameter_counts, train_tokenizer
 from recipekit.outputs import (
     check_output_dir,
@@ -68,6 +69,9 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     fit_hub_model(recipe)  # data.max_length against a Hub model's positions
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume)
+    threads = choose_threads(on_cpu=training.device.type == "cpu")
+    if threads and training.process_index == 0:
+        print(threads)
 
     head = head_for(recipe)
     tokenizer = load_tokenizer(recipe.model, recipe.tokenizer)  # None: tokenizer.train learns one from the data

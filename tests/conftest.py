@@ -9,6 +9,10 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A fixed thread count, as torch would pick on an idle machine: run.py otherwise fits it to the cores free at
+# start (recipekit/launch.py), and the tests that compare two runs bit for bit need both to use the same.
+# Tests that launch several processes give each one thread.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -248,7 +248,7 @@ def test_two_process_evaluation_counts_every_example_once(tiny_model, data_files
     path.write_text(yaml.safe_dump(recipe_for(tiny_model, data_files, out, num_train_epochs=1)))
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*launcher, str(ROOT / "run.py"), str(path)], cwd=ROOT, env=env, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "metrics.json").read_text())

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,51 @@ def test_memory_and_speed_keys_reach_trainer_and_checkpointing_changes_no_number
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
     compiled = build_recipe({**recipe, "training": {**recipe["training"], "torch_compile": True, "bf16": True}})
     assert (compiled.training.torch_compile, compiled.training.bf16) == (True, True)
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy", "local", "threads"),
+    [(2, 0, 1, 2), (2, 1, 1, 1), (2, 5, 1, 1), (8, 3, 1, 5), (8, 1, 2, 4), (8, 3, 2, 3), (2, 1, 2, 1)],
+)
+def test_threads_fit_the_free_cores(cores, busy, local, threads, monkeypatch):
+    import torch
+
+    from recipekit import launch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(launch, "busy_elsewhere", lambda: busy)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    try:
+        line = launch.choose_threads(on_cpu=True)
+        assert torch.get_num_threads() == threads
+        assert line.startswith(f"threads: {threads} of {cores} cores")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_set_by_the_user_or_on_a_gpu_are_left_alone(monkeypatch):
+    import torch
+
+    from recipekit import launch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(launch, "busy_elsewhere", lambda: 7)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert launch.choose_threads(on_cpu=True) is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert launch.choose_threads(on_cpu=False) is None
+    assert torch.get_num_threads() == before
+
+
+def test_a_competing_process_is_seen_as_busy():
+    from recipekit.launch import busy_elsewhere
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # past its start-up
+        assert busy_elsewhere() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
