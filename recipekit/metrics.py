@@ -19,9 +19,9 @@ import os
 import sys
 
 import numpy as np
-from sklearn import metrics as skm
 
 from .errors import RecipeError
+from .lazy import skm
 from .schema import Problem, did_you_mean, show
 
 # 15 equal-width confidence bins: the usual choice since Guo et al. (2017), "On Calibration of Modern Neural Networks".

@@ -6,12 +6,15 @@ Each function writes one file and returns its path; the report embeds whatever a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from sklearn import metrics as skm
 
+from .lazy import skm
 from .metrics import ECE_BINS, confusion, expected_calibration_error
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 110
 # Above this many labels, per-cell numbers and per-class legends stop being readable.
@@ -31,7 +34,7 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     valid = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
     if train or valid:
-        fig = Figure(figsize=(6.4, 4.0))
+        fig = new_figure(figsize=(6.4, 4.0))
         ax = fig.add_subplot()
         for points, name, style in ((train, "train", "-"), (valid, "validation", "o-")):
             if points:
@@ -43,7 +46,7 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
     key = f"eval_{metric}"
     points = [(e["step"], e[key]) for e in log_history if e.get(key) is not None and "step" in e]
     if metric and metric != "loss" and points:
-        fig = Figure(figsize=(6.4, 4.0))
+        fig = new_figure(figsize=(6.4, 4.0))
         ax = fig.add_subplot()
         ax.plot(*zip(*points), "o-", color="tab:green")
         ax.set(title=f"Validation {metric}", xlabel="optimizer step", ylabel=metric)
@@ -54,7 +57,7 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
 
 def gap(rows: list[tuple[int, float, float]], path: Path) -> Path:
     """Validation minus training loss at each evaluation: a gap that widens while training loss falls is overfitting."""
-    fig = Figure(figsize=(6.4, 4.0))
+    fig = new_figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     steps = [r[0] for r in rows]
     ax.plot(steps, [r[2] - r[1] for r in rows], "o-", color="tab:red")
@@ -71,7 +74,7 @@ def confusion_matrix(matrix, labels: list[str], path: Path, split: str) -> Path:
     rates = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     n = len(labels)
     side = min(10.0, max(4.0, 0.45 * n + 2.0))  # inches per panel; 28 labels still fit at font size 7
-    fig = Figure(figsize=(2 * side + 1.0, side))
+    fig = new_figure(figsize=(2 * side + 1.0, side))
     for ax, values, title, fmt in (
         (fig.add_subplot(1, 2, 1), matrix, f"Confusion matrix ({split}, counts)", "d"),
         (fig.add_subplot(1, 2, 2), rates, f"Confusion matrix ({split}, row-normalised)", ".2f"),
@@ -102,7 +105,7 @@ def roc_curves(y_true, probs, labels: list[str], path: Path, split: str) -> Path
     """ROC of the positive (second) label, or one-vs-rest per class; None when gold has a single class."""
     if len(np.unique(y_true)) < 2:
         return None
-    fig = Figure(figsize=(6.0, 5.5))
+    fig = new_figure(figsize=(6.0, 5.5))
     ax = fig.add_subplot()
     chosen = _one_vs_rest_curves(y_true, probs, labels)
     many = len(chosen) > MAX_ANNOTATED
@@ -125,7 +128,7 @@ def pr_curves(y_true, probs, labels: list[str], path: Path, split: str) -> Path 
     """Precision-recall of the positive (second) label, or one-vs-rest per class; None when gold has a single class."""
     if len(np.unique(y_true)) < 2:
         return None
-    fig = Figure(figsize=(6.0, 5.5))
+    fig = new_figure(figsize=(6.0, 5.5))
     ax = fig.add_subplot()
     chosen = _one_vs_rest_curves(y_true, probs, labels)
     many = len(chosen) > MAX_ANNOTATED
@@ -154,7 +157,7 @@ def reliability(y_true, probs, path: Path, split: str, bins: int = ECE_BINS) -> 
     which = np.searchsorted(edges[1:-1], confidence)
     counts = np.bincount(which, minlength=bins)
     accuracy = np.divide(np.bincount(which, weights=correct, minlength=bins), counts, out=np.zeros(bins), where=counts > 0)
-    fig = Figure(figsize=(6.0, 6.5))
+    fig = new_figure(figsize=(6.0, 6.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = edges[1] - edges[0]
     top.bar(edges[:-1][counts > 0], accuracy[counts > 0], width=width, align="edge", edgecolor="black", alpha=0.8, label="accuracy in bin")
@@ -187,7 +190,7 @@ def classification(y_true, probs, labels: list[str], folder: Path, split: str, y
 def regression_scatter(y_true, y_pred, path: Path, split: str) -> Path:
     """Predicted against true values: points on the diagonal are exact; a flat cloud means the model learned the mean."""
     y_true, y_pred = np.asarray(y_true, dtype=float).reshape(-1), np.asarray(y_pred, dtype=float).reshape(-1)
-    fig = Figure(figsize=(6.0, 6.0))
+    fig = new_figure(figsize=(6.0, 6.0))
     ax = fig.subplots()
     ax.scatter(y_true, y_pred, s=12, alpha=0.6, edgecolors="none")
     low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
@@ -201,7 +204,7 @@ def regression_scatter(y_true, y_pred, path: Path, split: str) -> Path:
 
 def compare(runs: dict[str, list[dict]], metric: str, path: Path) -> Path:
     """Validation loss and validation `metric` over steps, one line per run."""
-    fig = Figure(figsize=(11.0, 4.2))
+    fig = new_figure(figsize=(11.0, 4.2))
     for ax, key, title in ((fig.add_subplot(1, 2, 1), "eval_loss", "Validation loss"), (fig.add_subplot(1, 2, 2), f"eval_{metric}", f"Validation {metric}")):
         for name, history in runs.items():
             points = [(e["step"], e[key]) for e in history if e.get(key) is not None and "step" in e]
@@ -212,3 +215,9 @@ def compare(runs: dict[str, list[dict]], metric: str, path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def new_figure(**kwargs) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.figure import Figure
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback
 
 from .outputs import write_atomic, write_json
+from .plots import new_figure
 from .recipe import with_device_defaults
 from .train import build_trainer
 
@@ -130,7 +130,7 @@ def smooth(values: list[float], beta: float = 0.9) -> list[float]:
 
 
 def plot_range_test(rates, losses, smoothed, suggestion: float, path: Path) -> Path:
-    fig = Figure(figsize=(6.4, 4.0))
+    fig = new_figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     ax.plot(rates, losses, alpha=0.3, label="loss per step")
     ax.plot(rates, smoothed, label="smoothed loss")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
 from .errors import RecipeError
 from .outputs import FINISHED_MARKER, write_atomic, write_json
+from .plots import new_figure
 from .recipe import build_recipe, load_recipe
 from .report import markdown_table
 
@@ -282,7 +282,7 @@ def plot_sweep(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
     finished_rows = frame[frame[metric].notna()]
     if finished_rows.empty:
         return None
-    fig = Figure(figsize=(6.4, 4.0))
+    fig = new_figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     if LR_KEY in frame and finished_rows[LR_KEY].nunique() > 1:
         groups = finished_rows.groupby(MODEL_KEY) if MODEL_KEY in frame else [("", finished_rows)]
