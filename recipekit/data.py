@@ -30,7 +30,7 @@ from . import paths
 from .errors import RecipeError
 from .heads import build_head
 from .heads.base import label_kind
-from .preprocess import Context, run_pipeline
+from .preprocess import Context, run_pipeline, select
 from .recipe import DATA_FORMATS, DataArgs
 from .safety import clip
 
@@ -63,7 +63,7 @@ def load_splits(args: DataArgs, steps: list, seed: int, tokenizer=None, head=Non
         notes = empty_label_notes(raw, args)
         raw, label_notes = labels_as_text(raw, args.label_column)
         notes += label_notes
-    raw = DatasetDict({name: ds.add_column(ROW, list(range(len(ds)))) for name, ds in raw.items()})
+    raw = DatasetDict({name: ds.add_column(ROW, np.arange(len(ds))) for name, ds in raw.items()})  # an array hashes at once, a list row by row
     label = args.label_column if head.needs_labels else None  # a pretraining corpus's label column is ignored
     ctx = Context(list(args.text_columns), label, seed, args.num_proc, tokenizer)
     rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
@@ -381,10 +381,12 @@ class Checks:
     def __call__(self, ds: Dataset, ctx):
         kw = {"columns": ctx.columns, "label": ctx.label}
         ds = ds.map(self.verdict, batched=True, fn_kwargs=kw, num_proc=ctx.num_proc, desc="checks")
-        counts = Counter(ds.with_format("arrow")["__verdict"].to_pylist())
+        verdicts = ds.with_format("arrow")["__verdict"].to_pylist()
+        counts = Counter(verdicts)
         counts.pop("", None)
-        kept = ds.filter(lambda v: [x == "" or x.startswith("kept") for x in v], input_columns="__verdict", batched=True, desc="checks")
-        return kept.remove_columns("__verdict"), len(ds) - len(kept), {"reasons": dict(counts)} if counts else {}
+        keep = np.flatnonzero([v == "" or v.startswith("kept") for v in verdicts])
+        kept = select(ds, keep).remove_columns("__verdict")
+        return kept, len(ds) - len(kept), {"reasons": dict(counts)} if counts else {}
 
 
 def is_empty(value) -> bool:

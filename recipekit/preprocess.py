@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset, DatasetDict
 from datasets.fingerprint import Hasher
+from datasets.table import InMemoryTable
 
 from .errors import RecipeError
 
@@ -99,8 +101,37 @@ def cached_indices(ds: Dataset, step: Step, extra, compute) -> tuple[np.ndarray,
 def select(ds: Dataset, keep: np.ndarray) -> Dataset:
     if len(keep) == len(ds) and (len(keep) == 0 or keep[-1] == len(ds) - 1):
         return ds
-    # Written out (and cached) once: reading through an indices mapping gathers row by row, ~1 s per 60k rows.
-    return ds.select(keep).flatten_indices()
+    return flat(ds.select(keep))
+
+
+# Rows gathered per written batch: bounds memory on large splits (SST-2's 67k rows take about 10 MB).
+GATHER_ROWS = 100_000
+
+
+def flat(ds: Dataset) -> Dataset:
+    """`ds` with the rows a filter or select kept written out contiguously (and cached beside its Arrow files).
+
+    Reading through datasets' indices mapping gathers row by row, one Arrow chunk per row: each later map,
+    and datasets' own flatten_indices, then ran at ~25k rows/s (SST-2); one vectorised `take` per batch
+    of rows is about 100x faster.
+    """
+    mapping = ds._indices  # datasets exposes no public accessor for a select's row numbers
+    if mapping is None:
+        return ds
+    rows = mapping.column(0).to_numpy()
+    table = ds.data.table
+    fingerprint = Hasher.hash([ds._fingerprint, "flat"])  # the cache identity datasets gave ds
+    files = ds.cache_files
+    if not files:
+        return Dataset(InMemoryTable(table.take(rows)), info=ds.info.copy(), split=ds.split, fingerprint=fingerprint)
+    path = Path(files[0]["filename"]).with_name(f"cache-{fingerprint}-flat.arrow")
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            for start in range(0, len(rows), GATHER_ROWS):
+                writer.write_table(table.take(rows[start:start + GATHER_ROWS]))
+        os.replace(tmp, path)  # atomic: another process reads the whole file or none of it
+    return Dataset.from_file(str(path), info=ds.info.copy(), split=ds.split)
 
 
 class Clean(Step):
@@ -646,6 +677,7 @@ def run_pipeline(steps: list, splits: DatasetDict, ctx: Context, first: int = 0)
             ctx.splits = out
             rows_in = len(ds)
             ds, count, *details = step(ds, ctx)
+            ds = flat(ds)  # a filtering step leaves an indices mapping that would slow every later step
             row = {"step": step.name, "split": split, "rows_in": rows_in, "rows_out": len(ds), step.effect: count, "reason": step.reason}
             if details:
                 row.update(details[0])

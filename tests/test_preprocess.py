@@ -297,3 +297,22 @@ def test_a_training_run_writes_data_report_json(tmp_path, tiny_model):
     assert report == json.loads((tmp_path / "out" / "metrics.json").read_text())["data"]
     assert [(r["step"], r["split"], r["removed"]) for r in report["steps"] if r["step"] == "dedupe"] == [("dedupe", "train", 1), ("dedupe", "test", 1)]
     assert report["tokens"]["splits"]["test"]["max"] == 4 and report["sizes"] == {"train": 4, "test": 4}
+
+
+def test_rows_kept_are_written_out_contiguously_and_cached(tmp_path):
+    import numpy as np
+    from datasets import load_dataset
+
+    from recipekit.preprocess import flat
+
+    path = tmp_path / "rows.csv"
+    path.write_text("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(500)))
+    ds = load_dataset("csv", data_files=str(path), split="train", cache_dir=str(tmp_path / "cache"))
+    keep = np.flatnonzero(np.arange(500) % 7 != 0)
+    once, again = flat(ds.select(keep)), flat(ds.select(keep))
+    # No indices mapping left (each later step reads contiguous rows), the same rows, and one cache file for both.
+    assert once._indices is None and again._indices is None
+    assert once["text"] == [f"row {i}" for i in keep] and once.features == ds.features
+    assert once.cache_files == again.cache_files and once.cache_files[0]["filename"].endswith("-flat.arrow")
+    in_memory = flat(Dataset.from_dict({"label": [i % 3 for i in range(500)]}).select(keep))
+    assert in_memory._indices is None and in_memory["label"] == [i % 3 for i in keep]
