@@ -10,11 +10,15 @@ Contenders, all with the same model (MiniLM), data subset, epochs, batch size, l
   recipekit+grouped    the defaults with training.train_sampling_strategy: group_by_length
   reference            the transformers example's documented defaults: pad every example to max_seq_length
                        (re-created here with plain Trainer code), default_data_collator
+  reference, dynamic padding   the same example with --pad_to_max_length False (DataCollatorWithPadding)
   article loop         tokenize everything padded to the longest text in the set, plain PyTorch loop
 Then, on IMDb reviews at max_length 512, run.py with random batches against length-grouped batches.
 
 Each contender runs in its own fresh process (its own empty datasets cache, so tokenization counts toward
-time to first step, and its own peak RSS). The machine may be shared: compare ratios, and rerun when quiet.
+time to first step, and its own peak RSS); "process (s)" is that process from start to exit (imports, data,
+training, evaluation, outputs). `--threads 0` leaves the thread count to each contender (run.py fits it to the
+free cores, the others take torch's default); `--busy 1` runs a competing busy process throughout. The
+machine may be shared: compare ratios, and rerun when quiet.
 MFU = 6 x non-embedding parameters x real (non-padding) tokens / train time / measured matmul FLOP/s.
 """
 
@@ -31,6 +35,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,7 +184,8 @@ def load_model_and_tokenizer(cfg, labels: int):
 
 
 def worker_reference(cfg) -> dict:
-    """The reference example's defaults: pad_to_max_length=True, so every example is max_seq_length long."""
+    """The reference example's defaults: pad_to_max_length=True, so every example is max_seq_length long; with
+    cfg["dynamic"], its `--pad_to_max_length False`: each batch padded to its longest row by DataCollatorWithPadding."""
     import numpy as np
     from datasets import load_dataset
     from transformers import (
@@ -207,11 +213,13 @@ def worker_reference(cfg) -> dict:
     raw = load_dataset("csv", data_files={"train": cfg["train_file"], "validation": cfg["eval_file"]})
     model, tokenizer = load_model_and_tokenizer(cfg, 2)
 
+    dynamic = cfg.get("dynamic", False)
+
     def encode(batch):
-        return tokenizer(batch["text"], padding="max_length", max_length=cfg["max_length"], truncation=True)
+        return tokenizer(batch["text"], padding=False if dynamic else "max_length", max_length=cfg["max_length"], truncation=True)
 
     data = raw.map(encode, batched=True, remove_columns=["text", "label_name"])
-    collator = CountingCollator(default_data_collator)
+    collator = CountingCollator(DataCollatorWithPadding(tokenizer) if dynamic else default_data_collator)
 
     def accuracy(prediction):
         return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
@@ -325,12 +333,14 @@ def spawn(cfg: dict) -> dict:
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     if cfg["threads"]:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(cfg["threads"])
+    started = time.time()
     done = subprocess.run(  # noqa: PLW1510 - a failed worker is reported below, with its stderr
         [sys.executable, __file__, "--worker", json.dumps(cfg)], env=env, capture_output=True, text=True,
     )
     if done.returncode:
         sys.exit(f"{cfg['name']} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # The whole process, from interpreter start to exit: imports, data, training, evaluation, writing outputs.
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": time.time() - started}
 
 
 def subset(source: Path, n: int, seed: int, dest: Path) -> str:
@@ -343,24 +353,40 @@ def subset(source: Path, n: int, seed: int, dest: Path) -> str:
 
 
 def table(rows: list[dict], baselines: list[str], flops: float) -> str:
-    """Markdown rows; throughput also as ratios to each baseline, per wall second and per CPU second."""
+    """Markdown rows; throughput also as ratios to each baseline, per wall second and per CPU second, and the
+    whole process (start to exit) as a speed-up over each baseline's."""
     bases = [(b, next(r for r in rows if r["name"] == b)) for b in baselines if any(r["name"] == b for r in rows)]
     short = [b.split(" (")[0] for b, _ in bases]
     heads = "".join(f" x {s} |" for s in short) + " samples/CPU-s |" + "".join(f" x {s} (CPU) |" for s in short)
+    whole = " process (s) |" + "".join(f" x {s} (process) |" for s in short)
     lines = [
-        f"| contender | samples/s |{heads} tokens/s | padding | first step (s) | peak RSS (MB) | accuracy | MFU |",
-        "| --- | ---: |" + " ---: |" * (2 * len(bases) + 1) + " ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| contender | samples/s |{heads}{whole} tokens/s | padding | first step (s) | peak RSS (MB) | accuracy | MFU |",
+        "| --- | ---: |" + " ---: |" * (3 * len(bases) + 2) + " ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
         pad = f"{r['padding_share']:.0%}" if r["padding_share"] is not None else "-"
         wall = "".join(f" {r['samples_per_s'] / base['samples_per_s']:.2f} |" for _, base in bases)
         cpu = "".join(f" {r['samples_per_cpu_s'] / base['samples_per_cpu_s']:.2f} |" for _, base in bases)
+        process = f" {r['process_s']:.1f} |" + "".join(f" {base['process_s'] / r['process_s']:.2f} |" for _, base in bases)
         lines.append(
-            f"| {r['name']} | {r['samples_per_s']:.1f} |{wall} {r['samples_per_cpu_s']:.1f} |{cpu} {r['tokens_per_s']:.0f} | "
+            f"| {r['name']} | {r['samples_per_s']:.1f} |{wall} {r['samples_per_cpu_s']:.1f} |{cpu}{process} {r['tokens_per_s']:.0f} | "
             f"{pad} | {r['time_to_first_step_s']:.1f} | {r['peak_rss_mb']:.0f} | {acc} | {r['flops_per_s'] / flops:.1%} |"
         )
     return "\n".join(lines)
+
+
+@contextmanager
+def competing(processes: int):
+    """`processes` busy loops on the machine while the contenders run: a shared machine, as CI runners and
+    laptops are. Each spins one core in pure Python."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def main() -> None:
@@ -394,6 +420,10 @@ def main() -> None:
         "--threads", type=int, default=1,
         help="CPU threads per contender (0: torch's default). One keeps CPU-seconds comparable on a shared machine",
     )
+    parser.add_argument(
+        "--busy", type=int, default=0,
+        help="competing busy processes while the contenders run (1 on this 2-core machine: half of it taken)",
+    )
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
     if args.worker:
@@ -407,7 +437,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # the matmul rate of the same thread count the contenders get
     flops = matmul_flops(args.bf16)
     print(f"matmul rate: {flops / 1e9:.1f} GFLOP/s ({'bf16' if args.bf16 else 'fp32'})", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+    busy = f", {args.busy} competing busy process(es)" if args.busy else ", idle"
+    threads = f"{args.threads} thread(s) each" if args.threads else "threads as each contender chooses"
+    print(f"machine: {os.cpu_count()} cores{busy}; {threads}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp, competing(args.busy):
         tmp = Path(tmp)
         sst2 = subset(DATA / "sst2" / "train.csv", args.train_samples, args.seed, tmp / "sst2_train.csv")
         common = {
@@ -421,6 +454,7 @@ def main() -> None:
             {"name": "recipekit, no length split", "kind": "recipekit", "split": False},
             {"name": "recipekit+grouped", "kind": "recipekit", "grouped": True},
             {"name": "reference (pad to max_length)", "kind": "reference"},
+            {"name": "reference, dynamic padding", "kind": "reference", "dynamic": True},
             {"name": "article loop (pad to longest)", "kind": "article"},
         ]
         rows = []
@@ -434,7 +468,7 @@ def main() -> None:
         if rows:
             print(f"\nSST-2, {args.train_samples} training rows, max_length {args.max_length}, batch {args.batch_size}, "
                   f"{args.epochs} epoch(s); accuracy on the 872 validation rows\n")
-            print(table(rows, [contenders[3]["name"], contenders[4]["name"]], flops), flush=True)
+            print(table(rows, [contenders[3]["name"], contenders[4]["name"], contenders[5]["name"]], flops), flush=True)
 
         if args.imdb_samples:
             imdb = subset(DATA / "imdb" / "train.csv", args.imdb_samples, args.seed, tmp / "imdb_train.csv")

