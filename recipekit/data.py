@@ -144,6 +144,8 @@ def load_sources(args: DataArgs, seed: int, needs_labels: bool = True, stratify:
         # Only the recipe's columns, all as text: sources with int and string labels still concatenate.
         ds = ds.select_columns(keep)
         ds = ds.map(as_text, batched=True, fn_kwargs={"columns": keep}, features=Features({c: Value("string") for c in keep}), desc="normalise source")
+        if source.label_map is not None and needs_labels:
+            ds = relabel(ds, args.label_column, source.labels(), f"data.sources[{i}].label_map", source.label)
         parts.append(ds.add_column("__source", [i] * len(ds)))
     held: dict[str, Dataset] = {}
     if args.mix == "interleave" and (args.validation_split or args.test_split):
@@ -167,6 +169,23 @@ def load_sources(args: DataArgs, seed: int, needs_labels: bool = True, stratify:
     ]
     others = {split: read_file(spec) for split, spec in (("validation", args.validation_file), ("test", args.test_file)) if spec}
     return DatasetDict({"train": train.remove_columns("__source"), **held, **others}), shares
+
+
+def relabel(ds: Dataset, column: str, mapping: dict[str, str], key: str, name: str) -> Dataset:
+    """A source's labels renamed to the recipe's, so IMDb's neg/pos and SST-2's negative/positive are two classes,
+    not four. A label the map does not name is refused: it would silently stay a class of its own."""
+    present = {v for v in ds.with_format("arrow")[column].to_pylist() if v is not None}
+    unnamed = sorted(present - mapping.keys())
+    if unnamed:
+        raise RecipeError(
+            f"{key}: {name} has label(s) {', '.join(map(repr, unnamed[:5]))} that the map does not name; "
+            f"it names {', '.join(map(repr, mapping))}"
+        )
+    return ds.map(renamed, batched=True, fn_kwargs={"column": column, "mapping": mapping}, desc="label_map")
+
+
+def renamed(batch, column, mapping):
+    return {column: [None if v is None else mapping[v] for v in batch[column]]}
 
 
 def as_text(batch, columns, empty_is_none=False):

@@ -166,6 +166,10 @@ class SourceArgs:
     )
     weight: float = field(default=1.0, metadata={"help": "relative sampling weight when data.mix is interleave"})
     name: str | None = field(default=None, metadata={"help": "name in the data report; default: the file name or dataset id"})
+    label_map: dict | None = field(
+        default=None,
+        metadata={"help": "this source's label -> the recipe's label, e.g. {neg: negative, pos: positive}; every label of the source must be named"},
+    )
 
     def problems(self) -> list[str]:
         out = []
@@ -176,7 +180,15 @@ class SourceArgs:
             out.append(f"weight: {self.weight} must be positive")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items()):
             out.append(f"columns: {self.columns} must map source column names to recipe column names")
+        if self.label_map is not None and (
+            not self.label_map or not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for pair in self.label_map.items() for x in pair)
+        ):
+            out.append(f"label_map: {show(self.label_map)} must map each label of this source to a label name (text or number)")
         return out
+
+    def labels(self) -> dict[str, str] | None:
+        """label_map with keys and values as text, as labels are compared (`1` and `"1"` are one label)."""
+        return None if self.label_map is None else {str(k): str(v) for k, v in self.label_map.items()}
 
     @property
     def label(self) -> str:
@@ -802,6 +814,34 @@ def training_problems(kw: dict, metric_names: list[str], data: DataArgs) -> list
             f"eval_strategy: {kw['eval_strategy']!r} needs a validation set "
             "(data.validation_file, data.validation_split_name or data.validation_split)"
         )
+    return out + tracker_problems(kw.get("report_to"))
+
+
+# The pip package behind each of Trainer's trackers, where its name differs.
+TRACKER_PACKAGES = {"comet_ml": "comet-ml", "azure_ml": "azureml-core", "dvclive": "dvclive", "neptune": "neptune"}
+
+
+def tracker_problems(report_to) -> list[str]:
+    """A tracker Trainer does not know, or one that is not installed, fails only when training starts: refused here."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    out, installed = [], None
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in INTEGRATION_TO_CALLBACK:
+            out.append(f"report_to: {not_one_of(name, ['none', 'all', *INTEGRATION_TO_CALLBACK], 'a tracker Trainer knows')}")
+            continue
+        installed = get_available_reporting_integrations() if installed is None else installed
+        if name not in installed:
+            out.append(
+                f"report_to: {name!r} is not installed; pip install {TRACKER_PACKAGES.get(name, name)}, or use one that is: "
+                f"{', '.join(['none', *installed])}"
+            )
     return out
 
 

@@ -210,6 +210,26 @@ def test_sources_errors_name_the_key(tmp_path):
         load_splits(recipe.data, [], seed=0)
 
 
+def test_label_map_joins_sources_that_spell_labels_differently(tmp_path):
+    imdb = write_csv(tmp_path / "imdb.csv", {"text": [f"review {i}" for i in range(6)], "label": ["neg", "pos"] * 3})
+    sst2 = write_csv(tmp_path / "sst2.csv", {"sentence": [f"s {i}" for i in range(4)], "label": [0, 1, 1, 1]})
+    sources = [
+        {"file": imdb, "label_map": {"neg": "negative", "pos": "positive"}},
+        {"file": sst2, "columns": {"sentence": "text"}, "label_map": {0: "negative", 1: "positive"}},
+    ]
+    data = load_splits(data_recipe(tmp_path, {"sources": sources}).data, [], seed=0)
+    # Two classes, not four (neg, pos, 0, 1), with every row counted under its recipe label.
+    assert data.labels == ["negative", "positive"]
+    assert data.report["labels"]["train"] == {"negative": 4, "positive": 6}
+    sources[1]["label_map"] = {0: "negative"}
+    with pytest.raises(RecipeError) as e:
+        load_splits(data_recipe(tmp_path, {"sources": sources}).data, [], seed=0)
+    assert e.value.problems == ["data.sources[1].label_map: sst2.csv has label(s) '1' that the map does not name; it names '0'"]
+    with pytest.raises(RecipeError) as e:
+        data_recipe(tmp_path, {"sources": [{"file": imdb, "label_map": {"neg": ["a"]}}]})
+    assert e.value.problems == ["data.sources[0].label_map: {'neg': ['a']} must map each label of this source to a label name (text or number)"]
+
+
 def test_carving_is_stratified_and_seeded(tmp_path):
     path = write_csv(tmp_path / "t.csv", {"text": [f"t{i}" for i in range(200)], "label": ["a"] * 150 + ["b"] * 50})
     recipe = data_recipe(tmp_path, {"train_file": path, "validation_split": 0.1, "test_split": 0.2})
