@@ -231,6 +231,14 @@ class DataArgs:
         default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
     )
     max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per example after truncation (the pretraining heads: head_options.block_size)"})
+    long_text: Literal["head", "head_tail"] = field(
+        default="head",
+        metadata={"help": "a text over max_length keeps its first tokens (head), or its first head_tokens and its last ones (head_tail)"},
+    )
+    head_tokens: int | None = field(
+        default=None,
+        metadata={"help": "head_tail: tokens kept from the start; default a quarter of max_length (Sun et al. 2019: 128 of 512 on IMDb)"},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
     max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
@@ -251,6 +259,10 @@ class DataArgs:
                 out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]
         if not 1 <= len(self.text_columns) <= 2 or len(set(self.text_columns)) != len(self.text_columns):
             out.append(f"text_columns: {self.text_columns} must name one column, or two different ones for pairs")
+        if self.long_text == "head_tail" and len(self.text_columns) != 1:
+            out.append("long_text: head_tail cuts one text; a pair is cut longest-first (leave long_text: head)")
+        if self.head_tokens is not None and (self.long_text != "head_tail" or not 0 < self.head_tokens < self.max_length):
+            out.append(f"head_tokens: {self.head_tokens} needs long_text: head_tail and 0 < head_tokens < max_length ({self.max_length})")
         if self.sources is not None and not self.sources:
             out.append("sources: an empty list; give one source or more")
         for key in ("validation_split", "test_split"):
@@ -644,6 +656,8 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         chosen = {k for k in raw_data if k != "max_length" or data.max_length != DEFAULT_MAX_LENGTH}
         parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=chosen)
         errors += head.recipe_problems(model.options(), parts)
+        if data.long_text not in head.long_text:
+            errors.append(f"data.long_text: {not_one_of(data.long_text, list(head.long_text), f'a strategy head {model.head!r} applies')}")
     if not errors:
         errors += fit_model(model, data)
     if errors:

@@ -16,15 +16,24 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
     """Truncate to args.max_length (padding is left to the collator); also return token-length percentiles per split.
 
     Each text is tokenized once in full to learn its length; only the rows over max_length are tokenized
-    again with truncation, which lets pairs use the tokenizer's own truncation strategy.
+    again with truncation, which lets pairs use the tokenizer's own truncation strategy. With
+    `long_text: head_tail` a long text keeps its first `head_tokens` and its last ones instead.
     """
     columns, limit = args.text_columns, args.max_length
+    head_tail = args.long_text == "head_tail"
+    head = args.head_tokens or limit // 4
 
     def encode(batch):
-        full = tokenizer(*[batch[c] for c in columns], verbose=False)
+        full = tokenizer(*[batch[c] for c in columns], verbose=False, return_special_tokens_mask=head_tail)
         lengths = [len(ids) for ids in full["input_ids"]]
         long = [i for i, n in enumerate(lengths) if n > limit]
-        if long:
+        if head_tail:
+            for i in long:
+                keep = head_and_tail(full["special_tokens_mask"][i], limit, head)
+                for key in full:
+                    full[key][i] = [full[key][i][j] for j in keep]
+            del full["special_tokens_mask"]
+        elif long:
             # longest_first: a pair loses tokens from whichever text is longer, so a short hypothesis survives.
             cut = tokenizer(*[[batch[c][i] for i in long] for c in columns], truncation="longest_first", max_length=limit)
             for key in cut:
@@ -36,7 +45,7 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
     for name, ds in splits.items():
         drop = [c for c in ds.column_names if c != "labels"]
         # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
-        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, "tokenize"])
+        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, args.long_text, head, "tokenize"])
         with console.progress(len(ds)):
             ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
         stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
@@ -48,6 +57,19 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
             )
         out[name] = ds.remove_columns("n_tokens")
     return DatasetDict(out), {"max_length": limit, "splits": stats}
+
+
+def head_and_tail(special: list[int], limit: int, head: int) -> list[int]:
+    """Positions to keep of a tokenized text over `limit`: its leading and trailing special tokens ([CLS] ...
+    [SEP]), its first `head` text tokens and as many of its last ones as fit."""
+    n, lead, trail = len(special), 0, 0
+    while lead < n and special[lead]:
+        lead += 1
+    while trail < n - lead and special[n - 1 - trail]:
+        trail += 1
+    body = range(lead, n - trail)
+    tail = max(limit - lead - trail - head, 0)
+    return [*range(lead), *body[:head], *body[len(body) - tail:], *range(n - trail, n)]
 
 
 def tokenizer_name(tokenizer) -> str:

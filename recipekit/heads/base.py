@@ -203,6 +203,7 @@ class Head:
     splits_batches: ClassVar[bool] = False  # its losses are item sums, so training batches may run as length-sorted chunks
     tokenizer_algorithm: ClassVar[str] = "wordpiece"  # what tokenizer.train learns for this head by default
     tokenizer_template: ClassVar[bool] = True  # a trained tokenizer wraps texts in [CLS] ... [SEP] (False: decoder-only)
+    long_text: ClassVar[tuple[str, ...]] = ("head", "head_tail")  # the data.long_text strategies its tokenize applies
 
     def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: HeadState | None = None):
         """`data` is the recipe's `data:` section (DataArgs): its columns and max_length; `state` a finished run's."""

@@ -84,6 +84,8 @@ class Seq2Seq(Head):
     evaluation generate, with `training.generation_max_length` / `generation_num_beams`, and score ROUGE.
     """
 
+    long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+
     pipeline_task = "text2text-generation"
     training_args_class = Seq2SeqTrainingArguments
     trainer_class = Seq2SeqTrainer
@@ -197,6 +199,8 @@ class CausalLMCompletion(Head):
     loss (the prompt's labels are -100), so it learns to answer, not to repeat prompts. `causal_lm` is
     left to plain language-model pretraining on raw text.
     """
+
+    long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 
     pipeline_task = "text-generation"
     predictions_file = "predictions.jsonl"

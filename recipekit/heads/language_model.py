@@ -56,6 +56,8 @@ class MaskedLMOptions(LMOptions):
 class LanguageModel(Head):
     """Self-supervised heads on one unlabelled text column: the labels come from the text itself."""
 
+    long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+
     needs_labels = False
     predictions_file = None  # a corpus has nothing to predict; test and validation report loss and perplexity
     pipeline_use = ""  # what the head's transformers pipeline does with the model, named when `predict` refuses

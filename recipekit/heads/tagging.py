@@ -31,6 +31,8 @@ class TokenClassification(Head):
     Metrics are entity-level (seqeval's default rules) plus per-word tag accuracy.
     """
 
+    long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+
     pipeline_task = "token-classification"
     predictions_file = "predictions.jsonl"
     batch_mean_loss = True  # the model's cross-entropy is a batch mean; Trainer must not rescale it (train.py)
