@@ -262,6 +262,11 @@ def create_app(settings: Settings):
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)})
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception):
+        # A batch that fails fails its own requests, in JSON like every other error; the server goes on.
+        return JSONResponse(status_code=500, content={"error": f"{type(exc).__name__}: {exc}"})
+
     app.add_middleware(LimitBody, limit=MAX_BODY_BYTES, error=HTTPException)
 
     @app.post("/predict", summary="Predict one input or a batch", response_description="the run's prediction per input")

@@ -217,6 +217,19 @@ def test_malformed_and_huge_bodies_are_refused(pytorch_server):
     assert call(pytorch_server, "GET", "/health")[0] == 200
 
 
+def test_a_failing_batch_fails_its_requests_not_the_server(pytorch_server, monkeypatch):
+    from recipekit.serve import Model
+
+    def broken(self, rows):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Model, "__call__", broken)
+    status, answer = call(pytorch_server, "POST", "/predict", {"text": "a good film"})
+    assert status == 500 and answer == {"error": "RuntimeError: out of memory"}
+    monkeypatch.undo()
+    assert call(pytorch_server, "POST", "/predict", {"text": "a good film"})[0] == 200
+
+
 def test_concurrent_clients_are_batched_and_all_answered(binary_run, pytorch_server, tmp_path):
     texts = inputs_of(gold_file(binary_run), "binary")
     before = call(pytorch_server, "GET", "/health")[1]["batches"]
