@@ -29,8 +29,6 @@ from .onnxmodel import EXPORT_FILE, ONNX_FILE, OnnxModel, require
 from .outputs import FINISHED_MARKER
 from .train import load_tokenizer
 
-FORMATS = ["onnx"]
-QUANTIZATIONS = ["int8"]
 # Copied as they are: what makes the folder read as the run (recipe, head state, scores, report).
 RUN_FILES = ["recipe.yaml", STATE_FILE, "data_report.json", "report.md", FINISHED_MARKER]
 OPSET = 18  # the dynamo exporter's own; onnxruntime 1.17 and later run it

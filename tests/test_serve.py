@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
-from test_joins import CASES, COLUMNS, make_recipe, predicted, predictions_file, write
+from test_joins import CASES, COLUMNS, TIMING, make_recipe, predicted, predictions_file, write
 
 EXPORTABLE = ["sequence_classification", "binary", "multi_label", "regression", "pairs", "custom"]
 TRAINED: dict[str, Path] = {}  # one tiny run per case for the whole module
@@ -136,6 +136,17 @@ def test_export_predicts_the_runs_own_predictions(exported, tmp_path):
             assert have[column] == values
         else:  # probabilities, and regression's values: ONNX fp32 within 1e-4 of PyTorch
             assert [float(v) for v in have[column]] == pytest.approx([float(v) for v in values], abs=1e-4)
+
+
+def test_evaluate_on_the_export_gives_the_runs_test_metrics(exported, tmp_path):
+    _, run, out = exported
+    got = tmp_path / "evaluation.json"
+    assert run_cli(["evaluate", out, "--input", gold_file(run), "--metrics", got]) == 0
+    want = {k: v for k, v in json.loads((run / "metrics.json").read_text())["test"].items() if not k.endswith(TIMING)}
+    evaluation = json.loads(got.read_text())
+    assert set(evaluation["metrics"]) == set(want)
+    for key, value in want.items():
+        assert evaluation["metrics"][key] == pytest.approx(value, abs=1e-4), key
 
 
 def test_server_answers_equal_predict_on_the_export(exported, tmp_path):
