@@ -1,6 +1,7 @@
 """Fine-tune or pretrain a model from a YAML recipe: python run.py RECIPE [section.key=value ...] [--check|--data-only|--overwrite|--resume].
 
 Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python run.py compare OUT1 OUT2 ...
+Deployment: python run.py export OUTPUT_DIR --format onnx [--quantize int8], python run.py serve OUTPUT_DIR [--port 8000].
 Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
 """
 
@@ -18,6 +19,7 @@ from recipekit.compare import compare_command
 from recipekit.data import load_splits
 from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
+from recipekit.export import export_command
 from recipekit.finish import finish_run, interrupted
 from recipekit.heads import head_for
 from recipekit.hub import check_hub, fit_hub_model
@@ -36,6 +38,7 @@ from recipekit.outputs import (
 from recipekit.predict import evaluate_command, predict_command
 from recipekit.recipe import load_recipe
 from recipekit.sanity import lr_range_test, overfit_batch
+from recipekit.serve import serve_command
 from recipekit.sweep import sweep_command
 from recipekit.train import build_trainer, load_tokenizer
 
@@ -119,7 +122,8 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
 def run_command(args) -> int:
     if args.command == "sweep":
         return sweep_command(args, fine_tune)
-    return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command}[args.command](args)
+    return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command,
+            "export": export_command, "serve": serve_command}[args.command](args)
 
 
 if __name__ == "__main__":

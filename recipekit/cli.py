@@ -21,7 +21,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="run.py",
         description="Train and evaluate a model from a YAML recipe.",
         epilog="Example: python run.py recipes/quickstart.yaml training.learning_rate=3.0e-5 data.max_train_samples=200\n"
-        "Finished runs: python run.py {predict,evaluate,compare} --help",
+        "Finished runs: python run.py {predict,evaluate,compare,export,serve} --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("recipe", help="path to a YAML recipe")
@@ -36,7 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
-COMMANDS = ("predict", "evaluate", "compare", "sweep")
+COMMANDS = ("predict", "evaluate", "compare", "sweep", "export", "serve")
+# Server-side batching defaults: a batch goes when it holds this many texts or its first request has waited this long.
+MAX_BATCH = 32
+MAX_WAIT_MS = 5.0
 
 
 def mistyped_command(word: str) -> bool:
@@ -79,9 +82,34 @@ def parse_command(argv) -> argparse.Namespace:
     sweep.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
     sweep.add_argument("--check", action="store_true", help="validate every trial and list them, train nothing")
     sweep.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    export = commands.add_parser(
+        "export", help="write a finished classifier run as an ONNX graph (fp32, or int8) that predict, evaluate and serve read as the run",
+        description="Export a finished run's model to ONNX; the folder also carries its tokenizer, head state, recipe and metrics.",
+    )
+    export.add_argument("run", metavar="OUTPUT_DIR", help="output_dir of a finished run (read, never written)")
+    export.add_argument("--format", required=True, choices=["onnx"], help="the exported model's format")
+    export.add_argument("--quantize", choices=["int8"], help="int8: onnxruntime's dynamic quantization (int8 weights, ~4x smaller, faster on CPU)")
+    export.add_argument("--output", help="folder to write (default: OUTPUT_DIR-onnx, or OUTPUT_DIR-onnx-int8, beside the run)")
+    export.add_argument("--overwrite", action="store_true", help="replace --output if it holds files")
+    serve = commands.add_parser(
+        "serve", help="serve a finished run (or its ONNX export) over HTTP: POST /predict, GET /health, GET /info, docs at /docs",
+        description="Serve a finished run over HTTP; SIGTERM or Ctrl-C finish the requests in flight, then exit.",
+    )
+    serve.add_argument("run", metavar="OUTPUT_DIR", help="output_dir of a finished run, or a folder written by run.py export")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model (default: 1)")
+    serve.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                       help=f"most texts per forward pass, and per request (default: {MAX_BATCH})")
+    serve.add_argument("--max-wait-ms", type=float, default=MAX_WAIT_MS,
+                       help=f"how long the first request of a batch waits for others to join it (default: {MAX_WAIT_MS} ms)")
     args = parser.parse_args(argv)
-    if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
-        parser.error(f"--batch-size: {args.batch_size} must be a positive integer")
+    for option in ("batch_size", "workers", "max_batch"):
+        value = getattr(args, option, None)
+        if value is not None and value <= 0:
+            parser.error(f"--{option.replace('_', '-')}: {value} must be a positive integer")
+    if getattr(args, "max_wait_ms", 0) < 0:
+        parser.error(f"--max-wait-ms: {args.max_wait_ms} must not be negative")
     return args
 
 

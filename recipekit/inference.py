@@ -8,18 +8,20 @@ base), so a finished run's predictions on its test file are, field for field, th
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import TrainingArguments
 
 from .adapters import ADAPTER_CONFIG, load_adapter
 from .errors import RecipeError
 from .evaluation_cache import by_length, in_file_order
-from .heads import Head, HeadState, build_head
-from .heads.base import Prediction
+from .heads import Head, HeadState, Prediction, build_head
+from .onnxmodel import OnnxModel, is_exported
 from .outputs import FINISHED_MARKER
+from .preprocess import Context
 from .recipe import DataArgs, ModelArgs, build_steps, read_yaml
 from .schema import build_kwargs
 from .train import inference_trainer, load_tokenizer
@@ -41,8 +43,15 @@ class TrainedRun:
     def labels(self) -> list[str]:
         return self.head.labels
 
+    @property
+    def exported(self) -> bool:
+        """The folder is `run.py export`'s: an ONNX graph stands in for the PyTorch model."""
+        return is_exported(self.folder)
+
     def load_model(self):
-        """The trained model for inference: as saved, or the base model with the adapter folded in."""
+        """The trained model for inference: as saved, the base model with the adapter folded in, or the ONNX graph."""
+        if self.exported:
+            return OnnxModel(self.folder)
         if not self.adapter:
             return self.head.load_trained(str(self.folder), self.model_args)
         tokenizer = load_tokenizer(self.model_args_for_tokenizer)
@@ -88,24 +97,56 @@ def open_run(folder: str, finished: bool = True) -> TrainedRun:
     return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training)
 
 
-def predict_rows(run: TrainedRun, view, batch_size: int | None, chunk: int, with_gold: bool):
-    """Yield (row range, Prediction) for `view` (the text columns the model reads, and `labels` encoded by the
-    head when with_gold), `chunk` rows at a time; scores are computed only with gold labels."""
-    tokenizer = load_tokenizer(run.model_args_for_tokenizer)
-    model = run.load_model().eval()
-    size = batch_size or run.batch_size
-    chunk = max(chunk, 1)
-    with inference_trainer(run.head, model, tokenizer, run.training, size, run.metric_names if with_gold else None) as trainer:
-        for start in range(0, len(view), chunk):
-            rows = range(start, min(start + chunk, len(view)))
-            part = view.select(rows)
-            # Under several processes one tokenizes, the others read its cache (a no-op on one process).
-            with trainer.args.main_process_first(desc="tokenize for prediction"):
-                tokenized, _ = run.head.tokenize(DatasetDict({"input": part}), tokenizer)
-            # Predicted in length order (half the padded positions of file order), answered in file order.
-            ordered, order = by_length(tokenized["input"])
-            prediction = run.head.predict(trainer, ordered, part if order is None else part.select(order), prefix="test")
-            yield rows, in_file_order_prediction(prediction, order)
+def inference_steps(steps: list) -> list:
+    """Steps re-applied to new inputs: those that rewrite text and cover the test split.
+
+    A step may declare `at_inference`; otherwise steps that change rows count (cleaning) and steps that
+    remove or add rows (dedupe, filters, augmentation) do not.
+    """
+    return [s for s in steps if getattr(s, "at_inference", s.effect == "changed") and s.applies_to("test")]
+
+
+def clean(ds: Dataset, run: TrainedRun) -> Dataset:
+    """The text the model reads: the input after the run's inference steps, row for row."""
+    ctx = Context(columns=run.data.text_columns, label=run.data.label_column)
+    for step in inference_steps(run.steps):
+        rows_in = len(ds)
+        ds, *_ = step(ds, ctx)
+        if len(ds) != rows_in:
+            raise RecipeError(f"preprocess step {step.name} changed the number of rows ({rows_in} -> {len(ds)}); it cannot run at inference")
+    return ds
+
+
+class Predictor:
+    """A finished run loaded once (model, tokenizer and the inference Trainer), predicting view after view: `run.py
+    predict` gives it chunks of a file, `run.py serve` the requests of each server-side batch."""
+
+    def __init__(self, run: TrainedRun, batch_size: int | None = None, with_gold: bool = False):
+        self.run = run
+        self.tokenizer = load_tokenizer(run.model_args_for_tokenizer)
+        self.model = run.load_model().eval()
+        self.batch_size = batch_size or run.batch_size
+        self.metric_names = run.metric_names if with_gold else None
+        self.stack = ExitStack()
+        self.trainer = None
+
+    def __enter__(self):
+        self.trainer = self.stack.enter_context(
+            inference_trainer(self.run.head, self.model, self.tokenizer, self.run.training, self.batch_size, self.metric_names))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def predict(self, view) -> Prediction:
+        """The head's Prediction for `view`: the text columns the model reads (and `labels`, encoded by the head)."""
+        # Under several processes one tokenizes, the others read its cache (a no-op on one process).
+        with self.trainer.args.main_process_first(desc="tokenize for prediction"):
+            tokenized, _ = self.run.head.tokenize(DatasetDict({"input": view}), self.tokenizer)
+        # Predicted in length order (half the padded positions of file order), answered in file order.
+        ordered, order = by_length(tokenized["input"])
+        prediction = self.run.head.predict(self.trainer, ordered, view if order is None else view.select(order), prefix="test")
+        return in_file_order_prediction(prediction, order)
 
 
 def in_file_order_prediction(prediction: Prediction, order) -> Prediction:
@@ -115,3 +156,13 @@ def in_file_order_prediction(prediction: Prediction, order) -> Prediction:
     if output is not None:
         output = output._replace(predictions=in_file_order(output.predictions, order), label_ids=in_file_order(output.label_ids, order))
     return Prediction(output, {name: in_file_order(values, order) for name, values in prediction.columns.items()})
+
+
+def predict_rows(run: TrainedRun, view, batch_size: int | None, chunk: int, with_gold: bool):
+    """Yield (row range, Prediction) for `view` (the text columns the model reads, and `labels` encoded by the
+    head when with_gold), `chunk` rows at a time; scores are computed only with gold labels."""
+    chunk = max(chunk, 1)
+    with Predictor(run, batch_size, with_gold) as predictor:
+        for start in range(0, len(view), chunk):
+            rows = range(start, min(start + chunk, len(view)))
+            yield rows, predictor.predict(view.select(rows))

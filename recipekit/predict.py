@@ -20,9 +20,8 @@ from datasets import Dataset
 from . import paths
 from .data import read_file
 from .errors import RecipeError
-from .inference import TrainedRun, open_run, predict_rows
+from .inference import TrainedRun, clean, open_run, predict_rows
 from .outputs import strip_prefix, write_json
-from .preprocess import Context
 from .recipe import DATA_FORMATS
 from .report import markdown_table
 from .schema import Problem, not_one_of
@@ -31,15 +30,6 @@ OUTPUT_FORMATS = [".csv", ".jsonl"]
 # Rows per trainer.predict call: bounds memory on big inputs; a multiple of any usual batch size, so the
 # batches (and with them every number) are those of one call over the whole input.
 CHUNK_ROWS = 4096
-
-
-def inference_steps(steps: list) -> list:
-    """Steps re-applied to new inputs: those that rewrite text and cover the test split.
-
-    A step may declare `at_inference`; otherwise steps that change rows count (cleaning) and steps that
-    remove or add rows (dedupe, filters, augmentation) do not.
-    """
-    return [s for s in steps if getattr(s, "at_inference", s.effect == "changed") and s.applies_to("test")]
 
 
 def read_input(spec: str, run: TrainedRun) -> Dataset:
@@ -69,17 +59,6 @@ def read_input(spec: str, run: TrainedRun) -> Dataset:
             f"--input {spec}: no text column {', '.join(map(repr, missing))} (the run {run.folder} reads "
             f"{', '.join(columns)}); columns: {', '.join(ds.column_names) or 'none'}"
         )
-    return ds
-
-
-def clean(ds: Dataset, run: TrainedRun) -> Dataset:
-    """The text the model reads: the input after the run's inference steps, row for row."""
-    ctx = Context(columns=run.data.text_columns, label=run.data.label_column)
-    for step in inference_steps(run.steps):
-        rows_in = len(ds)
-        ds, *_ = step(ds, ctx)
-        if len(ds) != rows_in:
-            raise RecipeError(f"preprocess step {step.name} changed the number of rows ({rows_in} -> {len(ds)}); it cannot run at inference")
     return ds
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 
 import numpy as np
 from datasets import DatasetDict
@@ -77,14 +78,31 @@ def tokenizer_name(tokenizer) -> str:
     return f"{name!r} ({type(tokenizer).__name__})" if name else type(tokenizer).__name__
 
 
-def tokenizer_identity(tokenizer) -> str:
+# tokenizer -> (its size, the hash of its definition). Hashing a 30,000-word vocabulary takes ~0.1 s: once per
+# tokenizer, not once per call, since `run.py serve` tokenizes every batch of requests with the same one.
+DEFINITION_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def definition_hash(tokenizer) -> str:
+    cached = DEFINITION_HASHES.get(tokenizer)
+    if cached is not None and cached[0] == len(tokenizer):  # added tokens change the size
+        return cached[1]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # Calls with truncation=True or padding leave those settings in the backend; they say nothing about
         # the vocabulary, and keeping them made each process of a multi-process run miss the main one's cache.
-        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        definition = Hasher.hash({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")})
     else:
         definition = Hasher.hash(tokenizer)
+    try:
+        DEFINITION_HASHES[tokenizer] = (len(tokenizer), definition)
+    except TypeError:  # an object that takes no weak reference (a test's fake tokenizer) is hashed every time
+        pass
+    return definition
+
+
+def tokenizer_identity(tokenizer) -> str:
+    definition = definition_hash(tokenizer)
     return Hasher.hash([type(tokenizer).__name__, definition, tokenizer.model_max_length, tokenizer.padding_side,
                         tokenizer.truncation_side, getattr(tokenizer, "pad_token", None)])
 

@@ -28,7 +28,7 @@ def recipe(tmp_path, tiny_model):
 
 def kept_words(recipe, tiny_model, text: str) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    tokenized, stats = tokenize(DatasetDict({"train": Dataset.from_dict({"text": [text]})}), tokenizer, recipe.data)
+    tokenized, _ = tokenize(DatasetDict({"train": Dataset.from_dict({"text": [text]})}), tokenizer, recipe.data)
     ids = tokenized["train"][0]["input_ids"]
     assert len(ids) == 16 == len(tokenized["train"][0]["attention_mask"])
     return tokenizer.convert_ids_to_tokens(ids)

@@ -204,6 +204,9 @@ class Head:
     tokenizer_algorithm: ClassVar[str] = "wordpiece"  # what tokenizer.train learns for this head by default
     tokenizer_template: ClassVar[bool] = True  # a trained tokenizer wraps texts in [CLS] ... [SEP] (False: decoder-only)
     long_text: ClassVar[tuple[str, ...]] = ("head", "head_tail")  # the data.long_text strategies its tokenize applies
+    # Why `run.py export` refuses the head; None: one forward pass gives logits that `prediction_columns` reads, so the
+    # ONNX graph of that pass (export.py) predicts as the run does.
+    not_exportable: ClassVar[str | None] = "its predictions are not one forward pass to logits"
 
     def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: HeadState | None = None):
         """`data` is the recipe's `data:` section (DataArgs): its columns and max_length; `state` a finished run's."""

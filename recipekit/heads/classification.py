@@ -59,6 +59,7 @@ class PooledHead(Head):
     splits_batches = True
     pipeline_task = "text-classification"
     problem_type = "single_label_classification"
+    not_exportable = None  # one vector per text, logits out: the whole prediction is one graph
 
     @property
     def num_outputs(self) -> int:

@@ -90,6 +90,7 @@ class Seq2Seq(Head):
     training_args_class = Seq2SeqTrainingArguments
     trainer_class = Seq2SeqTrainer
     predictions_file = "predictions.jsonl"
+    not_exportable = "it generates text token by token (a decoding loop around the model), not one forward pass"
     Options = Seq2SeqOptions
     metric_names = tuple(M.GENERATION)
     default_metrics = tuple(M.GENERATION)
@@ -204,6 +205,7 @@ class CausalLMCompletion(Head):
 
     pipeline_task = "text-generation"
     predictions_file = "predictions.jsonl"
+    not_exportable = "it generates text token by token (a decoding loop around the model), not one forward pass"
     Options = CompletionOptions
     metric_names = ("perplexity",)
     default_metrics = ("perplexity",)

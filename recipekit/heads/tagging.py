@@ -35,6 +35,7 @@ class TokenClassification(Head):
 
     pipeline_task = "token-classification"
     predictions_file = "predictions.jsonl"
+    not_exportable = "its tags are per word, aligned from sub-word tokens by the tokenizer's word ids, which the ONNX graph does not carry"
     batch_mean_loss = True  # the model's cross-entropy is a batch mean; Trainer must not rescale it (train.py)
     metric_names = tuple(M.TOKENS)
     default_metrics = tuple(M.TOKENS)
