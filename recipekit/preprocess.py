@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset, DatasetDict
 from datasets.fingerprint import Hasher
-from datasets.table import InMemoryTable
+from datasets.table import InMemoryTable, MemoryMappedTable
 
 from .errors import RecipeError
 
@@ -131,7 +131,8 @@ def flat(ds: Dataset) -> Dataset:
             for start in range(0, len(rows), GATHER_ROWS):
                 writer.write_table(table.take(rows[start:start + GATHER_ROWS]))
         os.replace(tmp, path)  # atomic: another process reads the whole file or none of it
-    return Dataset.from_file(str(path), info=ds.info.copy(), split=ds.split)
+    # With its own fingerprint: datasets would derive one from the table that does not tell two such files apart.
+    return Dataset(MemoryMappedTable.from_file(str(path)), info=ds.info.copy(), split=ds.split, fingerprint=fingerprint)
 
 
 class Clean(Step):

@@ -334,5 +334,8 @@ def test_rows_kept_are_written_out_contiguously_and_cached(tmp_path):
     assert once._indices is None and again._indices is None
     assert once["text"] == [f"row {i}" for i in keep] and once.features == ds.features
     assert once.cache_files == again.cache_files and once.cache_files[0]["filename"].endswith("-flat.arrow")
+    # Each written-out selection has its own fingerprint: the steps' caches are keyed by it.
+    other = flat(ds.select(np.flatnonzero(np.arange(500) % 7 == 0)))
+    assert once._fingerprint == again._fingerprint != other._fingerprint
     in_memory = flat(Dataset.from_dict({"label": [i % 3 for i in range(500)]}).select(keep))
     assert in_memory._indices is None and in_memory["label"] == [i % 3 for i in keep]
