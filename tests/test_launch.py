@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT, run_cli
+from safetensors.torch import save_file
 
 from recipekit.errors import RecipeError
 from recipekit.recipe import build_recipe
@@ -139,7 +141,7 @@ def test_accelerate_deepspeed_config_fails_before_anything_is_written(tiny_model
 
 @pytest.fixture
 def interrupted_run(tmp_path, tiny_model):
-    """What a run killed after its first checkpoint leaves: recipe.yaml and checkpoint-5 with its config."""
+    """What a run killed after its first checkpoint leaves: recipe.yaml, status.json and checkpoint-5 with its config."""
     out = tmp_path / "out"
     recipe = {
         "model": {"name_or_path": tiny_model},
@@ -150,7 +152,11 @@ def interrupted_run(tmp_path, tiny_model):
     ckpt = out / "checkpoint-5"
     ckpt.mkdir(parents=True)
     (ckpt / "config.json").write_text(json.dumps({"id2label": {"0": "negative", "1": "positive"}}))
+    # Complete as Trainer leaves it (state written last, weights whole): resume checks the model before anything.
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 5, "log_history": []}))
+    save_file({"weight": torch.zeros(2)}, str(ckpt / "model.safetensors"))
     (out / "recipe.yaml").write_text(yaml.safe_dump(build_recipe(recipe).to_dict(), sort_keys=False))
+    (out / "status.json").write_text('{"status": "interrupted", "step": 5, "signal": 15}')
     return recipe, out
 
 

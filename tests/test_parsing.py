@@ -117,10 +117,10 @@ def test_custom_metrics_must_take_three_arguments_and_return_numbers(tmp_path, m
     from recipekit import metrics
     from recipekit.schema import Problem
 
-    (tmp_path / "my_metrics.py").write_text("def verdict(y, p, probs):\n    return 'good'\n\ndef score(y, p, probs):\n    return {'hits': 3}\n")
+    (tmp_path / "parsing_metrics.py").write_text("def verdict(y, p, probs):\n    return 'good'\n\ndef score(y, p, probs):\n    return {'hits': 3}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(Problem, match="is not a function of"):
         metrics.resolve("json:loads")
-    assert metrics.resolve("my_metrics:score")(None, None, None, []) == {"hits": 3}
-    with pytest.raises(RecipeError, match="'my_metrics:verdict' returned 'good'; a metric returns a number or a dict of numbers"):
-        metrics.resolve("my_metrics:verdict")(None, None, None, [])
+    assert metrics.resolve("parsing_metrics:score")(None, None, None, []) == {"hits": 3}
+    with pytest.raises(RecipeError, match="'parsing_metrics:verdict' returned 'good'; a metric returns a number or a dict of numbers"):
+        metrics.resolve("parsing_metrics:verdict")(None, None, None, [])
