@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
-COMMANDS = ("predict", "evaluate", "compare", "sweep")
+COMMANDS = ("predict", "evaluate", "compare", "sweep", "cv")
 
 
 def parse_command(argv) -> argparse.Namespace:
@@ -65,6 +65,19 @@ def parse_command(argv) -> argparse.Namespace:
     sweep.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
     sweep.add_argument("--check", action="store_true", help="validate every trial and list them, train nothing")
     sweep.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    cv = commands.add_parser(
+        "cv", help="k-fold cross-validation: one run per fold, metrics' mean and spread, out-of-fold predictions",
+        description="Train the recipe once per fold into OUTPUT_DIR/fold-K (training.output_dir is OUTPUT_DIR), each fold "
+        "validated on its held-out part (the recipe's own validation set is not used); finished folds are skipped.",
+    )
+    cv.add_argument("recipe", help="path to a YAML recipe (heads sequence_classification, binary, regression)")
+    cv.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5); stratified by label for classification heads, seeded by training.seed")
+    cv.add_argument("--group-column", help="column of the training data naming groups (a speaker, a document) that no fold splits")
+    cv.add_argument("--label-issues", action="store_true",
+                    help="also write label_issues.csv: training rows whose label is likely wrong, ranked by cleanlab (pip install 'recipekit[cv]')")
+    cv.add_argument("--check", action="store_true", help="load the data, print the folds' sizes, train nothing")
+    cv.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     if getattr(args, "batch_size", None) is not None and args.batch_size <= 0:
         parser.error(f"--batch-size: {args.batch_size} must be a positive integer")
