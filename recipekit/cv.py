@@ -45,6 +45,9 @@ def cv_command(args, fine_tune) -> int:
     base = load_recipe(args.recipe, args.overrides)
     check_request(base, args)
     root = Path(base.training.output_dir)
+    if (root / "recipe.yaml").exists():
+        raise RecipeError(f"cv: {root} holds a run; fold-K folders go beside nothing else: choose another "
+                          f"training.output_dir (e.g. training.output_dir={root}-cv)")
     seed = base.training.seed
     head = head_for(base)
     # The recipe's own validation set plays no part: each fold validates on its held-out part.

@@ -204,3 +204,15 @@ def test_missing_cleanlab_is_one_line(request, tmp_path, capsys, monkeypatch):
     write(recipe, path)
     assert run_cli(["cv", path, "--label-issues"]) == 2
     assert capsys.readouterr().err.strip() == "error: --label-issues needs cleanlab: pip install 'recipekit[cv]'"
+
+
+def test_a_run_folder_is_refused(request, tmp_path, capsys):
+    recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "recipe.yaml").write_text("a run\n")
+    path = tmp_path / "recipe.yaml"
+    write(recipe, path)
+    assert run_cli(["cv", path]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cv: {tmp_path / 'out'} holds a run; fold-K folders go beside nothing else: "
+                                               f"choose another training.output_dir (e.g. training.output_dir={tmp_path / 'out'}-cv)")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["recipe.yaml"]
