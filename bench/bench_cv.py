@@ -1,6 +1,6 @@
 """Choosing a learning rate on a small set: 5-fold cross-validation beside a single 80/20 split.
 
-python bench/bench_cv.py [--train-rows 500] [--folds 5] [--rates 3.0e-5 1.0e-4] [--reference] [--out runs/bench_cv]
+python bench/bench_cv.py [--train-rows 500] [--folds 5] [--rates 1.0e-4 3.0e-4] [--reference] [--out runs/bench_cv]
 
 MiniLM (all-MiniLM-L6-v2, offline) on a seeded subset of SST-2 train, one epoch, max_length 64. For each
 learning rate: `run.py cv` (mean and standard deviation of held-out accuracy over the folds) and one run that
@@ -31,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-rows", type=int, default=500)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--rates", type=float, nargs="+", default=[3.0e-5, 1.0e-4])
+    parser.add_argument("--rates", type=float, nargs="+", default=[1.0e-4, 3.0e-4])
     parser.add_argument("--reference", action="store_true", help="also train on all rows and score SST-2 validation")
     parser.add_argument("--seed", type=int, default=0, help="draws the rows")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench_cv"))
