@@ -70,6 +70,10 @@ def test_out_of_fold_predictions_one_per_row(cv_run):
     assert set(oof["predicted"]) <= {"pos", "neg"}
     plan = pd.read_csv(out / "folds.csv")
     assert list(oof["fold"]) == list(plan.sort_values("row")["fold"])
+    for k in (1, 2, 3):  # each fold's out-of-fold predictions are the ones its run validated with
+        part = oof[oof["fold"] == k]
+        validation = json.loads((out / f"fold-{k}" / "metrics.json").read_text())["validation"]
+        assert (part["predicted"] == part["label"]).mean() == pytest.approx(validation["accuracy"])
 
 
 def test_mean_and_std_are_the_folds_metrics(cv_run):
