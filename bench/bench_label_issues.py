@@ -92,7 +92,7 @@ def main() -> None:
     print("| flagged | planted | flagged and planted | precision | recall | out-of-fold accuracy |\n|---:|---:|---:|---:|---:|---:|")
     print(f"| {len(flagged)} | {len(planted)} | {hits} | {hits / max(len(flagged), 1):.4f} | {hits / len(planted):.4f} | {oof:.4f} |")
     print("\n## Retrained on SST-2 validation (872 sentences)\n")
-    print("| training rows | rows | validation accuracy | train time (s) |\n|---|---:|---:|---:|")
+    print("| training rows | rows | validation accuracy | run time (s) |\n|---|---:|---:|---:|")
     for name, (acc, seconds) in timings.items():
         rows = len(noisy) if name == "all rows" else len(noisy) - len(flagged)
         print(f"| {name} | {rows} | {acc:.4f} | {seconds:.0f} |")
