@@ -3,6 +3,7 @@
 Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python run.py compare OUT1 OUT2 ...
 Deployment: python run.py export OUTPUT_DIR --format onnx [--quantize int8], python run.py serve OUTPUT_DIR [--port 8000].
 Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
+Cross-validation: python run.py cv RECIPE --folds 5 [--label-issues] (each fold is fine_tune below, in this process).
 """
 
 import os
@@ -16,6 +17,7 @@ from recipekit import console
 from recipekit.adapters import apply_peft
 from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
 from recipekit.compare import compare_command
+from recipekit.cv import cv_command
 from recipekit.data import load_splits
 from recipekit.datareport import format_report
 from recipekit.errors import RecipeError
@@ -122,6 +124,8 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
 def run_command(args) -> int:
     if args.command == "sweep":
         return sweep_command(args, fine_tune)
+    if args.command == "cv":
+        return cv_command(args, fine_tune)
     return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command,
             "export": export_command, "serve": serve_command}[args.command](args)
 

@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
-COMMANDS = ("predict", "evaluate", "compare", "sweep", "export", "serve")
+COMMANDS = ("predict", "evaluate", "compare", "sweep", "cv", "export", "serve")
 # Server-side batching defaults: a batch goes when it holds this many texts or its first request has waited this long.
 MAX_BATCH = 32
 MAX_WAIT_MS = 5.0
@@ -82,6 +82,19 @@ def parse_command(argv) -> argparse.Namespace:
     sweep.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
     sweep.add_argument("--check", action="store_true", help="validate every trial and list them, train nothing")
     sweep.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    cv = commands.add_parser(
+        "cv", help="k-fold cross-validation: one run per fold, metrics' mean and spread, out-of-fold predictions",
+        description="Train the recipe once per fold into OUTPUT_DIR/fold-K (training.output_dir is OUTPUT_DIR), each fold "
+        "validated on its held-out part (the recipe's own validation set is not used); finished folds are skipped.",
+    )
+    cv.add_argument("recipe", help="path to a YAML recipe (heads sequence_classification, binary, regression)")
+    cv.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default: 5); stratified by label for classification heads, seeded by training.seed")
+    cv.add_argument("--group-column", help="column of the training data naming groups (a speaker, a document) that no fold splits")
+    cv.add_argument("--label-issues", action="store_true",
+                    help="also write label_issues.csv: training rows whose label is likely wrong, ranked by cleanlab (pip install 'recipekit[cv]')")
+    cv.add_argument("--check", action="store_true", help="load the data, print the folds' sizes, train nothing")
+    cv.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     export = commands.add_parser(
         "export", help="write a finished classifier run as an ONNX graph (fp32, or int8) that predict, evaluate and serve read as the run",
         description="Export a finished run's model to ONNX; the folder also carries its tokenizer, head state, recipe and metrics.",

@@ -134,12 +134,14 @@ def sweep_command(args, fine_tune) -> int:
     return 0
 
 
-def run_trial(fine_tune, recipe, params: dict, is_main: bool, callbacks=(), state: str = "finished") -> int:
+def run_trial(fine_tune, recipe, params: dict, is_main: bool, callbacks=(), state: str = "finished",
+              command: str = "sweep", record: bool = True) -> int:
+    """Train one recipe into its folder (an unfinished run there is replaced); `record`: write its sweep_trial.json."""
     out = Path(recipe.training.output_dir)
-    print(f"sweep: {out.name}: {', '.join(f'{k}={v}' for k, v in params.items())}")
+    print(f"{command}: {out.name}: {', '.join(f'{k}={v}' for k, v in params.items())}")
     unfinished = out.exists() and any(out.iterdir())
     status = fine_tune(recipe, overwrite=unfinished, callbacks=callbacks)
-    if status == 0 and is_main:
+    if status == 0 and is_main and record:
         write_json(out / TRIAL_FILE, {"params": params, "state": state})
     gc.collect()  # the previous trial's model and optimizer state before the next one loads
     if torch.cuda.is_available():
