@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 
 from .batching import LengthSplitTrainer
-from .evaluation_cache import predict_split
+from .evaluation_cache import by_length, predict_split
 from .heads.base import column_values
-from .inference import open_run, predict_rows
+from .inference import in_file_order_prediction, open_run, predict_rows
 from .outputs import manifest, mark, strip_prefix, versions, write_atomic, write_json, write_predictions
 from .report import write_report
 
@@ -75,7 +75,10 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
     gold = [c for c in ("labels", head.data.label_column) if c in test.column_names]
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         # A sharded engine predicts in its own Trainer (a second Trainer would start a second engine).
-        prediction = head.predict(trainer, tokenized["test"], test, prefix="test")
+        # In length order, as the saved run predicts it (the same batches, so the same loss).
+        ordered, order = by_length(tokenized["test"])
+        prediction = head.predict(trainer, ordered, test if order is None else test.select(order), prefix="test")
+        prediction = in_file_order_prediction(prediction, order)
     else:
         run = open_run(output_dir, finished=False)
         _, prediction = next(predict_rows(run, test.select_columns(head.data.text_columns + gold), None, len(test), bool(gold)))
