@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from . import metrics as M
 from .data import ROW, column, load_sources, load_splits
@@ -147,6 +146,9 @@ def assign_folds(n: int, k: int, seed: int, labels, groups, names: list[str]) ->
                               "lower --folds or drop rare classes with preprocess: filter_labels")
     if groups is not None and len(set(groups)) < k:
         raise RecipeError(f"--group-column: {len(set(groups))} groups cannot fill {k} folds; lower --folds")
+    # Imported here: scikit-learn costs ~0.5 s of every command's start (run.py imports this module).
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
     if groups is not None:
         splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if labels is not None else GroupKFold(k, shuffle=True, random_state=seed)
     else:
