@@ -65,8 +65,9 @@ def test_auto_cost_is_the_measured_cpu_cost_and_a_number_is_kept():
     assert resolve_cost(None, SimpleNamespace(use_cpu=True)) is None
 
 
-def gradients_after_one_step(tiny_model, tmp_path, chunk_cost):
-    """Gradients of one training step of a tiny BERT classifier (dropout off) on a batch of uneven lengths."""
+def gradients_after_one_step(tiny_model, tmp_path, chunk_cost, use_cpu=True):
+    """Gradients (on the CPU) of one training step of a tiny BERT classifier (dropout off) on a batch of uneven
+    lengths; with use_cpu=False the step runs on the GPU (tests/test_gpu.py)."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -85,12 +86,13 @@ def gradients_after_one_step(tiny_model, tmp_path, chunk_cost):
     rows = [tokenizer(t) | {"labels": i % 3} for i, t in enumerate(texts)]
     batch = DataCollatorWithPadding(tokenizer)(rows)
     head = build_head("sequence_classification")
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=use_cpu, report_to="none")
     trainer = LengthSplitTrainer(model=model, args=args, processing_class=tokenizer, compute_loss_func=head.loss(args))
     trainer.chunk_cost = chunk_cost
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
     loss = trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(len(texts)))
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert next(model.parameters()).device.type == ("cpu" if use_cpu else "cuda")
+    grads = {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.item(), grads, len(split(batch, chunk_cost)) if chunk_cost else 1
 
 

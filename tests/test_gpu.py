@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, run_cli
+from test_batching import gradients_after_one_step
 from test_distributed import BIN, SAMPLE, launch, losses, ranks, recipe_for
 
 pytestmark = [
@@ -81,39 +82,9 @@ def test_attention_is_sdpa_and_matches_eager_attention(tiny_model):
             torch.testing.assert_close(default(**batch).logits, eager(**batch).logits, rtol=0.05, atol=0.05)
 
 
-def gradients_on_cuda(tiny_model, tmp_path, chunk_cost):
-    """One training step of a tiny BERT classifier (dropout off) on a batch of uneven lengths, on the GPU."""
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        TrainingArguments,
-    )
-
-    from recipekit.batching import LengthSplitTrainer, split
-    from recipekit.heads import HEADS
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        tiny_model, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
-    )
-    texts = ["good"] * 10 + ["a long and winding review that goes on and on about the plot " * 3] * 2 + ["fine film", "bad"]
-    batch = DataCollatorWithPadding(tokenizer)([tokenizer(t) | {"labels": i % 3} for i, t in enumerate(texts)])
-    head = HEADS["sequence_classification"]()
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
-    trainer = LengthSplitTrainer(model=model, args=args, processing_class=tokenizer, compute_loss_func=head.loss(args))
-    trainer.chunk_cost = chunk_cost
-    trainer.create_optimizer_and_scheduler(num_training_steps=1)
-    loss = trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(len(texts)))
-    assert next(model.parameters()).device.type == "cuda"
-    grads = {n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None}
-    return loss.item(), grads, len(split(batch, chunk_cost)) if chunk_cost else 1
-
-
 def test_length_split_on_cuda_gives_the_unsplit_gradient(tiny_model, tmp_path):
-    whole_loss, whole, _ = gradients_on_cuda(tiny_model, tmp_path, chunk_cost=None)
-    split_loss, chunked, chunks = gradients_on_cuda(tiny_model, tmp_path, chunk_cost=16)
+    whole_loss, whole, _ = gradients_after_one_step(tiny_model, tmp_path, chunk_cost=None, use_cpu=False)
+    split_loss, chunked, chunks = gradients_after_one_step(tiny_model, tmp_path, chunk_cost=16, use_cpu=False)
     assert chunks >= 2
     assert split_loss == pytest.approx(whole_loss, rel=1e-5)
     assert whole.keys() == chunked.keys() and len(whole) > 20
