@@ -37,6 +37,7 @@ def format_report(report: dict) -> str:
             if s:
                 lines.append(
                     f"  tokens {split}: p50 {s['p50']} p90 {s['p90']} p95 {s['p95']} p99 {s['p99']} max {s['max']}; "
-                    f"{s['truncated']:.1%} {cut} at {limit}"
+                    f"{s['truncated']:.1%} {cut if 'windows' not in s else 'cut into windows'} at {limit}"
+                    + (f" ({s['windows']:,} windows)" if "windows" in s else "")
                 )
     return "\n".join(lines)

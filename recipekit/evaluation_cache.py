@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow.compute as pc
 from transformers.trainer_utils import EvalPrediction, PredictionOutput
 
+from .windows import DOCUMENT
+
 
 @dataclass
 class Evaluation:
@@ -63,14 +65,15 @@ def reusable(trainer, dataset, last: Evaluation) -> bool:
 
 def by_length(dataset):
     """(the rows sorted by token count, the order that sorted them): batches of similar lengths pad little.
-    A stable sort keeps equal lengths in file order."""
+    A stable sort keeps equal lengths in file order. Windows of documents (long_text: chunks) are pooled back
+    into document order (windows.py), so for them there is no order to undo: None."""
     if "input_ids" not in dataset.column_names or len(dataset) < 2:
         return dataset, None
     lengths = pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_numpy(zero_copy_only=False)
     order = np.argsort(lengths, kind="stable")
     if (order == np.arange(len(order))).all():
         return dataset, None
-    return dataset.select(order), order
+    return dataset.select(order), None if DOCUMENT in dataset.column_names else order
 
 
 def in_file_order(values, order):

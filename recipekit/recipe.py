@@ -231,13 +231,22 @@ class DataArgs:
         default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
     )
     max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per example after truncation (the pretraining heads: head_options.block_size)"})
-    long_text: Literal["head", "head_tail"] = field(
+    long_text: Literal["head", "head_tail", "chunks"] = field(
         default="head",
-        metadata={"help": "a text over max_length keeps its first tokens (head), or its first head_tokens and its last ones (head_tail)"},
+        metadata={"help": "a text over max_length keeps its first tokens (head), its first head_tokens and its last ones "
+                          "(head_tail), or all of them as overlapping windows pooled per document (chunks)"},
     )
     head_tokens: int | None = field(
         default=None,
         metadata={"help": "head_tail: tokens kept from the start; default a quarter of max_length (Sun et al. 2019: 128 of 512 on IMDb)"},
+    )
+    chunk_overlap: int | None = field(
+        default=None,
+        metadata={"help": "chunks: tokens a window shares with the one before; default a quarter of max_length"},
+    )
+    chunk_pooling: Literal["mean", "max"] = field(
+        default="mean",
+        metadata={"help": "chunks: a document's logits are its windows' mean, or their maximum per output"},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
@@ -259,8 +268,12 @@ class DataArgs:
                 out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]
         if not 1 <= len(self.text_columns) <= 2 or len(set(self.text_columns)) != len(self.text_columns):
             out.append(f"text_columns: {self.text_columns} must name one column, or two different ones for pairs")
-        if self.long_text == "head_tail" and len(self.text_columns) != 1:
-            out.append("long_text: head_tail cuts one text; a pair is cut longest-first (leave long_text: head)")
+        if self.long_text != "head" and len(self.text_columns) != 1:
+            out.append(f"long_text: {self.long_text} cuts one text; a pair is cut longest-first (leave long_text: head)")
+        if self.chunk_overlap is not None and (self.long_text != "chunks" or not 0 <= self.chunk_overlap <= self.max_length // 2):
+            out.append(f"chunk_overlap: {self.chunk_overlap} needs long_text: chunks and 0 <= chunk_overlap <= max_length / 2 ({self.max_length // 2})")
+        if self.chunk_pooling != "mean" and self.long_text != "chunks":
+            out.append(f"chunk_pooling: {self.chunk_pooling} needs long_text: chunks")
         if self.head_tokens is not None and (self.long_text != "head_tail" or not 0 < self.head_tokens < self.max_length):
             out.append(f"head_tokens: {self.head_tokens} needs long_text: head_tail and 0 < head_tokens < max_length ({self.max_length})")
         if self.sources is not None and not self.sources:

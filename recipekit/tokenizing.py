@@ -11,6 +11,7 @@ from datasets.fingerprint import Hasher
 
 from . import console
 from .errors import RecipeError
+from .windows import DOCUMENT, windows
 
 
 def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
@@ -18,16 +19,21 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
 
     Each text is tokenized once in full to learn its length; only the rows over max_length are tokenized
     again with truncation, which lets pairs use the tokenizer's own truncation strategy. With
-    `long_text: head_tail` a long text keeps its first `head_tokens` and its last ones instead.
+    `long_text: head_tail` a long text keeps its first `head_tokens` and its last ones instead; with `chunks` it
+    becomes overlapping windows of max_length, each a row with the document's label and (outside train) the
+    `document` it came from, so its windows' outputs can be pooled back (windows.py).
     """
     columns, limit = args.text_columns, args.max_length
-    head_tail = args.long_text == "head_tail"
+    head_tail, chunks = args.long_text == "head_tail", args.long_text == "chunks"
     head = args.head_tokens or limit // 4
+    overlap = limit // 4 if args.chunk_overlap is None else args.chunk_overlap
 
-    def encode(batch):
+    def encode(batch, indices):
         full = tokenizer(*[batch[c] for c in columns], verbose=False, return_special_tokens_mask=head_tail)
         lengths = [len(ids) for ids in full["input_ids"]]
         long = [i for i, n in enumerate(lengths) if n > limit]
+        if chunks:
+            return as_windows(full, batch, indices, lengths, long)
         if head_tail:
             for i in long:
                 keep = head_and_tail(full["special_tokens_mask"][i], limit, head)
@@ -42,14 +48,42 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
                     full[key][i] = cut[key][j]
         return {**full, "n_tokens": lengths}
 
+    def as_windows(full, batch, indices, lengths, long):
+        cut, source = windows(tokenizer, [batch[columns[0]][i] for i in long], limit, overlap) if long else ({}, [])
+        spans: dict[int, list[int]] = {}
+        for j, k in enumerate(source):
+            spans.setdefault(long[k], []).append(j)
+        out = {key: [] for key in [*full, "labels", DOCUMENT, "n_tokens"] if key != "labels" or "labels" in batch}
+        for i, n in enumerate(lengths):
+            rows = [(full, i)] if i not in spans else [(cut, j) for j in spans[i]]
+            for w, (encoded, j) in enumerate(rows):
+                for key in full:
+                    out[key].append(encoded[key][j])
+                if "labels" in batch:
+                    out["labels"].append(batch["labels"][i])
+                out[DOCUMENT].append(indices[i])
+                out["n_tokens"].append(n if w == 0 else -1)  # a document's length counts once in the statistics
+        return out
+
     out, stats = {}, {}
     for name, ds in splits.items():
-        drop = [c for c in ds.column_names if c != "labels"]
+        # Windows change the number of rows, so every input column goes and `labels` is written per window.
+        drop = [c for c in ds.column_names if c != "labels" or chunks]
         # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
-        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, args.long_text, head, "tokenize"])
+        fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, args.long_text, head,
+                                   overlap if chunks else None, "tokenize"])
+        label_feature = ds.features.get("labels")
         with console.progress(len(ds)):
-            ds = ds.map(encode, batched=True, remove_columns=drop, num_proc=args.num_proc, new_fingerprint=fingerprint, desc=f"tokenize {name}")
-        stats[name] = length_stats(np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist()), limit)
+            ds = ds.map(encode, batched=True, with_indices=True, remove_columns=drop, num_proc=args.num_proc,
+                        new_fingerprint=fingerprint, desc=f"tokenize {name}")
+        lengths = np.asarray(ds.with_format("arrow")["n_tokens"].to_pylist())
+        stats[name] = length_stats(lengths[lengths >= 0], limit)
+        if chunks and stats[name]:
+            stats[name]["windows"] = len(ds)
+        if chunks and label_feature is not None and ds.features["labels"] != label_feature:
+            ds = ds.cast_column("labels", label_feature)  # written per window as plain values; a ClassLabel keeps its names
+        if chunks and name == "train":
+            ds = ds.remove_columns(DOCUMENT)  # training windows are examples in their own right
         if stats[name] and stats[name]["max"] == 0:
             # A vocabulary that matches nothing in the text would otherwise train on empty inputs without a word.
             raise RecipeError(

@@ -15,6 +15,7 @@ from . import batching, console, paths, regularize
 from .errors import RecipeError
 from .evaluation_cache import by_length, remember_evaluations
 from .recipe import with_device_defaults
+from .windows import pool_windows
 
 
 def load_tokenizer(model_args, tokenizer_args=None):
@@ -70,7 +71,8 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         callbacks=regularize.callbacks(recipe.regularization),
     )
     use_head_loss(trainer, head)
-    remember_evaluations(trainer)
+    score_documents(trainer, head)
+    remember_evaluations(trainer)  # after score_documents: it keeps the pooled evaluation
     if isinstance(trainer, batching.LengthSplitTrainer):
         trainer.chunk_cost = batching.resolve_cost(recipe.batching.length_split_cost, args)
         trainer.pad_multiple = multiple
@@ -85,6 +87,11 @@ def use_head_loss(trainer, head) -> None:
         # of the whole step: it would then skip dividing by gradient_accumulation_steps and multiply by the
         # number of processes (a loss of 2 x ln 2 = 1.386 at chance under 2 processes). The loss is a batch mean.
         trainer.model_accepts_loss_kwargs = False
+
+
+def score_documents(trainer, head) -> None:
+    if head.data is not None and head.data.long_text == "chunks":
+        pool_windows(trainer, head.data.chunk_pooling)
 
 
 def logits_only(logits, labels):
@@ -114,6 +121,7 @@ def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, m
             preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         )
         use_head_loss(trainer, head)
+        score_documents(trainer, head)
         yield trainer
     finally:
         shutil.rmtree(folder, ignore_errors=True)

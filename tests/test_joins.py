@@ -43,6 +43,13 @@ CASES = {
     "causal_lm_sft": ("tiny_gpt2", "causal_lm_sft", "complete", {"head_options": {"max_new_tokens": 3}}),
     # A GPT-2 whose tokenizer has no pad token, as GPT-2's, Llama's and Qwen's: end-of-text pads.
     "decoder_classifier": ("tiny_decoder", "sequence_classification", "two", {}),
+    # Long texts as windows pooled per document (DATA below): most test rows are two or three windows.
+    "chunks": ("tiny_model", "sequence_classification", "three", {}),
+    "chunks_max": ("tiny_model", "binary", "two", {"head_options": {"threshold": "tune"}}),
+}
+DATA = {
+    "chunks": {"long_text": "chunks", "max_length": 8, "chunk_overlap": 2},
+    "chunks_max": {"long_text": "chunks", "max_length": 8, "chunk_overlap": 2, "chunk_pooling": "max"},
 }
 COLUMNS = {
     "pairs": (["premise", "hypothesis"], "label"), "tags": (["tokens"], "tags"),
@@ -106,7 +113,7 @@ def make_recipe(request, case: str, folder: Path, output_dir: Path, **training) 
             "validation_file": write_split(folder, kind, "validation", 12, 2),
             # 10 rows in batches of 4: the last batch is partial, as real test sets' are.
             "test_file": write_split(folder, kind, "test", 10, 3),
-            "text_columns": text_columns, "label_column": label, "max_length": 24,
+            "text_columns": text_columns, "label_column": label, "max_length": 24, **DATA.get(case, {}),
         },
         "training": {
             "output_dir": str(output_dir), "max_steps": 4, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 4,

@@ -203,7 +203,9 @@ class Head:
     splits_batches: ClassVar[bool] = False  # its losses are item sums, so training batches may run as length-sorted chunks
     tokenizer_algorithm: ClassVar[str] = "wordpiece"  # what tokenizer.train learns for this head by default
     tokenizer_template: ClassVar[bool] = True  # a trained tokenizer wraps texts in [CLS] ... [SEP] (False: decoder-only)
-    long_text: ClassVar[tuple[str, ...]] = ("head", "head_tail")  # the data.long_text strategies its tokenize applies
+    # The data.long_text strategies its tokenize applies; chunks also needs one row of logits per window, which
+    # windows.pool_windows averages per document.
+    long_text: ClassVar[tuple[str, ...]] = ("head", "head_tail", "chunks")
     # Why `run.py export` refuses the head; None: one forward pass gives logits that `prediction_columns` reads, so the
     # ONNX graph of that pass (export.py) predicts as the run does.
     not_exportable: ClassVar[str | None] = "its predictions are not one forward pass to logits"
