@@ -165,6 +165,23 @@ def test_regression_with_groups(request, tmp_path):
     assert summary["validation"]["rmse"]["mean"] == pytest.approx(np.mean(rmse))
 
 
+def test_chunks_folds_predict_one_row_per_document(request, tmp_path):
+    """With long_text: chunks each held-out text is scored from its pooled windows: one out-of-fold row per row."""
+    recipe = make_recipe(request, "chunks", tmp_path / "data", tmp_path / "out", max_steps=2)
+    path = tmp_path / "recipe.yaml"
+    write(recipe, path)
+    assert run_cli(["cv", path, "--folds", 2]) == 0
+    out, rows = tmp_path / "out", len(pd.read_csv(recipe["data"]["train_file"]))
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    assert list(oof["row"]) == list(range(rows))
+    for k in (1, 2):
+        record = json.loads((out / f"fold-{k}" / "metrics.json").read_text())
+        assert record["data"]["tokens"]["splits"]["validation"]["windows"] > rows // 2  # the held-out texts were cut
+        part = oof[oof["fold"] == k]
+        assert (part["predicted"] == part["label"]).mean() == pytest.approx(record["validation"]["accuracy"])
+    assert len(pd.read_csv(out / "test_predictions.csv")) == len(pd.read_csv(recipe["data"]["test_file"]))
+
+
 def test_stratified_group_folds_never_split_a_group():
     rng = np.random.default_rng(0)
     groups = np.repeat([f"g{i}" for i in range(30)], rng.integers(1, 6, size=30))

@@ -190,3 +190,30 @@ def test_optuna_sweep_runs_the_same_trial_on_every_rank(tiny_model, tmp_path):
     board = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert len(board) == 2 and board["training.learning_rate"].nunique() == 2
     assert rank1["writes"] == []
+
+
+@pytest.mark.slow
+def test_two_processes_pool_each_documents_windows_as_one_does(tiny_model, tmp_path):
+    # long_text: chunks at 24 tokens cuts every review into windows; the processes share the windows of the
+    # validation and test sets, and a document's windows may land on both. Pooled after gathering, the
+    # predictions file must hold one row per review, equal to what one process predicts from the saved run.
+    recipe = recipe_for(tiny_model, tmp_path / "out", per_device_train_batch_size=8, max_steps=3)
+    recipe["data"].update(long_text="chunks", max_length=24, chunk_overlap=4)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps(recipe))
+    launcher = [*LAUNCHERS["torchrun"][:-1], "29564"]
+    done = launch(launcher, tmp_path / "probe", str(path), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert run["data"]["tokens"]["splits"]["test"]["windows"] > 2 * 119
+    written = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(written) == 119
+    assert run["test"]["accuracy"] == pytest.approx((written["label"] == written["predicted"]).mean())
+    test = tmp_path / "test.csv"
+    written[["text", "label"]].to_csv(test, index=False)
+    again = subprocess.run([sys.executable, str(ROOT / "run.py"), "predict", str(tmp_path / "out"), "--input", str(test),
+                            "--output", str(tmp_path / "again.csv")], capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    one = pd.read_csv(tmp_path / "again.csv")
+    assert list(one["predicted"]) == list(written["predicted"])
+    assert one["prob_positive"].to_numpy() == pytest.approx(written["prob_positive"].to_numpy(), abs=1e-5)

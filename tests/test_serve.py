@@ -27,7 +27,7 @@ import pytest
 from conftest import ROOT, run_cli
 from test_joins import CASES, COLUMNS, TIMING, make_recipe, predicted, predictions_file, write
 
-EXPORTABLE = ["sequence_classification", "binary", "multi_label", "regression", "pairs", "custom"]
+EXPORTABLE = ["sequence_classification", "binary", "multi_label", "regression", "pairs", "custom", "chunks_max"]
 TRAINED: dict[str, Path] = {}  # one tiny run per case for the whole module
 
 
