@@ -32,6 +32,7 @@ from .modeling import (
     TokenizerArgs,
     build_tokenizer_args,
     config_problems,
+    kept_layers_problems,
     local_config,
     shape_problems,
     usable_positions,
@@ -94,7 +95,8 @@ class ModelArgs:
     )
     config: dict = field(
         default_factory=dict,
-        metadata={"help": "with init: scratch, config overrides: num_hidden_layers, hidden_size, num_attention_heads, intermediate_size, max_position_embeddings, vocab_size ..."},
+        metadata={"help": "with init: scratch, config overrides: num_hidden_layers, hidden_size, num_attention_heads, intermediate_size, max_position_embeddings, vocab_size ...; "
+                  "with init: pretrained, only num_hidden_layers (keep the first N layers)"},
     )
 
     def head_problems(self) -> list[str]:
@@ -681,13 +683,14 @@ def fit_model(model: ModelArgs, data: DataArgs, config=None) -> list[str]:
         config, problems = local_config(model)
     if config is None:
         return problems
+    problems = kept_layers_problems(model, config)
     block = getattr(model.options(), "block_size", None)
     if block:
-        return shape_problems(config, block, BLOCK_KEY)
+        return problems + shape_problems(config, block, BLOCK_KEY)
     positions = usable_positions(config)
     if data.max_length == DEFAULT_MAX_LENGTH and positions is not None and positions < data.max_length:
         data.max_length = positions
-    return shape_problems(config, data.max_length, "data.max_length")
+    return problems + shape_problems(config, data.max_length, "data.max_length")
 
 
 def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:

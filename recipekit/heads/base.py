@@ -111,6 +111,8 @@ def load_kwargs(model_args) -> dict:
     return {
         "revision": model_args.revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code,
         **config_overrides(model_args),
+        # model.config on a pretrained model: num_hidden_layers only (recipe validation), which loads the first N layers.
+        **(model_args.config if model_args.init == "pretrained" else {}),
     }
 
 
