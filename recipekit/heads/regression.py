@@ -15,6 +15,7 @@ from .. import plots
 from ..errors import RecipeError
 from .base import column_values, first_bad, pick, reduce, register
 from .classification import PooledHead
+from .distillation import DEFAULT_TEMPERATURE
 
 
 @dataclass
@@ -48,6 +49,14 @@ class Regression(PooledHead):
     metric_names = tuple(M.REGRESSION)
     default_metrics = tuple(M.REGRESSION)
     distillation = "the head's own loss (mse or huber) to the teacher's prediction; no temperature"
+
+    @classmethod
+    def recipe_problems(cls, options, recipe):
+        model = recipe.model
+        if model.teacher and model.teacher_temperature != DEFAULT_TEMPERATURE:
+            return [(f"model.teacher_temperature: {model.teacher_temperature} has no effect on head 'regression' (its teacher "
+                    "term is the error to the teacher's prediction, a value, not a distribution); leave it out")]
+        return []
 
     @property
     def num_outputs(self):
