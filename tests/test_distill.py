@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from test_joins import SignalAt, make_recipe, metrics_of, predicted, scores, write
 from transformers import TrainerCallback, TrainingArguments
 
@@ -393,5 +393,8 @@ def test_a_sweep_varies_the_teachers_weight(request, tmp_path):
     assert not math.isclose(trials[0]["train"]["train_loss"], trials[1]["train"]["train_loss"])
 
 
-def test_the_heads_that_take_a_teacher_are_the_pooled_ones_with_soft_targets():
+def test_the_heads_that_take_a_teacher_say_what_their_term_is_in_the_guide():
     assert [name for name, head in HEADS.items() if head.distillation] == TEACHER_HEADS
+    guide = (ROOT / "docs" / "distillation.md").read_text()
+    for name in TEACHER_HEADS:
+        assert f"| `{name}` | {HEADS[name].distillation} |" in guide, name

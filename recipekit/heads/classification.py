@@ -236,7 +236,7 @@ class SequenceClassification(ClassLabels):
     """Softmax over the labels of the training split, cross-entropy loss (optionally class-weighted)."""
 
     Options = ClassificationOptions
-    distillation = "KL divergence from the teacher's softmax to the student's, both at `teacher_temperature`, times its square"
+    distillation = "KL divergence from the teacher's softmax to the student's, both at temperature T, times T²"
 
     def learn(self, train):
         super().learn(train)
@@ -309,7 +309,7 @@ class Binary(ClassLabels):
     Options = BinaryOptions
     # One output with a sigmoid: the text-classification pipeline applies a sigmoid for this problem type.
     problem_type = "multi_label_classification"
-    distillation = "BCE of the student's logit / T against sigmoid(teacher's logit / T), times T², less the teacher's entropy (a KL)"
+    distillation = "BCE of the student's logit / T against sigmoid(teacher's logit / T), less the teacher's entropy (a KL), times T²"
 
     @classmethod
     def recipe_problems(cls, options, recipe):
@@ -444,7 +444,7 @@ class MultiLabel(PooledHead):
     problem_type = "multi_label_classification"
     metric_names = tuple(M.MULTI_LABEL)
     default_metrics = ("f1_micro", "f1_macro", "subset_accuracy", "roc_auc_macro", "f1_per_label")
-    distillation = "per label, as `binary`'s: BCE against sigmoid(teacher's logit / T), times T², less the teacher's entropy"
+    distillation = "`binary`'s, per label"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

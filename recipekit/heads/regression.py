@@ -48,7 +48,7 @@ class Regression(PooledHead):
     problem_type = "regression"
     metric_names = tuple(M.REGRESSION)
     default_metrics = tuple(M.REGRESSION)
-    distillation = "the head's own loss (mse or huber) to the teacher's prediction; no temperature"
+    distillation = "the head's own loss (`mse` or `huber`) to the teacher's prediction, in the target's units; no temperature"
 
     @classmethod
     def recipe_problems(cls, options, recipe):
