@@ -464,7 +464,9 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
     elif head.predictions_file is None:  # a language-model head: continued pretraining
         about = f"Continued pretraining of {started} with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
     else:
-        about = f"A fine-tune of {started} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
+        kept = (model.get("config") or {}).get("num_hidden_layers")  # with init: pretrained, the layers the run kept
+        cut = f", keeping the first {kept} of its layers," if kept else ""
+        about = f"A fine-tune of {started}{cut} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
     if model.get("teacher"):
         about += f" Distilled from the run {teacher_text(model)}."
     lines += [about + " The recipe is `recipe.yaml` in this folder.", ""]

@@ -322,7 +322,8 @@ def test_a_distilled_student_predicts_like_its_teacher_and_predicts_without_it(r
     assert gap["distilled"] < 0.5 * gap["alone"], gap
     record = metrics_of(tmp_path / "distilled")["manifest"]["teacher"]
     assert (record["run"], record["weight"]) == (str(Path(teacher).resolve()), 1.0)
-    assert f"Distilled from the run `{teacher}`" in (tmp_path / "distilled" / "README.md").read_text()
+    card = (tmp_path / "distilled" / "README.md").read_text()
+    assert f"Distilled from the run `{teacher}`" in card and ", keeping the first 1 of its layers, with the" in card
 
     shutil.move(teacher, tmp_path / "teacher-gone")  # the student is an ordinary run: it predicts alone
     out = tmp_path / "predicted.csv"
