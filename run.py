@@ -42,6 +42,7 @@ from recipekit.recipe import load_recipe
 from recipekit.sanity import lr_range_test, overfit_batch
 from recipekit.serve import serve_command
 from recipekit.sweep import sweep_command
+from recipekit.teacher import open_teacher, with_teacher_logits
 from recipekit.train import build_trainer, load_tokenizer
 
 
@@ -88,6 +89,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         if resume:
             check_resumable(training.output_dir, recipe.to_dict()["model"], data.labels)
         tokenized, data.report["tokens"] = head.tokenize(data.splits, tokenizer)
+        teacher = open_teacher(recipe.model, head, recipe.data) if recipe.model.teacher else None  # refused before anything is written
         if training.process_index == 0:
             print(format_report(data.report))
             if not data_only:
@@ -106,6 +108,8 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         return overfit_batch(recipe, head, model, tokenizer, tokenized)
     if recipe.sanity.lr_range_test:
         return lr_range_test(recipe, head, model, tokenizer, tokenized)
+    if teacher is not None:  # on every process at once (outside main_process_first): the teacher's Trainer shares the rows
+        tokenized["train"] = with_teacher_logits(teacher, tokenized["train"], data.splits["train"], recipe.data.text_columns)
 
     trainer = build_trainer(recipe, head, model, tokenizer, tokenized)
     for callback in callbacks:

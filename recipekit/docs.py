@@ -30,10 +30,10 @@ def step_table() -> str:
 
 
 def head_table() -> str:
-    lines = ["| head | `model.head_options` | what it trains |", "| --- | --- | --- |"]
+    lines = ["| head | `model.head_options` | what it trains | teacher term (`model.teacher`, temperature T) |", "| --- | --- | --- | --- |"]
     for name, head in HEADS.items():
         options = ", ".join(f"`{k}` ({d})" for k, d, _ in help_table(head.Options)) if dataclasses.is_dataclass(head.Options) else ""
-        lines.append(f"| `{name}` | {options or 'none'} | {(head.__doc__ or '').strip().splitlines()[0]} |")
+        lines.append(f"| `{name}` | {options or 'none'} | {(head.__doc__ or '').strip().splitlines()[0]} | {head.distillation or 'takes no teacher'} |")
     return "\n".join(lines)
 
 

@@ -77,9 +77,11 @@ def open_run(folder: str, finished: bool = True) -> TrainedRun:
     steps = build_steps(raw.get("preprocess"), errors)
     section = raw.get("model") or {}
     adapter = (out / ADAPTER_CONFIG).exists()
-    # A whole model is in the run's folder; an adapter sits on the recipe's own base model.
+    # A whole model is in the run's folder, its config.json in the shape it trained in; an adapter sits on the
+    # recipe's own base model, loaded as the run loaded it (with a pretrained model.config: the layers it kept).
+    base_config = (section.get("config") or {}) if adapter and section.get("init", "pretrained") == "pretrained" else {}
     model_args = ModelArgs(**build_kwargs(ModelArgs, {**section, "name_or_path": section.get("name_or_path") if adapter else str(out),
-                                                      "peft": None, "init": "pretrained"}, "model", errors))
+                                                      "peft": None, "init": "pretrained", "config": base_config}, "model", errors))
     if errors:
         raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
     state = HeadState.load(out)

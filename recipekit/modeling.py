@@ -25,6 +25,9 @@ from .errors import RecipeError
 from .schema import Problem, coerce, did_you_mean, not_one_of, show
 
 INITS = ["pretrained", "scratch"]
+# What model.config may change in a pretrained model: fewer layers load the first N layers' weights (a smaller
+# student from its teacher's checkpoint); any other change of shape would leave weights that fit nowhere.
+PRETRAINED_CONFIG_KEYS = ("num_hidden_layers",)
 # Families tested here; any other `transformers` config name (CONFIG_MAPPING) works the same way.
 FAMILIES = ["bert", "roberta", "distilbert", "gpt2", "llama"]
 ALGORITHMS = ["wordpiece", "byte_level_bpe"]
@@ -154,8 +157,12 @@ def config_problems(model_args) -> list[str]:
     if model_args.init == "pretrained":
         if model_args.family:
             out.append("family: only with init: scratch (a pretrained model brings its own config)")
-        if model_args.config:
-            out.append("config: overrides only apply with init: scratch (a pretrained model keeps its trained shape)")
+        for key, value in model_args.config.items():
+            if key not in PRETRAINED_CONFIG_KEYS:
+                out.append(f"config.{key}: a pretrained model keeps its trained shape; with init: pretrained only "
+                           f"{', '.join(PRETRAINED_CONFIG_KEYS)} applies (keep the first N layers); other overrides need init: scratch")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                out.append(f"config.{key}: {show(value)} must be a positive number of layers")
         return out
     if model_args.family and model_args.name_or_path:
         out.append("family / name_or_path: with init: scratch give one: a config family, or a model whose config to copy")
@@ -221,6 +228,19 @@ def local_config(model_args):
         except (OSError, ValueError) as e:
             return None, [f"model.name_or_path: cannot read a model config from {model_args.name_or_path!r}: {str(e).splitlines()[0]}"]
     return None, []
+
+
+def kept_layers_problems(model_args, config) -> list[str]:
+    """A pretrained model keeps the first N of its layers; it has no weights for more."""
+    wanted, layers = model_args.config.get("num_hidden_layers"), getattr(config, "num_hidden_layers", None)
+    if model_args.init != "pretrained" or wanted is None:
+        return []
+    if layers is None:
+        return [f"model.config.num_hidden_layers: {config.model_type} has no num_hidden_layers setting to cut"]
+    if wanted > layers:
+        return [(f"model.config.num_hidden_layers: {wanted} is more than the {layers} layers of {model_args.name_or_path!r}; "
+                f"a pretrained model can keep its first 1 to {layers}")]
+    return []
 
 
 def shape_problems(config, length: int, length_key: str) -> list[str]:

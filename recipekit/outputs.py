@@ -235,7 +235,8 @@ def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> 
     earlier = out / "recipe.yaml"
     if earlier.exists():
         before = (read_yaml_file(earlier, "run's recipe") or {}).get("model") or {}
-        for key in ("name_or_path", "head", "peft"):
+        # The same teacher too: its logits are recomputed on resume, and another teacher's would change the objective.
+        for key in ("name_or_path", "head", "peft", "teacher"):
             if before.get(key) != model_section.get(key):
                 raise RecipeError(
                     f"--resume: {last} was trained with model.{key} {before.get(key)!r}, this recipe has "
@@ -420,7 +421,16 @@ def manifest(recipe, data) -> dict:
         "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec},
         "dataset_fingerprints": {name: ds._fingerprint for name, ds in data.splits.items()},
         "hardware": hardware(),
+        **({"teacher": teacher_identity(recipe.model)} if recipe.model.teacher else {}),
     }
+
+
+def teacher_identity(model_args) -> dict:
+    """The teacher a distilled run learned from: where it was, its settings, and the hash of its metrics.json
+    (written once when the teacher finished, so another run in the same folder has another hash)."""
+    folder = Path(paths.resolve(model_args.teacher)).expanduser().resolve()
+    return {"run": str(folder), "temperature": model_args.teacher_temperature, "weight": model_args.teacher_weight,
+            "metrics_sha256": sha256(str(folder / FINISHED_MARKER))}
 
 
 def launch_info() -> dict:

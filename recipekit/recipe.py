@@ -22,8 +22,9 @@ from . import metrics as metric_registry
 from . import paths
 from .adapters import peft_problems
 from .errors import RecipeError
-from .heads import HEADS
+from .heads import HEADS, HeadState
 from .heads.custom import HeadConfig
+from .heads.distillation import DEFAULT_TEMPERATURE
 from .heads.language_model import BLOCK_KEY
 from .launch import launch_problems
 from .modeling import (
@@ -32,10 +33,12 @@ from .modeling import (
     TokenizerArgs,
     build_tokenizer_args,
     config_problems,
+    kept_layers_problems,
     local_config,
     shape_problems,
     usable_positions,
 )
+from .outputs import FINISHED_MARKER
 from .preprocess import STEPS
 from .safety import parse_yaml, read_yaml_file, yaml_problem
 from .schema import Problem, build_kwargs, did_you_mean, not_one_of, show
@@ -94,7 +97,18 @@ class ModelArgs:
     )
     config: dict = field(
         default_factory=dict,
-        metadata={"help": "with init: scratch, config overrides: num_hidden_layers, hidden_size, num_attention_heads, intermediate_size, max_position_embeddings, vocab_size ..."},
+        metadata={"help": "with init: scratch, config overrides: num_hidden_layers, hidden_size, num_attention_heads, intermediate_size, max_position_embeddings, vocab_size ...; "
+                  "with init: pretrained, only num_hidden_layers (keep the first N layers)"},
+    )
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "a finished run (its output_dir) with the same head and labels: train on a mix of the gold labels and its predictions (distillation)"},
+    )
+    teacher_temperature: float = field(
+        default=DEFAULT_TEMPERATURE, metadata={"help": "softens the teacher's and the student's distributions in the teacher's term (Hinton et al. 2015)"}
+    )
+    teacher_weight: float = field(
+        default=0.5, metadata={"help": "share of the teacher's term in the loss, the gold labels' loss having the rest (0: the plain loss)"}
     )
 
     def head_problems(self) -> list[str]:
@@ -131,10 +145,37 @@ class ModelArgs:
         ]
         if self.peft is not None:
             out += peft_problems(self.peft)
-        out += self.head_problems() + config_problems(self)
+        out += self.head_problems() + config_problems(self) + self.teacher_problems()
         if self.init == "scratch" and self.family and not self.name_or_path:
             return out  # built from a config family: nothing to load
         return out + self.path_problems()
+
+    def teacher_problems(self) -> list[str]:
+        """Cheap checks of the teacher (files only, so `--check` stays offline and fast); its head and labels are
+        compared with the student's once the data is encoded (recipekit/teacher.py)."""
+        out = []
+        if self.teacher_temperature <= 0:
+            out.append(f"teacher_temperature: {self.teacher_temperature} must be positive (1: the plain softmax; 2-5 is usual)")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            out.append(f"teacher_weight: {self.teacher_weight} must be in [0, 1] (0: gold labels only, 1: the teacher only)")
+        if self.teacher is None:
+            return out
+        head = HEADS.get(self.head)
+        if head is not None and head.distillation is None:
+            accepting = [name for name, h in HEADS.items() if h.distillation is not None]
+            return out + [f"teacher: head {self.head!r} cannot learn from a teacher's predictions; heads that can: {', '.join(accepting)}"]
+        try:
+            folder = Path(paths.resolve(self.teacher)).expanduser()
+        except Problem as p:
+            return out + [f"teacher: {p}"]
+        if not folder.is_dir():
+            return out + [f"teacher: {self.teacher!r} is not a folder; give the output_dir of a finished run"]
+        if not (folder / "recipe.yaml").is_file() or not (folder / FINISHED_MARKER).is_file():
+            return out + [f"teacher: {self.teacher!r} holds no finished run (no recipe.yaml or {FINISHED_MARKER}); train the teacher first"]
+        state = HeadState.load(folder)
+        if head is not None and state is not None and state.head != self.head:
+            out.append(f"teacher: {self.teacher!r} is a {state.head!r} run; this recipe trains head {self.head!r}; the two must be the same head")
+        return out
 
     def path_problems(self) -> list[str]:
         if not self.name_or_path:
@@ -671,6 +712,8 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors += head.recipe_problems(model.options(), parts)
         if data.long_text not in head.long_text:
             errors.append(f"data.long_text: {not_one_of(data.long_text, list(head.long_text), f'a strategy head {model.head!r} applies')}")
+        if model.teacher and same_folder(model.teacher, training_keys.get("output_dir")):
+            errors.append(f"model.teacher: {model.teacher!r} is this run's own training.output_dir; the student needs a folder of its own")
     if not errors:
         errors += fit_model(model, data)
     if errors:
@@ -685,6 +728,13 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     )
 
 
+def same_folder(a: str, b: str | None) -> bool:
+    try:
+        return b is not None and Path(paths.resolve(a)).expanduser().resolve() == Path(b).expanduser().resolve()
+    except Problem:
+        return False
+
+
 def fit_model(model: ModelArgs, data: DataArgs, config=None) -> list[str]:
     """Lengths above the model's position embeddings fail as an index error at the first long batch: a length
     the recipe chose is refused, the default max_length is lowered to the model's positions (a tiny model may
@@ -694,13 +744,14 @@ def fit_model(model: ModelArgs, data: DataArgs, config=None) -> list[str]:
         config, problems = local_config(model)
     if config is None:
         return problems
+    problems = kept_layers_problems(model, config)
     block = getattr(model.options(), "block_size", None)
     if block:
-        return shape_problems(config, block, BLOCK_KEY)
+        return problems + shape_problems(config, block, BLOCK_KEY)
     positions = usable_positions(config)
     if data.max_length == DEFAULT_MAX_LENGTH and positions is not None and positions < data.max_length:
         data.max_length = positions
-    return shape_problems(config, data.max_length, "data.max_length")
+    return problems + shape_problems(config, data.max_length, "data.max_length")
 
 
 def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:

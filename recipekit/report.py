@@ -196,6 +196,7 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
     steps = [next(iter(s)) if isinstance(s, dict) else s for s in recipe.get("preprocess") or []]
     rows = [
         ["model", f"`{model.get('name_or_path') or model.get('family')}` ({model.get('head')}, {model.get('init', 'pretrained')})"],
+        *([["teacher", teacher_text(model)]] if model.get("teacher") else []),
         ["data", source],
         ["text columns / label", f"{', '.join(data.get('text_columns', []))} / {data.get('label_column')}"],
         ["labels", ", ".join(record.get("labels", []))],
@@ -207,6 +208,11 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
         ["versions", ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items())],
     ]
     return markdown_table(["setting", "value"], rows) + ["", "The full resolved recipe is [recipe.yaml](recipe.yaml)."]
+
+
+def teacher_text(model: dict) -> str:
+    return (f"`{model['teacher']}`: the loss is {1 - model['teacher_weight']:g} x the gold labels' + {model['teacher_weight']:g} x "
+            f"the teacher's term (temperature {model['teacher_temperature']:g})")
 
 
 def data_section(report: dict) -> list[str]:
@@ -458,7 +464,11 @@ def model_card(name: str, recipe: dict, record: dict, head, split: str | None) -
     elif head.predictions_file is None:  # a language-model head: continued pretraining
         about = f"Continued pretraining of {started} with the `{model.get('head')}` objective on {trained_on} by a recipekit recipe."
     else:
-        about = f"A fine-tune of {started} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
+        kept = (model.get("config") or {}).get("num_hidden_layers")  # with init: pretrained, the layers the run kept
+        cut = f", keeping the first {kept} of its layers," if kept else ""
+        about = f"A fine-tune of {started}{cut} with the `{model.get('head')}` head, trained on {trained_on} by a recipekit recipe."
+    if model.get("teacher"):
+        about += f" Distilled from the run {teacher_text(model)}."
     lines += [about + " The recipe is `recipe.yaml` in this folder.", ""]
     if record.get("labels"):
         lines += [f"Labels: {', '.join(record['labels'])}.", ""]

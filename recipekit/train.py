@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, Trainer
 from . import batching, console, paths, regularize
 from .errors import RecipeError
 from .evaluation_cache import by_length, remember_evaluations
+from .heads.distillation import TEACHER_COLUMN, DistillationLoss, with_teacher
 from .recipe import with_device_defaults
 from .windows import pool_windows
 
@@ -54,18 +55,23 @@ def pad_multiple(args) -> int | None:
 
 
 def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
-    """The head's Trainer class with the head's collator, loss (None: the model's own) and metrics."""
+    """The head's Trainer class with the head's collator, loss (None: the model's own) and metrics; with a teacher
+    column in the training split, the Trainer and loss that learn from it too."""
     args = recipe.training
     multiple = pad_multiple(args)
     regularize.freeze(model, recipe.regularization)
-    trainer = head.trainer_class(
+    trainer_class, loss = head.trainer_class, head.loss(args)
+    if TEACHER_COLUMN in tokenized["train"].column_names:
+        trainer_class = with_teacher(trainer_class)
+        loss = DistillationLoss(loss, head.teacher_term, recipe.model.teacher_temperature, recipe.model.teacher_weight)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=by_length(tokenized["validation"])[0] if "validation" in tokenized else None,
         processing_class=tokenizer,
         data_collator=head.collator(tokenizer, model, multiple),
-        compute_loss_func=head.loss(args),
+        compute_loss_func=loss,
         compute_metrics=head.compute_metrics(recipe.metrics, tokenizer),
         preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         callbacks=regularize.callbacks(recipe.regularization),

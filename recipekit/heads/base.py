@@ -10,6 +10,8 @@ A run builds one head from the recipe (`build_head(recipe.model, recipe.data)`) 
                                      where the tokenizer has no pad token (state.pad_token)
   load_model(model_args, tokenizer)  a fresh head layer on the encoder, or the same head continued as saved
   collator / loss / compute_metrics / preprocess_logits   what Trainer takes
+  soft_targets / teacher_term        with `model.teacher` (heads that declare `distillation`): the teacher run's
+                                     targets for each training row, and the student's loss term against them
   after_training(trainer, tokenized) tune decision rules on validation (thresholds) into `state`
   predict(trainer, tokenized, split) the prediction columns of a split: the run's own test predictions and
                                      `run.py predict`/`evaluate` all come from here
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+import numpy as np
 import torch
 from datasets import DatasetDict
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -111,6 +114,8 @@ def load_kwargs(model_args) -> dict:
     return {
         "revision": model_args.revision, "dtype": dtype, "trust_remote_code": model_args.trust_remote_code,
         **config_overrides(model_args),
+        # model.config on a pretrained model: num_hidden_layers only (recipe validation), which loads the first N layers.
+        **(model_args.config if model_args.init == "pretrained" else {}),
     }
 
 
@@ -209,6 +214,9 @@ class Head:
     # Why `run.py export` refuses the head; None: one forward pass gives logits that `prediction_columns` reads, so the
     # ONNX graph of that pass (export.py) predicts as the run does.
     not_exportable: ClassVar[str | None] = "its predictions are not one forward pass to logits"
+    # The teacher's term of the loss under `model.teacher`, in words (the docs' table); None: the head refuses a teacher,
+    # since its loss cannot take soft targets. A head that declares one implements soft_targets and teacher_term.
+    distillation: ClassVar[str | None] = None
 
     def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: HeadState | None = None):
         """`data` is the recipe's `data:` section (DataArgs): its columns and max_length; `state` a finished run's."""
@@ -277,6 +285,16 @@ class Head:
     def loss(self, training_args):
         """A Trainer `compute_loss_func`, or None for the model's own loss."""
         return
+
+    def soft_targets(self, logits) -> np.ndarray:
+        """What a student learns from this head as a teacher, one row per text (`run.py predict`'s logits, in file
+        order): the logits themselves, or values in the target's units where the logits are standardised."""
+        raise NotImplementedError
+
+    def teacher_term(self, logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The student's loss against a teacher's soft targets, per item as the head's own loss counts items, so that
+        both reduce by the same `num_items_in_batch`."""
+        raise NotImplementedError
 
     def compute_metrics(self, metric_names, tokenizer=None):
         """Trainer's compute_metrics for the recipe's `metrics:`, with the decision rule in `state`."""

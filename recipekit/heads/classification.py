@@ -35,6 +35,7 @@ from .base import (
     reset_head_layers,
 )
 from .custom import EncoderWithHead, EncoderWithHeadConfig
+from .distillation import sigmoid_kl, softmax_kl
 
 LENGTH_KEY = "data.max_length"
 
@@ -136,6 +137,9 @@ class PooledHead(Head):
         """What the scores read from the logits: probabilities per label (regression: values in y's units)."""
         raise NotImplementedError
 
+    def soft_targets(self, logits):
+        return np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)
+
 
 class ClassLabels(PooledHead):
     """Labels are one class per row: ints of any range or strings, named and ordered from the training split."""
@@ -232,6 +236,7 @@ class SequenceClassification(ClassLabels):
     """Softmax over the labels of the training split, cross-entropy loss (optionally class-weighted)."""
 
     Options = ClassificationOptions
+    distillation = "KL divergence from the teacher's softmax to the student's, both at temperature T, times T²"
 
     def learn(self, train):
         super().learn(train)
@@ -258,6 +263,9 @@ class SequenceClassification(ClassLabels):
             return reduce(per_item, num_items_in_batch)
 
         return compute
+
+    def teacher_term(self, logits, teacher, temperature):
+        return softmax_kl(logits, teacher, temperature)
 
     def predictions_of(self, logits):
         return M.softmax(logits)
@@ -301,6 +309,7 @@ class Binary(ClassLabels):
     Options = BinaryOptions
     # One output with a sigmoid: the text-classification pipeline applies a sigmoid for this problem type.
     problem_type = "multi_label_classification"
+    distillation = "BCE of the student's logit / T against sigmoid(teacher's logit / T), less the teacher's entropy (a KL), times T²"
 
     @classmethod
     def recipe_problems(cls, options, recipe):
@@ -336,6 +345,9 @@ class Binary(ClassLabels):
             return reduce(per_item, num_items_in_batch)
 
         return compute
+
+    def teacher_term(self, logits, teacher, temperature):
+        return sigmoid_kl(logits.squeeze(-1), teacher.squeeze(-1), temperature)
 
     def predictions_of(self, logits):
         p = sigmoid(logits).reshape(-1)
@@ -432,6 +444,7 @@ class MultiLabel(PooledHead):
     problem_type = "multi_label_classification"
     metric_names = tuple(M.MULTI_LABEL)
     default_metrics = ("f1_micro", "f1_macro", "subset_accuracy", "roc_auc_macro", "f1_per_label")
+    distillation = "`binary`'s, per label"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -512,6 +525,9 @@ class MultiLabel(PooledHead):
             return reduce(per_item, num_items_in_batch)
 
         return compute
+
+    def teacher_term(self, logits, teacher, temperature):
+        return sigmoid_kl(logits, teacher, temperature)
 
     def predictions_of(self, logits):
         return sigmoid(logits)

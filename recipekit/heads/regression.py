@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
 
@@ -14,6 +15,7 @@ from .. import plots
 from ..errors import RecipeError
 from .base import column_values, first_bad, pick, reduce, register
 from .classification import PooledHead
+from .distillation import DEFAULT_TEMPERATURE
 
 
 @dataclass
@@ -46,6 +48,15 @@ class Regression(PooledHead):
     problem_type = "regression"
     metric_names = tuple(M.REGRESSION)
     default_metrics = tuple(M.REGRESSION)
+    distillation = "the head's own loss (`mse` or `huber`) to the teacher's prediction, in the target's units; no temperature"
+
+    @classmethod
+    def recipe_problems(cls, options, recipe):
+        model = recipe.model
+        if model.teacher and model.teacher_temperature != DEFAULT_TEMPERATURE:
+            return [(f"model.teacher_temperature: {model.teacher_temperature} has no effect on head 'regression' (its teacher "
+                    "term is the error to the teacher's prediction, a value, not a distribution); leave it out")]
+        return []
 
     @property
     def num_outputs(self):
@@ -86,19 +97,25 @@ class Regression(PooledHead):
         return values * (self.state.target_std or 1.0) + (self.state.target_mean or 0.0)
 
     def loss(self, training_args):
-        mean, std = self.state.target_mean or 0.0, self.state.target_std or 1.0
-        huber, delta = self.options.loss == "huber", self.options.huber_delta
-
         def compute(outputs, labels, num_items_in_batch=None):
-            predicted = outputs["logits"].squeeze(-1)
-            target = (labels.to(predicted.dtype) - mean) / std
-            per_item = (
-                F.huber_loss(predicted, target, delta=delta, reduction="none") if huber
-                else F.mse_loss(predicted, target, reduction="none")
-            )
-            return reduce(per_item, num_items_in_batch)
+            return reduce(self.error(outputs["logits"], labels), num_items_in_batch)
 
         return compute
+
+    def error(self, logits, target) -> torch.Tensor:
+        """Per item, the loss of the outputs against targets in y's units (standardised as the outputs are)."""
+        predicted = logits.squeeze(-1)
+        target = (target.to(predicted.dtype).reshape(predicted.shape) - (self.state.target_mean or 0.0)) / (self.state.target_std or 1.0)
+        if self.options.loss == "huber":
+            return F.huber_loss(predicted, target, delta=self.options.huber_delta, reduction="none")
+        return F.mse_loss(predicted, target, reduction="none")
+
+    def soft_targets(self, logits):
+        # The teacher's predictions in y's units: its own standardisation undone, the student's applied in error().
+        return self.predictions_of(logits).astype(np.float32).reshape(-1, 1)
+
+    def teacher_term(self, logits, teacher, temperature):
+        return self.error(logits, teacher)  # a value, not a distribution: nothing to soften
 
     def compute_metrics(self, metric_names, tokenizer=None):
         def compute(prediction):
