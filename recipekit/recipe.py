@@ -714,6 +714,10 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
             errors.append(f"data.long_text: {not_one_of(data.long_text, list(head.long_text), f'a strategy head {model.head!r} applies')}")
         if model.teacher and same_folder(model.teacher, training_keys.get("output_dir")):
             errors.append(f"model.teacher: {model.teacher!r} is this run's own training.output_dir; the student needs a folder of its own")
+        if model.teacher and data.long_text == "chunks":
+            # A training row is then a window, and the teacher's prediction path pools windows into documents.
+            errors.append("model.teacher: a teacher scores whole documents, but data.long_text: chunks trains on windows; "
+                          "use long_text: head or head_tail with a teacher")
     if not errors:
         errors += fit_model(model, data)
     if errors:

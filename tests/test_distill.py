@@ -194,6 +194,8 @@ def refusal(raw: dict) -> str:
      ("model.teacher_temperature: 4.0 has no effect on head 'regression' (its teacher term is the error to the teacher's prediction, "
      "a value, not a distribution); leave it out")),
     ({"teacher": "OUTPUT"}, "model.teacher: 'OUTPUT' is this run's own training.output_dir; the student needs a folder of its own"),
+    ({"teacher": "GOOD", "data": {"long_text": "chunks"}},
+     "model.teacher: a teacher scores whole documents, but data.long_text: chunks trains on windows; use long_text: head or head_tail with a teacher"),
 ])
 def test_a_bad_teacher_setting_is_one_line_naming_the_key(request, tmp_path, model, expected):
     folders = {
@@ -208,6 +210,7 @@ def test_a_bad_teacher_setting_is_one_line_naming_the_key(request, tmp_path, mod
     (tmp_path / "unfinished" / "recipe.yaml").write_text("model: {}\n")
     raw = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
     teacher = model.get("teacher", "GOOD")
+    raw["data"].update(model.pop("data", {}))
     raw["model"].update({**model, "teacher": folders[teacher]})
     assert refusal(raw) == expected.replace(repr(teacher), repr(folders[teacher]))
 
