@@ -247,7 +247,7 @@ class NoVocabulary:
 
 def test_a_tokenizer_that_yields_zero_tokens_everywhere_is_refused():
     splits = DatasetDict({"train": Dataset.from_dict({"review": ["a film", "another film"], "labels": [0, 1]})})
-    args = SimpleNamespace(text_columns=["review"], max_length=32, num_proc=None, long_text="head", head_tokens=None)
+    args = SimpleNamespace(text_columns=["review"], max_length=32, num_proc=None, long_text="head", head_tokens=None, chunk_overlap=None)
     with pytest.raises(RecipeError) as e:
         tokenize(splits, NoVocabulary(), args)
     assert e.value.problems == [
