@@ -20,15 +20,14 @@ from .inference import TrainedRun, clean, open_run, predict_rows
 
 
 def open_teacher(model_args, head, data_args) -> TrainedRun:
-    """The teacher run, refused unless it is the same head on the same labels and reads as many text columns.
-    Called once the student's labels are encoded (`head.labels`) and before the run writes anything."""
+    """The teacher run, refused unless it has the same labels and reads as many text columns (recipe validation
+    has refused another head already). Called once the student's labels are encoded (`head.labels`) and before
+    the run writes anything."""
     spec = model_args.teacher
     try:
         run = open_run(str(Path(paths.resolve(spec)).expanduser()))
     except RecipeError as e:
         raise RecipeError([f"model.teacher: {p}" for p in e.problems]) from None
-    if run.head.name != head.name:
-        raise RecipeError(f"model.teacher: {spec!r} is a {run.head.name!r} run; this recipe trains head {head.name!r}; the two must be the same head")
     if run.labels != head.labels:
         raise RecipeError(
             f"model.teacher: {spec!r} was trained on labels [{', '.join(run.labels)}]; this run's data has "
