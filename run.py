@@ -13,37 +13,32 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from recipekit import console
-from recipekit.adapters import apply_peft
-from recipekit.cli import COMMANDS, guarded, parse_args, parse_command
-from recipekit.compare import compare_command
-from recipekit.cv import cv_command
-from recipekit.data import load_splits
-from recipekit.datareport import format_report
-from recipekit.errors import RecipeError
-from recipekit.export import export_command
-from recipekit.finish import finish_run, interrupted
+from recipekit.commands.cli import COMMANDS, guarded, parse_args, parse_command
+from recipekit.commands.compare import compare_command
+from recipekit.commands.cv import cv_command
+from recipekit.commands.export import export_command
+from recipekit.commands.predict import evaluate_command, predict_command
+from recipekit.commands.serve import serve_command
+from recipekit.commands.sweep import sweep_command
+from recipekit.core import console
+from recipekit.core.errors import RecipeError
+from recipekit.core.files import write_json
+from recipekit.core.launch import choose_threads
+from recipekit.data.loading import load_splits
+from recipekit.data.report import format_report
 from recipekit.heads import head_for
-from recipekit.hub import check_hub, fit_hub_model
-from recipekit.interrupt import StopOnSignal
-from recipekit.launch import choose_threads
-from recipekit.modeling import parameter_counts, train_tokenizer
-from recipekit.outputs import (
-    check_output_dir,
-    check_resumable,
-    guard_run,
-    resume_checkpoint,
-    start_run,
-    whole_run_loss,
-    write_json,
-)
-from recipekit.predict import evaluate_command, predict_command
-from recipekit.recipe import load_recipe
-from recipekit.sanity import lr_range_test, overfit_batch
-from recipekit.serve import serve_command
-from recipekit.sweep import sweep_command
-from recipekit.teacher import open_teacher, with_teacher_logits
-from recipekit.train import build_trainer, load_tokenizer
+from recipekit.modeling.adapters import apply_peft
+from recipekit.modeling.loading import load_tokenizer
+from recipekit.modeling.models import parameter_counts, train_tokenizer
+from recipekit.outputs.checkpoints import check_resumable, resume_checkpoint, whole_run_loss
+from recipekit.outputs.folder import check_output_dir, guard_run, start_run
+from recipekit.recipe.build import load_recipe
+from recipekit.recipe.hub import check_hub, fit_hub_model
+from recipekit.training.finish import finish_run, interrupted
+from recipekit.training.interrupt import StopOnSignal
+from recipekit.training.sanity import lr_range_test, overfit_batch
+from recipekit.training.teacher import open_teacher, with_teacher_logits
+from recipekit.training.trainer import build_trainer
 
 
 def main(argv=None) -> int:
@@ -82,7 +77,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     head = head_for(recipe)
     tokenizer = load_tokenizer(recipe.model, recipe.tokenizer)  # None: tokenizer.train learns one from the data
     with training.main_process_first(desc="load, preprocess and tokenize data"):
-        data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head)
+        data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head=head)
         if tokenizer is None:
             tokenizer = train_tokenizer(recipe.tokenizer.train, data.splits["train"], recipe.data.text_columns[0], head.tokenizer_template)
             print(f"tokenizer: trained {recipe.tokenizer.train.algorithm}, {len(tokenizer):,} tokens")

@@ -50,7 +50,7 @@ def base_recipe(out: Path, rows: int) -> dict:
 
 def run(argv) -> None:
     import run as runner
-    from recipekit.cli import guarded
+    from recipekit.commands.cli import guarded
 
     status = guarded(runner.main, [str(a) for a in argv])
     if status != 0:

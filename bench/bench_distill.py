@@ -76,13 +76,14 @@ def training_rows(args) -> None:
 def validation_view():
     from datasets import Dataset
 
-    from recipekit.data import read_file
+    from recipekit.data.loading import read_file
 
     return Dataset.from_dict({"text": read_file(str(DATA / "sst2" / "validation.csv"))["text"]})
 
 
 def answers_of(folder: Path, view, batch: int) -> list[str]:
-    from recipekit.inference import Predictor, open_run
+    from recipekit.inference.predictor import Predictor
+    from recipekit.inference.runs import open_run
 
     with Predictor(open_run(str(folder)), batch) as predictor:
         return predictor.predict(view).columns["predicted"]
@@ -90,7 +91,8 @@ def answers_of(folder: Path, view, batch: int) -> list[str]:
 
 def speeds(folders: dict[str, Path], view, batch: int, repeats: int) -> dict[str, float]:
     """Median samples/s of each run predicting `view`, the runs taking turns (a busy spell hits them alike)."""
-    from recipekit.inference import Predictor, open_run
+    from recipekit.inference.predictor import Predictor
+    from recipekit.inference.runs import open_run
 
     predictors = {name: Predictor(open_run(str(folder)), batch).__enter__() for name, folder in folders.items()}
     seconds = {name: [] for name in folders}

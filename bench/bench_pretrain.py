@@ -40,10 +40,11 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
+from recipekit.core.paths import resolve
 from recipekit.heads import build_head
-from recipekit.modeling import TrainTokenizerArgs, parameter_counts, train_tokenizer
-from recipekit.paths import resolve
-from recipekit.recipe import DataArgs, ModelArgs
+from recipekit.modeling.models import TrainTokenizerArgs, parameter_counts, train_tokenizer
+from recipekit.recipe.data import DataArgs
+from recipekit.recipe.model import ModelArgs
 
 DATA = Path(os.environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SMALL_BERT = {"num_hidden_layers": 3, "hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768,

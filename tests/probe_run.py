@@ -19,7 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 import run
-from recipekit import outputs
+from recipekit.outputs import folder as outputs
 
 RANK = int(os.environ.get("RANK", "0"))
 probe = {"rank": RANK, "tokenized_texts": 0, "writes": [], "training_forwards": 0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipekit.batching import LengthSplitTrainer, plan, resolve_cost, split
+from recipekit.trainer.length_split import LengthSplitTrainer, plan, resolve_cost, split
 
 
 def test_plan_cuts_off_long_rows_only_when_the_padding_saved_exceeds_the_chunk_cost():

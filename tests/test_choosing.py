@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from recipekit.errors import RecipeError
-from recipekit.recipe import build_recipe
-from recipekit.report import loss_gap, overfitting_verdict
+from recipekit.core.errors import RecipeError
+from recipekit.outputs.report import loss_gap, overfitting_verdict
+from recipekit.recipe.build import build_recipe
 
 WORDS = {0: ["awful", "dull", "bad"], 1: ["superb", "great", "fine"]}
 
@@ -183,9 +183,11 @@ def test_regularization_values_are_checked(recipe):
 
 
 def tiny_trainer(recipe_dict):
-    from recipekit.data import load_splits
+    from conftest import load_splits
+
     from recipekit.heads import head_for
-    from recipekit.train import build_trainer, load_tokenizer
+    from recipekit.modeling.loading import load_tokenizer
+    from recipekit.training.trainer import build_trainer
 
     recipe = build_recipe(recipe_dict)
     tokenizer = load_tokenizer(recipe.model)

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from test_joins import make_recipe, row, write, write_split
 
-from recipekit.cv import assign_folds
+from recipekit.commands.cv import assign_folds
 
 FLIPPED = [0, 1, 2]  # training rows whose label the fixture swaps: label_issues.csv must find them
 TRAIN_ROWS = 96

@@ -3,10 +3,10 @@
 from collections import Counter
 
 import pytest
+from conftest import load_splits
 
-from recipekit.data import load_splits
-from recipekit.errors import RecipeError
-from recipekit.recipe import DataArgs
+from recipekit.core.errors import RecipeError
+from recipekit.recipe.data import DataArgs
 
 
 def csv(tmp_path, name, lines):

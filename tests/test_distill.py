@@ -19,11 +19,12 @@ from conftest import ROOT, run_cli
 from test_joins import SignalAt, make_recipe, metrics_of, predicted, scores, write
 from transformers import TrainerCallback, TrainingArguments
 
-from recipekit.batching import LengthSplitTrainer
-from recipekit.errors import RecipeError
+from recipekit.core.errors import RecipeError
 from recipekit.heads import HEADS, HeadState, build_head
 from recipekit.heads.distillation import TEACHER_COLUMN, DistillationLoss, sigmoid_kl, softmax_kl, with_teacher
-from recipekit.recipe import DataArgs, build_recipe
+from recipekit.recipe.build import build_recipe
+from recipekit.recipe.data import DataArgs
+from recipekit.trainer.length_split import LengthSplitTrainer
 
 TEACHER_HEADS = ["sequence_classification", "binary", "multi_label", "regression"]
 
@@ -236,7 +237,7 @@ def test_a_teacher_of_other_labels_is_refused_before_anything_is_written(request
 def test_a_pretrained_model_keeps_its_first_layers_weights(tiny_model):
     from transformers import AutoModel
 
-    from recipekit.recipe import ModelArgs
+    from recipekit.recipe.model import ModelArgs
 
     head = build_head("binary", data=DataArgs())
     head.state.labels = ["neg", "pos"]
@@ -248,8 +249,8 @@ def test_a_pretrained_model_keeps_its_first_layers_weights(tiny_model):
 
 
 def test_a_lora_run_on_the_first_layers_predicts_and_merges_as_it_wrote(request, tmp_path):
-    from recipekit.cli import guarded
-    from recipekit.lora import main as merge
+    from recipekit.commands.cli import guarded
+    from recipekit.commands.merge import main as merge
 
     recipe = make_recipe(request, "binary", tmp_path / "data", tmp_path / "run")
     recipe["model"].update(peft={"r": 4, "lora_alpha": 8}, config={"num_hidden_layers": 1})
@@ -344,7 +345,7 @@ class TrainingColumns(TrainerCallback):
 
 def test_weight_zero_trains_as_a_run_without_teacher_and_the_default_path_has_no_column(request, tmp_path):
     import run as runner
-    from recipekit.recipe import load_recipe
+    from recipekit.recipe.build import load_recipe
 
     teacher = train_teacher(request, tmp_path, "binary", max_steps=8)
     seen = {}
@@ -364,7 +365,7 @@ def test_weight_zero_trains_as_a_run_without_teacher_and_the_default_path_has_no
 @pytest.mark.slow  # a teacher and two students
 def test_a_killed_distilled_run_resumes_to_the_uninterrupted_runs_end(request, tmp_path):
     import run as runner
-    from recipekit.recipe import load_recipe
+    from recipekit.recipe.build import load_recipe
 
     teacher = train_teacher(request, tmp_path, "sequence_classification", max_steps=8)
     runs = {}

@@ -106,10 +106,12 @@ def test_finished_run_is_not_overwritten_unless_asked(recipe, write_recipe, tmp_
 
 
 def test_batches_are_padded_to_their_own_longest_text(recipe, tiny_model):
-    from recipekit.data import load_splits
+    from conftest import load_splits
+
     from recipekit.heads import head_for
-    from recipekit.recipe import build_recipe
-    from recipekit.train import build_trainer, load_tokenizer
+    from recipekit.modeling.loading import load_tokenizer
+    from recipekit.recipe.build import build_recipe
+    from recipekit.training.trainer import build_trainer
 
     r = build_recipe(recipe)
     head = head_for(r)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from recipekit.paths import resolve
+from recipekit.core.paths import resolve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEST_ROWS = 13  # odd, and not a multiple of the eval batch: the last batch is padded under 2 processes
@@ -227,7 +227,7 @@ def test_compare_prints_runs_side_by_side_and_plots_validation_curves(run_dir, t
 
 def test_report_takes_only_what_the_head_provides(tmp_path):
     from recipekit.heads import Head
-    from recipekit.report import write_report
+    from recipekit.outputs.report import write_report
 
     class ScoreOnlyHead(Head):  # a head without evaluation tables or plots: the report still has its curves and tables
         pass

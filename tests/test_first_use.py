@@ -20,14 +20,16 @@ import yaml
 from conftest import ROOT
 from datasets import Dataset, DatasetDict
 
-from recipekit import hub
-from recipekit.compare import compare_table
-from recipekit.data import carve
-from recipekit.errors import RecipeError
-from recipekit.recipe import load_recipe
-from recipekit.report import markdown_table, model_card, summary_lines
-from recipekit.sweep import write_leaderboard
-from recipekit.tokenizing import tokenize
+from recipekit.commands.compare import compare_table
+from recipekit.commands.sweep import write_leaderboard
+from recipekit.core.errors import RecipeError
+from recipekit.core.tables import markdown_table
+from recipekit.data.loading import carve
+from recipekit.data.tokenizing import tokenize
+from recipekit.outputs.card import model_card
+from recipekit.outputs.report import summary_lines
+from recipekit.recipe import hub
+from recipekit.recipe.build import load_recipe
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 

@@ -15,7 +15,7 @@ from datasets import Dataset
 from test_joins import make_recipe, write
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
-from recipekit.evaluation_cache import by_length, in_file_order
+from recipekit.trainer.evaluations import by_length, in_file_order
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import run_cli
 
-from recipekit import metrics as M
-from recipekit.errors import RecipeError
-from recipekit.recipe import build_recipe
+from recipekit.core.errors import RecipeError
+from recipekit.evaluation import metrics as M
+from recipekit.recipe.build import build_recipe
 
 POSITIVE = ["good", "great", "fine", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "poor", "dreadful", "boring"]
@@ -246,8 +246,8 @@ def test_sentence_pairs_truncate_longest_first(minilm_path):
     from datasets import Dataset, DatasetDict
     from transformers import AutoTokenizer
 
-    from recipekit.recipe import DataArgs
-    from recipekit.tokenizing import tokenize
+    from recipekit.data.tokenizing import tokenize
+    from recipekit.recipe.data import DataArgs
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     premise, hypothesis = " ".join(["word"] * 100), "a short claim"
@@ -361,7 +361,7 @@ def test_metrics_are_checked_against_the_head(tiny_model, sentiment, tmp_path):
 
 
 def test_entities_follow_seqeval_rules():
-    from recipekit.metrics import entities, entity_scores
+    from recipekit.evaluation.metrics import entities, entity_scores
 
     assert entities(["B-PER", "I-PER", "O", "B-LOC"]) == [("PER", 0, 1), ("LOC", 3, 3)]
     # conlleval: an I- after O (or after another type) starts an entity; a type change ends one.
@@ -503,7 +503,7 @@ def test_causal_lm_sft_masks_the_prompt_and_learns_completions(tiny_gpt2, tmp_pa
     from transformers import AutoTokenizer
 
     from recipekit.heads import build_head
-    from recipekit.recipe import DataArgs
+    from recipekit.recipe.data import DataArgs
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
     head = build_head("causal_lm_sft", data=DataArgs(train_file="x", text_columns=["prompt"], label_column="completion", max_length=32))
@@ -584,7 +584,8 @@ def test_multi_label_model_starts_at_the_training_label_frequencies(tiny_model, 
     from datasets import Dataset
 
     from recipekit.heads import HeadState, build_head
-    from recipekit.recipe import DataArgs, ModelArgs
+    from recipekit.recipe.data import DataArgs
+    from recipekit.recipe.model import ModelArgs
 
     head = build_head("multi_label", {"bias_init": bias_init}, data=DataArgs(train_file="x"), state=HeadState("multi_label", ["a", "b", "c"]))
     head.learn(Dataset.from_dict({"labels": [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]}))

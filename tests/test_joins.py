@@ -218,7 +218,7 @@ class SignalAt(TrainerCallback):
 @pytest.mark.slow  # a second or third tiny run per head
 def test_kill_and_resume_ends_where_the_uninterrupted_run_ends(trained, tmp_path):
     import run as runner
-    from recipekit.recipe import load_recipe
+    from recipekit.recipe.build import load_recipe
 
     recipe = json.loads(json.dumps(trained.recipe))
     recipe["training"].update(output_dir=str(tmp_path / "cut"), save_strategy="steps", save_steps=2)
@@ -292,8 +292,8 @@ def test_lora_run_predicts_merges_and_the_merged_model_agrees(request, case, tmp
 
 
 def run_cli_module_lora(run, merged) -> int:
-    from recipekit.cli import guarded
-    from recipekit.lora import main
+    from recipekit.commands.cli import guarded
+    from recipekit.commands.merge import main
 
     return guarded(main, [str(run), str(merged)])
 

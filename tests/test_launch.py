@@ -13,8 +13,8 @@ import yaml
 from conftest import ROOT, run_cli
 from safetensors.torch import save_file
 
-from recipekit.errors import RecipeError
-from recipekit.recipe import build_recipe
+from recipekit.core.errors import RecipeError
+from recipekit.recipe.build import build_recipe
 
 CONFIGS = sorted((ROOT / "recipes" / "accelerate").glob("*.yaml"))
 SAMPLE = ROOT / "recipekit" / "sample_data"
@@ -233,7 +233,7 @@ def test_memory_and_speed_keys_reach_trainer_and_checkpointing_changes_no_number
 def test_threads_fit_the_free_cores(cores, busy, local, threads, monkeypatch):
     import torch
 
-    from recipekit import launch
+    from recipekit.core import launch
 
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS")
@@ -251,7 +251,7 @@ def test_threads_fit_the_free_cores(cores, busy, local, threads, monkeypatch):
 def test_threads_set_by_the_user_or_on_a_gpu_are_left_alone(monkeypatch):
     import torch
 
-    from recipekit import launch
+    from recipekit.core import launch
 
     before = torch.get_num_threads()
     monkeypatch.setattr(launch, "busy_elsewhere", lambda: 7)
@@ -263,7 +263,7 @@ def test_threads_set_by_the_user_or_on_a_gpu_are_left_alone(monkeypatch):
 
 
 def test_a_competing_process_is_seen_as_busy():
-    from recipekit.launch import busy_elsewhere
+    from recipekit.core.launch import busy_elsewhere
 
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:

@@ -6,9 +6,9 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
-from recipekit.errors import RecipeError
-from recipekit.recipe import build_recipe
-from recipekit.tokenizing import tokenize
+from recipekit.core.errors import RecipeError
+from recipekit.data.tokenizing import tokenize
+from recipekit.recipe.build import build_recipe
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_chunks_predict_each_document_from_its_pooled_windows(request, case, poo
     from test_joins import make_recipe, write
     from transformers import AutoModelForSequenceClassification
 
-    from recipekit.inference import open_run
+    from recipekit.inference.runs import open_run
 
     recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run")
     recipe["data"].update(long_text="chunks", max_length=8, chunk_overlap=2, chunk_pooling=pooling)

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 from conftest import run_cli
 
-from recipekit.adapters import apply_peft
-from recipekit.errors import RecipeError
+from recipekit.commands.merge import merge
+from recipekit.core.errors import RecipeError
 from recipekit.heads import HeadState, build_head
-from recipekit.lora import merge
-from recipekit.recipe import DataArgs, ModelArgs, build_recipe
+from recipekit.modeling.adapters import apply_peft
+from recipekit.recipe.build import build_recipe
+from recipekit.recipe.data import DataArgs
+from recipekit.recipe.model import ModelArgs
 
 
 def trainable(model) -> int:

@@ -6,7 +6,8 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 from sklearn.preprocessing import label_binarize
 
-from recipekit.metrics import (
+from recipekit.core.schema import Problem
+from recipekit.evaluation.metrics import (
     CLASSIFICATION,
     DEFAULT_CLASSIFICATION,
     FULL_CLASSIFICATION,
@@ -15,7 +16,6 @@ from recipekit.metrics import (
     expected_calibration_error,
     resolve,
 )
-from recipekit.schema import Problem
 
 
 def random_case(seed: int, n_labels: int, n: int = 200, absent_from_predictions: bool = True):

@@ -6,11 +6,12 @@ import json
 import pandas as pd
 import pytest
 import yaml
+from conftest import load_splits
 
-from recipekit.data import load_splits, place
-from recipekit.errors import RecipeError
-from recipekit.recipe import build_recipe
-from recipekit.safety import MAX_YAML_VALUES, parse_yaml, redact_env
+from recipekit.core.errors import RecipeError
+from recipekit.core.safety import MAX_YAML_VALUES, parse_yaml, redact_env
+from recipekit.data.loading import place
+from recipekit.recipe.build import build_recipe
 
 
 def recipe_for(tmp_path, **data):
@@ -114,8 +115,8 @@ def test_secret_environment_variables_are_redacted():
 
 
 def test_custom_metrics_must_take_three_arguments_and_return_numbers(tmp_path, monkeypatch):
-    from recipekit import metrics
-    from recipekit.schema import Problem
+    from recipekit.core.schema import Problem
+    from recipekit.evaluation import metrics
 
     (tmp_path / "parsing_metrics.py").write_text("def verdict(y, p, probs):\n    return 'good'\n\ndef score(y, p, probs):\n    return {'hits': 3}\n")
     monkeypatch.syspath_prepend(str(tmp_path))

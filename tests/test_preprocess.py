@@ -4,14 +4,13 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import load_splits, run_cli
 from datasets import Dataset
 
-from recipekit.data import load_splits
-from recipekit.datareport import format_report
-from recipekit.errors import RecipeError
-from recipekit.preprocess import STEPS, Context
-from recipekit.recipe import build_recipe
+from recipekit.core.errors import RecipeError
+from recipekit.data.report import format_report
+from recipekit.data.steps import STEPS, Context
+from recipekit.recipe.build import build_recipe
 
 
 def apply(name, rows, split="train", ctx=None, **options):
@@ -323,7 +322,7 @@ def test_rows_kept_are_written_out_contiguously_and_cached(tmp_path):
     import numpy as np
     from datasets import load_dataset
 
-    from recipekit.preprocess import flat
+    from recipekit.data.steps import flat
 
     path = tmp_path / "rows.csv"
     path.write_text("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(500)))

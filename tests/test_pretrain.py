@@ -10,8 +10,8 @@ from conftest import run_cli
 from datasets import Dataset, DatasetDict
 
 from recipekit.heads import build_head
-from recipekit.modeling import TrainTokenizerArgs, pack, train_tokenizer
-from recipekit.recipe import DataArgs
+from recipekit.modeling.models import TrainTokenizerArgs, pack, train_tokenizer
+from recipekit.recipe.data import DataArgs
 
 WORDS = ["red", "green", "blue", "cat", "dog", "bird", "runs", "sleeps", "jumps", "the", "a", "over", "under", "house"]
 
@@ -221,7 +221,7 @@ def test_bad_pretraining_recipes_stop_with_one_clear_error(tmp_path, write_recip
 def test_pretraining_recipes_chain_by_output_dir():
     from conftest import ROOT
 
-    from recipekit.recipe import read_yaml
+    from recipekit.recipe.build import read_yaml
 
     pre = read_yaml(str(ROOT / "recipes/pretrain/bert_mlm_scratch.yaml"))
     fine = read_yaml(str(ROOT / "recipes/pretrain/sst2_finetune_from_scratch.yaml"))

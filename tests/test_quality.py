@@ -20,8 +20,9 @@ def test_quickstart_reaches_its_accuracy_bound(tmp_path, monkeypatch):
 
 
 def test_minilm_on_sst2_beats_tfidf_logistic_regression_on_the_same_rows(tmp_path, monkeypatch, shared_data):
-    from recipekit.data import load_splits
-    from recipekit.recipe import load_recipe
+    from conftest import load_splits
+
+    from recipekit.recipe.build import load_recipe
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "sst2"

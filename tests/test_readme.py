@@ -2,14 +2,14 @@
 
 from conftest import ROOT
 
-from recipekit.docs import END, START, reference
+from recipekit.commands.docs import END, START, reference
 
 README = (ROOT / "README.md").read_text()
 
 
 def test_reference_tables_match_the_dataclasses():
     block = README.split(START)[1].split(END)[0]
-    assert block == reference() + "\n", "README reference is stale: run `python -m recipekit.docs --write`"
+    assert block == reference() + "\n", "README reference is stale: run `python -m recipekit.commands.docs --write`"
 
 
 def test_setup_commands_come_first_and_ci_runs_the_test_command():

@@ -7,9 +7,10 @@ import pytest
 import yaml
 from conftest import ROOT, run_cli
 
-from recipekit.errors import RecipeError
-from recipekit.preprocess import STEPS
-from recipekit.recipe import apply_overrides, build_recipe, load_recipe, read_yaml, with_device_defaults
+from recipekit.core.errors import RecipeError
+from recipekit.data.steps import STEPS
+from recipekit.recipe.build import apply_overrides, build_recipe, load_recipe, read_yaml
+from recipekit.recipe.training import with_device_defaults
 
 
 @pytest.fixture
@@ -260,12 +261,12 @@ def test_hub_token_is_never_written_to_the_resolved_recipe(base):
 
 
 def test_cpu_defaults_make_single_and_multi_process_cpu_runs_work(monkeypatch):
-    monkeypatch.setattr("recipekit.recipe.accelerator_available", lambda: False)
+    monkeypatch.setattr("recipekit.recipe.training.accelerator_available", lambda: False)
     assert with_device_defaults({}) == {"use_cpu": True}
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert with_device_defaults({}) == {"use_cpu": True, "ddp_backend": "gloo"}
     assert with_device_defaults({"ddp_backend": "mpi"}) == {"use_cpu": True, "ddp_backend": "mpi"}
-    monkeypatch.setattr("recipekit.recipe.accelerator_available", lambda: True)
+    monkeypatch.setattr("recipekit.recipe.training.accelerator_available", lambda: True)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert with_device_defaults({}) == {}
 
@@ -312,7 +313,7 @@ def test_length_split_cost_lives_in_batching_and_only_where_batches_split(base):
 def test_lengths_are_fitted_to_the_model_positions(base, tiny_model):
     from transformers import BertConfig
 
-    from recipekit.recipe import fit_model
+    from recipekit.recipe.build import fit_model
 
     # The tiny BERT has 128 positions: the default 256 is lowered to them, a chosen 1024 is refused.
     local = {**base, "model": {"name_or_path": str(tiny_model)}}

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import ROOT, require_shared_data
 
-from recipekit.recipe import build_recipe, read_yaml
+from recipekit.recipe.build import build_recipe, read_yaml
 
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
 

@@ -15,9 +15,9 @@ from conftest import ROOT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recipekit.errors import RecipeError
-from recipekit.outputs import write_atomic
-from recipekit.recipe import apply_overrides, build_recipe
+from recipekit.core.errors import RecipeError
+from recipekit.core.files import write_atomic
+from recipekit.recipe.build import apply_overrides, build_recipe
 
 
 @pytest.fixture
@@ -235,8 +235,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(toy_recipe, write_recipe
 
 
 def test_trust_remote_code_warns(tiny_model, capsys):
-    from recipekit.recipe import ModelArgs
-    from recipekit.train import load_tokenizer
+    from recipekit.modeling.loading import load_tokenizer
+    from recipekit.recipe.model import ModelArgs
 
     load_tokenizer(ModelArgs(name_or_path=tiny_model, trust_remote_code=True))
     assert "warning: model.trust_remote_code is true" in capsys.readouterr().err

@@ -15,9 +15,12 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from recipekit import outputs
-from recipekit.outputs import checkpoint_problem, launch_info, read_run, resume_checkpoint, whole_run_loss, write_atomic
-from recipekit.safety import redact
+from recipekit.core.files import write_atomic
+from recipekit.core.safety import redact
+from recipekit.outputs import folder as outputs
+from recipekit.outputs.checkpoints import checkpoint_problem, resume_checkpoint, whole_run_loss
+from recipekit.outputs.folder import read_run
+from recipekit.outputs.provenance import launch_info
 
 
 @pytest.fixture
@@ -117,7 +120,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(toy, wri
 
 
 def test_a_run_that_fails_says_so_with_the_reason(toy, write_recipe, tmp_path, monkeypatch, capsys):
-    from recipekit import finish
+    from recipekit.training import finish
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "predictions.csv"))
@@ -139,7 +142,7 @@ def test_a_run_that_fails_says_so_with_the_reason(toy, write_recipe, tmp_path, m
 
 def test_an_unexpected_crash_is_recorded_as_failed(toy, write_recipe, tmp_path, monkeypatch):
     import run as run_module
-    from recipekit import finish
+    from recipekit.training import finish
 
     monkeypatch.setattr(finish, "evaluate_splits", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
@@ -149,7 +152,7 @@ def test_an_unexpected_crash_is_recorded_as_failed(toy, write_recipe, tmp_path, 
 
 
 def test_metrics_json_exists_before_status_says_finished(toy, write_recipe, tmp_path, monkeypatch):
-    from recipekit import finish
+    from recipekit.training import finish
 
     seen = []
     real = finish.mark

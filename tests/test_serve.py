@@ -63,7 +63,7 @@ def serving(folder, **settings):
     """The app on a real uvicorn server in a thread, on a free loopback port."""
     import uvicorn
 
-    from recipekit.serve import Settings, create_app
+    from recipekit.commands.serve import Settings, create_app
 
     port = free_port()
     config = uvicorn.Config(create_app(Settings(str(folder), **settings)), host="127.0.0.1", port=port, log_level="warning")
@@ -229,7 +229,7 @@ def test_malformed_and_huge_bodies_are_refused(pytorch_server):
 
 
 def test_a_failing_batch_fails_its_requests_not_the_server(pytorch_server, monkeypatch):
-    from recipekit.serve import Model
+    from recipekit.commands.serve import Model
 
     def broken(self, rows):
         raise RuntimeError("out of memory")

@@ -34,14 +34,17 @@ import torch
 from datasets import DatasetDict
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-from ..errors import RecipeError
-from ..regularize import config_overrides
-from ..safety import read_json_file
-from ..tokenizing import pad_with_eos
-from ..tokenizing import tokenize as tokenize_texts
+from ..core.errors import RecipeError
+from ..core.safety import read_json_file
+from ..data.loading import label_kind
+from ..data.tokenizing import pad_with_eos
+from ..data.tokenizing import tokenize as tokenize_texts
+from ..modeling.models import config_overrides
 from .custom import HeadConfig
 
 HEADS: dict[str, type[Head]] = {}
+
+
 STATE_FILE = "head_state.json"
 
 
@@ -85,7 +88,7 @@ class HeadState:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
     def save(self, folder) -> None:
-        from ..outputs import write_json
+        from ..core.files import write_json
 
         write_json(Path(folder) / STATE_FILE, self.to_dict())
 
@@ -128,16 +131,6 @@ def first_bad(ds, column: str, bad, where, split: str, what: str, hint: str = ""
         raise RecipeError(
             f"data.label_column: {where(split, source_row(ds, i))}: column {column!r}: {what} {ds[i][column]!r}{more}{hint}"
         )
-
-
-def label_kind(value) -> str:
-    if isinstance(value, (int, float)):
-        return "number"
-    try:
-        float(value)
-        return "number"
-    except (TypeError, ValueError):
-        return "word"
 
 
 def label_names(values) -> list[str]:

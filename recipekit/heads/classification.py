@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from datasets import ClassLabel, DatasetDict
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
-from .. import metrics as M
-from .. import plots
-from ..batching import LengthSplitTrainer
-from ..errors import RecipeError
-from ..evaluation_cache import predict_split
-from ..modeling import scratch_config
+from ..core.errors import RecipeError
+from ..evaluation import metrics as M
+from ..evaluation import plots
+from ..modeling.models import scratch_config
+from ..trainer.evaluations import predict_split
+from ..trainer.length_split import LengthSplitTrainer
 from .base import (
     Head,
     HeadState,

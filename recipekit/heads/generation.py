@@ -16,8 +16,8 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
-from .. import metrics as M
-from ..modeling import scratch_config
+from ..evaluation import metrics as M
+from ..modeling.models import scratch_config
 from .base import Head, Prediction, column_values, first_bad, load_kwargs, map_splits, pick, register
 from .classification import LENGTH_KEY
 

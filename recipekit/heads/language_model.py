@@ -24,9 +24,9 @@ from transformers import (
     DataCollatorForSeq2Seq,
 )
 
-from ..errors import RecipeError
-from ..modeling import pack, scratch_config, shape_problems
-from ..tokenizing import length_stats, tokenizer_identity
+from ..core.errors import RecipeError
+from ..data.tokenizing import length_stats, tokenizer_identity
+from ..modeling.models import pack, scratch_config, shape_problems
 from .base import Head, load_kwargs, register
 
 BLOCK_KEY = "model.head_options.block_size"

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from datasets import DatasetDict
 
-from .. import metrics as M
-from .. import plots
-from ..errors import RecipeError
+from ..core.errors import RecipeError
+from ..evaluation import metrics as M
+from ..evaluation import plots
 from .base import column_values, first_bad, pick, reduce, register
 from .classification import PooledHead
 from .distillation import DEFAULT_TEMPERATURE

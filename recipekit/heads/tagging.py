@@ -7,10 +7,20 @@ from collections import Counter
 from datasets import ClassLabel, DatasetDict, Sequence
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, EvalPrediction
 
-from .. import metrics as M
-from ..errors import RecipeError
-from ..modeling import scratch_config
-from .base import Head, column_values, first_bad, load_kwargs, map_splits, pick, register, reset_head_layers, source_row
+from ..core.errors import RecipeError
+from ..evaluation import metrics as M
+from ..modeling.models import scratch_config
+from .base import (
+    Head,
+    column_values,
+    first_bad,
+    load_kwargs,
+    map_splits,
+    pick,
+    register,
+    reset_head_layers,
+    source_row,
+)
 from .classification import LENGTH_KEY, saved_state
 
 

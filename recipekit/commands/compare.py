@@ -1,0 +1,69 @@
+"""`run.py compare OUT1 OUT2 ...`: the runs' settings and metrics side by side, and their validation curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.errors import RecipeError
+from ..core.tables import markdown_table
+from ..evaluation import plots
+from ..outputs.folder import read_log_history, read_run
+from ..outputs.scores import chosen_metric, split_scores
+
+# Settings that most often explain a difference between two runs.
+SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "weight_decay", "seed")
+
+
+def load(folder: str) -> tuple[dict, dict]:
+    return read_run(folder)
+
+
+def names_of(folders: list[str]) -> list[str]:
+    """Short column names: the folder names, or the full paths where two folders share a name."""
+    short = [Path(f).name or f for f in folders]
+    return short if len(set(short)) == len(short) else list(folders)
+
+
+def compare_table(folders: list[str], split: str | None) -> tuple[list[str], str]:
+    runs = [load(f) for f in folders]
+    if split is None:
+        split = "test" if all(record.get("test") for _, record in runs) else "validation"
+    missing = [f for f, (_, record) in zip(folders, runs) if not record.get(split)]
+    if missing:
+        raise RecipeError(f"--split: {split!r} has no metrics in {', '.join(missing)}")
+    columns = names_of(folders)
+    rows = [["model", *(f"`{r.get('model', {}).get('name_or_path')}`" for r, _ in runs)]]
+    for key in SETTINGS:
+        values = [(r.get("training") or {}).get(key) for r, _ in runs]
+        if any(v is not None for v in values):
+            rows.append([f"training.{key}", *("" if v is None else number(v) for v in values)])
+    rows.append(["wall time (s)", *(rec.get("wall_time_s") for _, rec in runs)])
+    scores = [split_scores(rec, split) for _, rec in runs]
+    for name in dict.fromkeys(k for s in scores for k in s):
+        rows.append([f"{split} {name}", *(s.get(name, "") for s in scores)])
+    # Each row is one quantity: a learning rate row in scientific notation, a metric row with four decimals.
+    return markdown_table(["", *columns], rows, by="row"), split
+
+
+def number(value):
+    """recipe.yaml may hold a rate as text ('1e-05' is a string to PyYAML); shown as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def compare_command(args) -> int:
+    lines, _ = compare_table(args.runs, args.split)
+    print("\n".join(lines))
+    if args.plot:
+        recipes = [load(f)[0] for f in args.runs]
+        metric = args.metric or chosen_metric(recipes[0]) or "loss"
+        histories = {name: read_log_history(Path(f)) for name, f in zip(names_of(args.runs), args.runs)}
+        if not any(any("eval_loss" in e for e in h) for h in histories.values()):
+            print("no validation curves to plot: no run evaluated during training (training.eval_strategy)")
+            return 0
+        print(f"plot: {plots.compare(histories, metric, Path(args.plot))}")
+    return 0

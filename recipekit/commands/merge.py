@@ -1,0 +1,56 @@
+"""`python -m recipekit.commands.merge RUN OUT`: merge a LoRA run's adapter into an ordinary model.
+
+The merged folder is a finished run like any other: the model and tokenizer (`transformers.pipeline`
+loads them), its head state, the run's recipe.yaml (with `model.peft` cleared) and metrics.json, so
+`run.py predict` and `evaluate` take it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..core.errors import RecipeError
+from ..core.files import write_atomic
+from ..inference.runs import open_run
+from ..modeling.loading import load_tokenizer
+
+
+def merge(run_dir: str, out_dir: str) -> None:
+    """Load the base model and the run's adapter, fold the adapter into the weights, save a finished run."""
+    run = open_run(run_dir)
+    if not run.adapter:
+        raise RecipeError(f"{run_dir}: no adapter_config.json; merge takes the output_dir of a run with model.peft")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise RecipeError(f"{out_dir}: already exists and is not empty; choose a new folder")
+    model = run.load_model()
+    run.head.record(model)
+    model.save_pretrained(out_dir)
+    load_tokenizer(run.model_args_for_tokenizer).save_pretrained(out_dir)
+    run.head.state.save(out_dir)
+    recipe = yaml.safe_load((run.folder / "recipe.yaml").read_text(encoding="utf-8"))
+    recipe["model"]["peft"] = None
+    write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+    # The merged model computes what the adapter run computed (up to float rounding): its metrics stand.
+    shutil.copyfile(run.folder / "metrics.json", out / "metrics.json")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipekit.commands.merge", description="Merge a LoRA run's adapter into a full model.")
+    parser.add_argument("run_dir", help="output_dir of a run trained with model.peft")
+    parser.add_argument("out_dir", help="new folder for the merged model (loads with transformers.pipeline and run.py predict)")
+    args = parser.parse_args(argv)
+    merge(args.run_dir, args.out_dir)
+    print(f"merged model written to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import guarded
+
+    sys.exit(guarded(main))

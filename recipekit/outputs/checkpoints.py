@@ -1,0 +1,123 @@
+"""Checkpoints: which are complete, which one `--resume` continues from, and what a resumed run's loss means."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..core.errors import RecipeError
+from ..core.safety import read_json_file, read_yaml_file
+
+
+def checkpoints(output_dir: str) -> list[Path]:
+    return sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint cannot be resumed, or None when it is complete.
+
+    Trainer writes trainer_state.json last, so a save cut short (kill -9, a full disk) lacks it; a weights
+    file cut short has fewer bytes than its own header promises.
+    """
+    state = ckpt / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (its save was cut short)"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "trainer_state.json is damaged"
+    weights = list(ckpt.glob("*.safetensors")) + list(ckpt.glob("pytorch_model*.bin"))
+    if not weights and not any(p.is_dir() and p.name.startswith("global_step") for p in ckpt.iterdir()):
+        return "no model weights"
+    for path in ckpt.glob("*.safetensors"):
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.name} {problem}"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensors it lists by offset."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return "is truncated (no header)"
+            length = int.from_bytes(head, "little")
+            if length > size - 8:
+                return "is truncated (header cut)"
+            header = json.loads(f.read(length))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "is damaged (unreadable header)"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)), default=0)
+    if 8 + length + end > size:
+        return f"is truncated ({size:,} of {8 + length + end:,} bytes)"
+    return None
+
+
+def resume_checkpoint(output_dir: str, announce: bool = True) -> str:
+    """The newest complete checkpoint; each newer one skipped is named with the reason."""
+    for ckpt in reversed(checkpoints(output_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return str(ckpt)
+        if announce and os.environ.get("RANK", "0") == "0":
+            print(f"resume: skipping {ckpt.name}: {problem}", file=sys.stderr)
+    raise RecipeError(f"--resume: {output_dir!r} has no complete checkpoint-* folder to resume from")
+
+
+def whole_run_loss(state, resumed_step: int, metrics: dict) -> dict:
+    """After --resume, Trainer's train_loss covers only the resumed segment (0.0 when nothing was left to
+    train): combine it with the losses logged before the resume into the mean over the whole run.
+
+    Before the resume only the logged losses are known (each the mean since the previous log), so steps
+    between the last log and the checkpoint are not counted.
+    """
+    total = steps = 0.0
+    previous = 0
+    for step, loss in sorted((e["step"], e["loss"]) for e in state.log_history if "loss" in e and e.get("step", 0) <= resumed_step):
+        total += loss * (step - previous)
+        steps += step - previous
+        previous = step
+    segment = state.global_step - resumed_step
+    if segment > 0 and metrics.get("train_loss") is not None:
+        total += metrics["train_loss"] * segment
+        steps += segment
+    out = {"train_loss_resumed_segment": metrics.get("train_loss") if segment > 0 else None, "resumed_from_step": resumed_step}
+    if steps:
+        out["train_loss"] = round(total / steps, 6)
+    return out
+
+
+def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> None:
+    """Refuse to resume a checkpoint trained from another model or on another label set.
+
+    Trainer would load mismatched weights with a shape error deep in loading, or, with the same number of
+    labels in another order, silently continue a model whose outputs mean something else.
+    """
+    out = Path(output_dir)
+    last = Path(resume_checkpoint(output_dir, announce=False))
+    earlier = out / "recipe.yaml"
+    if earlier.exists():
+        before = (read_yaml_file(earlier, "run's recipe") or {}).get("model") or {}
+        # The same teacher too: its logits are recomputed on resume, and another teacher's would change the objective.
+        for key in ("name_or_path", "head", "peft", "teacher"):
+            if before.get(key) != model_section.get(key):
+                raise RecipeError(
+                    f"--resume: {last} was trained with model.{key} {before.get(key)!r}, this recipe has "
+                    f"{model_section.get(key)!r}; resume with the original recipe, or use another output_dir"
+                )
+    config = last / "config.json"
+    if config.exists():
+        raw = read_json_file(config, "checkpoint config")
+        saved = raw.get("id2label") or {}
+        # The head's own label list (a binary head's one output is named after its positive label only).
+        saved_labels = (raw.get("recipekit") or {}).get("labels") or [saved[k] for k in sorted(saved, key=int)]
+        if saved_labels and saved_labels != labels:
+            raise RecipeError(
+                f"--resume: {last} was trained on labels {', '.join(saved_labels)}; this recipe's data has "
+                f"{', '.join(labels)}; resume with the original data, or use another output_dir"
+            )

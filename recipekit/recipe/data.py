@@ -1,0 +1,190 @@
+"""The `data:` section: where the rows come from, which columns hold text and label, how splits are made."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..core import paths
+from ..core.schema import Problem, not_one_of, show
+from ..data.loading import DATA_FORMATS
+
+DEFAULT_MAX_LENGTH = 256
+
+
+@dataclass
+class SourceArgs:
+    """One training source of several (`data.sources`): a local file or a Hub split, with its columns renamed."""
+
+    file: str | None = field(default=None, metadata={"help": "local file: csv, tsv, json, jsonl or parquet"})
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id"})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name"})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset branch, tag or commit"})
+    split: str = field(default="train", metadata={"help": "Hub split to read"})
+    columns: dict = field(
+        default_factory=dict, metadata={"help": "source column -> recipe column, e.g. {sentence: text, polarity: label}"}
+    )
+    weight: float = field(default=1.0, metadata={"help": "relative sampling weight when data.mix is interleave"})
+    name: str | None = field(default=None, metadata={"help": "name in the data report; default: the file name or dataset id"})
+    label_map: dict | None = field(
+        default=None,
+        metadata={"help": "this source's label -> the recipe's label, e.g. {neg: negative, pos: positive}; every label of the source must be named"},
+    )
+
+    def problems(self) -> list[str]:
+        out = []
+        if bool(self.file) == bool(self.dataset):
+            out.append("file / dataset: give exactly one")
+        out += [f"file: {p}" for p in file_problems(self.file)]
+        if self.weight <= 0:
+            out.append(f"weight: {self.weight} must be positive")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.columns.items()):
+            out.append(f"columns: {self.columns} must map source column names to recipe column names")
+        if self.label_map is not None and (
+            not self.label_map or not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for pair in self.label_map.items() for x in pair)
+        ):
+            out.append(f"label_map: {show(self.label_map)} must map each label of this source to a label name (text or number)")
+        return out
+
+    def labels(self) -> dict[str, str] | None:
+        """label_map with keys and values as text, as labels are compared (`1` and `"1"` are one label)."""
+        return None if self.label_map is None else {str(k): str(v) for k, v in self.label_map.items()}
+
+    @property
+    def label(self) -> str:
+        return self.name or (Path(self.file).name if self.file else f"{self.dataset}:{self.split}")
+
+
+@dataclass
+class DataArgs:
+    dataset: str | None = field(default=None, metadata={"help": "Hub dataset id; or give train_file for local files"})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name"})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset branch, tag or commit"})
+    train_split_name: str = field(default="train", metadata={"help": "Hub split to train on"})
+    validation_split_name: str | None = field(default=None, metadata={"help": "Hub split to validate on, if any"})
+    test_split_name: str | None = field(default=None, metadata={"help": "Hub split to test on, if any"})
+    train_file: str | None = field(default=None, metadata={"help": "local training file: csv, tsv, json, jsonl or parquet"})
+    validation_file: str | None = field(default=None, metadata={"help": "local validation file, same formats"})
+    test_file: str | None = field(default=None, metadata={"help": "local test file, same formats"})
+    text_columns: list[str] = field(
+        default_factory=lambda: ["text"], metadata={"help": "one text column, or two for sentence pairs"}
+    )
+    label_column: str = field(default="label", metadata={"help": "column holding the label (ints of any range, or strings)"})
+    sources: list[SourceArgs] | None = field(
+        default=None, metadata={"help": "several training sources instead of dataset/train_file, mixed by data.mix"}
+    )
+    mix: str = field(
+        default="concatenate",
+        metadata={"help": "concatenate sources, or interleave them sampling by weight", "choices": ["concatenate", "interleave"]},
+    )
+    validation_split: float = field(
+        default=0.0, metadata={"help": "fraction of train held out (stratified, seeded) when no validation set is given"}
+    )
+    test_split: float = field(
+        default=0.0, metadata={"help": "fraction of train held out (stratified, seeded) as a test set when none is given"}
+    )
+    max_chars: int = field(
+        default=1_000_000,
+        metadata={"help": "rows with a longer text are dropped before any step (a guard against corrupt rows; IMDb's longest review is 13k)"},
+    )
+    num_proc: int | None = field(
+        default=None, metadata={"help": "processes for row-wise steps and tokenization; pays off above ~100k rows"}
+    )
+    max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "tokens per example after truncation (the pretraining heads: head_options.block_size)"})
+    long_text: Literal["head", "head_tail", "chunks"] = field(
+        default="head",
+        metadata={"help": "a text over max_length keeps its first tokens (head), its first head_tokens and its last ones "
+                          "(head_tail), or all of them as overlapping windows pooled per document (chunks)"},
+    )
+    head_tokens: int | None = field(
+        default=None,
+        metadata={"help": "head_tail: tokens kept from the start; default a quarter of max_length (Sun et al. 2019: 128 of 512 on IMDb)"},
+    )
+    chunk_overlap: int | None = field(
+        default=None,
+        metadata={"help": "chunks: tokens a window shares with the one before; default a quarter of max_length"},
+    )
+    chunk_pooling: Literal["mean", "max"] = field(
+        default="mean",
+        metadata={"help": "chunks: a document's logits are its windows' mean, or their maximum per output"},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
+    max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
+
+    def problems(self) -> list[str]:
+        out = []
+        if bool(self.dataset) + bool(self.train_file) + (self.sources is not None) != 1:
+            out.append("dataset / train_file: give exactly one (a Hub dataset id, or a local training file)")
+        if self.dataset:
+            for key in ("validation_file", "test_file"):
+                if getattr(self, key):
+                    out.append(f"{key}: local files cannot be mixed with a Hub dataset; use validation_split_name/test_split_name")
+        else:
+            for key in ("dataset_config", "dataset_revision", "validation_split_name", "test_split_name"):
+                if getattr(self, key) is not None:
+                    out.append(f"{key}: only applies to a Hub dataset (data.dataset)")
+            for key in ("train_file", "validation_file", "test_file"):
+                out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]
+        if not 1 <= len(self.text_columns) <= 2 or len(set(self.text_columns)) != len(self.text_columns):
+            out.append(f"text_columns: {self.text_columns} must name one column, or two different ones for pairs")
+        if self.long_text != "head" and len(self.text_columns) != 1:
+            out.append(f"long_text: {self.long_text} cuts one text; a pair is cut longest-first (leave long_text: head)")
+        if self.chunk_overlap is not None and (self.long_text != "chunks" or not 0 <= self.chunk_overlap <= self.max_length // 2):
+            out.append(f"chunk_overlap: {self.chunk_overlap} needs long_text: chunks and 0 <= chunk_overlap <= max_length / 2 ({self.max_length // 2})")
+        if self.chunk_pooling != "mean" and self.long_text != "chunks":
+            out.append(f"chunk_pooling: {self.chunk_pooling} needs long_text: chunks")
+        if self.head_tokens is not None and (self.long_text != "head_tail" or not 0 < self.head_tokens < self.max_length):
+            out.append(f"head_tokens: {self.head_tokens} needs long_text: head_tail and 0 < head_tokens < max_length ({self.max_length})")
+        if self.sources is not None and not self.sources:
+            out.append("sources: an empty list; give one source or more")
+        for key in ("validation_split", "test_split"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                out.append(f"{key}: {getattr(self, key)} must be a fraction in [0, 1)")
+        if self.validation_split + self.test_split >= 1.0:
+            out.append(f"validation_split + test_split: {self.validation_split + self.test_split} leaves no training rows")
+        if self.validation_split and (self.validation_file or self.validation_split_name):
+            out.append("validation_split: a validation set is already given; set one or the other")
+        if self.test_split and (self.test_file or self.test_split_name):
+            out.append("test_split: a test set is already given; set one or the other")
+        if self.max_chars <= 0:
+            out.append(f"max_chars: {self.max_chars} must be a positive number of characters")
+        if self.num_proc is not None and self.num_proc < 1:
+            out.append(f"num_proc: {self.num_proc} must be 1 or more (or null)")
+        if self.max_length <= 0:
+            out.append(f"max_length: {self.max_length} must be a positive number of tokens")
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                out.append(f"{key}: {getattr(self, key)} must be positive (or null for all rows)")
+        return out
+
+    def has_validation(self) -> bool:
+        return bool(self.validation_file or self.validation_split_name or self.validation_split)
+
+
+def file_problems(spec: str | None) -> list[str]:
+    if spec is None:
+        return []
+    try:
+        path = Path(paths.resolve(spec)).expanduser()
+    except Problem as p:
+        return [str(p)]
+    if not path.exists():
+        return [f"{spec!r} does not exist"]
+    if path.is_dir():
+        return [f"{spec!r} is a directory, not a file"]
+    if not path.is_file():
+        return [f"{spec!r} is not a regular file ({file_kind(path)}); give a data file"]
+    if path.suffix.lower() not in DATA_FORMATS:
+        return [f"{spec!r}: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}"]
+    return []
+
+
+def file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file or folder"
