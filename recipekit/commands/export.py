@@ -4,7 +4,7 @@ The graph is torch.onnx.export's (the dynamo exporter) of the model's one forwar
 batch and sequence dimensions left free; int8 is onnxruntime's dynamic quantization (int8 weights, activations
 quantized per batch at run time). Everything after the logits stays in Python: the exported folder carries the
 run's recipe.yaml, head state (labels, thresholds, target scale), tokenizer and metrics, so `run.py predict`,
-`evaluate` and `serve` read it as a run, through the same tokenization and decision rule (inference.py).
+`evaluate` and `serve` read it as a run, through the same tokenization and decision rule (recipekit/inference/).
 """
 
 from __future__ import annotations

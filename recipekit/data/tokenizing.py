@@ -21,7 +21,7 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
     again with truncation, which lets pairs use the tokenizer's own truncation strategy. With
     `long_text: head_tail` a long text keeps its first `head_tokens` and its last ones instead; with `chunks` it
     becomes overlapping windows of max_length, each a row with the document's label and (outside train) the
-    `document` it came from, so its windows' outputs can be pooled back (windows.py).
+    `document` it came from, so its windows' outputs can be pooled back (trainer/windows.py).
     """
     columns, limit = args.text_columns, args.max_length
     head_tail, chunks = args.long_text == "head_tail", args.long_text == "chunks"

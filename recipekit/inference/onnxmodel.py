@@ -1,5 +1,5 @@
 """An exported run's ONNX graph in the place of its PyTorch model: `run.py predict`, `evaluate` and `serve` read an
-exported folder through the same Trainer, collator and head decision rule as the run itself (inference.py)."""
+exported folder through the same Trainer, collator and head decision rule as the run itself (inference/runs.py)."""
 
 from __future__ import annotations
 

@@ -279,7 +279,7 @@ def build_steps(raw, errors: list[str]) -> list:
 
 
 def build_metrics(raw, errors: list[str], head) -> list[str]:
-    """Classification heads take the metrics.py registry (and user functions); the others their own fixed set."""
+    """Classification heads take the evaluation/metrics.py registry (and user functions); the others their own fixed set."""
     if raw is None:
         return list(metric_registry.DEFAULT_CLASSIFICATION if head.metric_names is None else head.default_metrics)
     if not isinstance(raw, list) or not all(isinstance(m, str) for m in raw) or not raw:
