@@ -12,8 +12,7 @@ from conftest import run_cli
 WORDS = {1: ["awful"], 2: ["okay"], 4: ["superb"]}
 
 
-@pytest.fixture
-def three_class_files(tmp_path):
+def three_class_files(folder):
     rng = random.Random(0)
 
     def write(name, n):
@@ -21,33 +20,45 @@ def three_class_files(tmp_path):
         for i in range(n):
             label = [1, 2, 4][i % 3]
             rows.append({"text": f"{rng.choice(WORDS[label])} film {'really ' * (i % 4)}{i}", "label": label})
-        path = tmp_path / name
+        path = folder / name
         pd.DataFrame(rows).to_csv(path, index=False)
         return str(path)
 
     return write("train.csv", 90), write("val.csv", 30), write("test.csv", 30)
 
 
-@pytest.fixture
-def recipe(tiny_model, three_class_files, tmp_path):
+def make_recipe(tiny_model, folder) -> dict:
     # Warmup matters: a first full 3e-3 step from random init can saturate the pooler and merge two classes for good.
-    train, val, test = three_class_files
+    train, val, test = three_class_files(folder)
     return {
         "model": {"name_or_path": tiny_model},
         "data": {"train_file": train, "validation_file": val, "test_file": test, "max_length": 32},
         "preprocess": ["drop_empty", "dedupe"],
         "training": {
-            "output_dir": str(tmp_path / "run"), "max_steps": 60, "learning_rate": 3.0e-3, "warmup_steps": 6,
+            "output_dir": str(folder / "run"), "max_steps": 60, "learning_rate": 3.0e-3, "warmup_steps": 6,
             "per_device_train_batch_size": 16, "eval_strategy": "steps", "eval_steps": 30,
             "save_strategy": "steps", "save_steps": 30, "logging_steps": 5, "report_to": "none", "seed": 1,
         },
     }
 
 
-def test_run_writes_a_complete_consistent_run(recipe, write_recipe, tmp_path):
-    path = write_recipe(recipe)
+@pytest.fixture
+def recipe(tiny_model, tmp_path):
+    return make_recipe(tiny_model, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, tmp_path_factory):
+    """The recipe's 60-step run, with training.seed=3 given as an override: the tests that read a finished run share it."""
+    folder = tmp_path_factory.mktemp("end-to-end")
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(make_recipe(tiny_model, folder), sort_keys=False))
     assert run_cli([path, "training.seed=3"]) == 0
-    out = tmp_path / "run"
+    return folder / "run"
+
+
+def test_run_writes_a_complete_consistent_run(finished):
+    out = finished
     for name in ("model.safetensors", "config.json", "tokenizer.json", "recipe.yaml", "metrics.json", "predictions.csv"):
         assert (out / name).is_file(), name
     assert not list(out.glob("*.bin")) or list(out.glob("*.bin")) == [out / "training_args.bin"]
@@ -76,11 +87,10 @@ def test_run_writes_a_complete_consistent_run(recipe, write_recipe, tmp_path):
     assert resolved["training"]["seed"] == 3 and resolved["data"]["max_length"] == 32
 
 
-def test_pipeline_reloads_the_model_and_reproduces_predictions(recipe, write_recipe, tmp_path):
+def test_pipeline_reloads_the_model_and_reproduces_predictions(finished):
     from transformers import pipeline
 
-    assert run_cli([write_recipe(recipe)]) == 0
-    out = tmp_path / "run"
+    out = finished
     preds = pd.read_csv(out / "predictions.csv")
     classifier = pipeline("text-classification", model=str(out), top_k=None, device="cpu")
     for row, scores in zip(preds.itertuples(), classifier(list(preds["text"]))):

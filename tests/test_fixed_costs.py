@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import run_cli
 from datasets import Dataset
-from test_joins import make_recipe, write
+from test_joins import make_recipe, trained_run, write
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
 
 from recipekit.trainer.evaluations import by_length, in_file_order
@@ -94,17 +94,17 @@ def test_length_order_halves_padding_and_restores_file_order(tiny_model):
     assert (in_file_order(np.asarray(ordered["text"]), order) == np.asarray(texts)).all()
 
 
-def test_predict_answers_in_file_order(request, tmp_path):
-    recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
-    assert run_cli([write(recipe, tmp_path / "r.yaml")]) == 0
+def test_predict_answers_in_file_order(request, tmp_path_factory, tmp_path):
+    run = trained_run(request, tmp_path_factory, "sequence_classification")  # test_joins.py's, trained once
+    recipe = run.recipe
     test = pd.read_csv(recipe["data"]["test_file"])
     out = tmp_path / "p.csv"
-    assert run_cli(["predict", tmp_path / "run", "--input", recipe["data"]["test_file"], "--output", out]) == 0
+    assert run_cli(["predict", run.dir, "--input", recipe["data"]["test_file"], "--output", out]) == 0
     answered = pd.read_csv(out)
     assert answered["text"].tolist() == test["text"].tolist()
     # Each row scored alone (no padding, no order) gives that row's answer.
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run.dir)
+    model = AutoModelForSequenceClassification.from_pretrained(run.dir).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     with torch.no_grad():
         for text, (_, row) in zip(test["text"], answered.iterrows()):

@@ -7,9 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, require_shared_data
 
 
+@pytest.mark.slow  # a second interpreter that runs pytest, trains, and times every contender of the speed table
 def test_gpu_check_runs_every_part_in_smoke_mode(tmp_path):
     sys.path.insert(0, str(ROOT / "bench"))
     from gpu_check import contenders

@@ -156,13 +156,25 @@ class Run:
         self.test = recipe["data"]["test_file"]
 
 
+RUNS: dict[str, Run] = {}  # case -> its run, for the whole session
+
+
+def trained_run(request, tmp_path_factory, case: str) -> Run:
+    """`make_recipe`'s run of `case`, unchanged, trained at its first use in the session. Other test files
+    (serve, fixed costs, long texts) read the same runs instead of training the same recipe again; a test
+    that changes a run writes its changes beside it, never into it."""
+    if case not in RUNS:
+        folder = tmp_path_factory.mktemp(case)
+        recipe = make_recipe(request, case, folder / "data", folder / "run")
+        path = write(recipe, folder / "recipe.yaml")
+        assert run_cli([path]) == 0
+        RUNS[case] = Run(recipe, path)
+    return RUNS[case]
+
+
 @pytest.fixture(scope="module", params=list(CASES))
 def trained(request, tmp_path_factory) -> Run:
-    folder = tmp_path_factory.mktemp(request.param)
-    recipe = make_recipe(request, request.param, folder / "data", folder / "run")
-    path = write(recipe, folder / "recipe.yaml")
-    assert run_cli([path]) == 0
-    return Run(recipe, path)
+    return trained_run(request, tmp_path_factory, request.param)
 
 
 def test_predict_writes_the_runs_own_predictions(trained, tmp_path):

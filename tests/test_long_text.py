@@ -91,9 +91,20 @@ def test_chunks_cut_a_long_text_into_overlapping_windows_that_name_their_documen
     assert stats["splits"]["test"]["windows"] == 8 and stats["splits"]["test"]["max"] == 62  # per document: 60 + [CLS], [SEP]
 
 
+# (head case, pooling) -> test_joins.py's case of the same recipe
+JOINS_CASES = {("sequence_classification", "mean"): "chunks", ("binary", "max"): "chunks_max"}
+
+
+def without_paths(recipe: dict) -> dict:
+    """A recipe less its file and folder names, with chunk_pooling's default written out."""
+    data = {k: v for k, v in recipe["data"].items() if not k.endswith("_file")}
+    training = {k: v for k, v in recipe["training"].items() if k != "output_dir"}
+    return {**recipe, "data": {"chunk_pooling": "mean", **data}, "training": training}
+
+
 @pytest.mark.parametrize(("case", "pooling"), [("sequence_classification", "mean"), ("binary", "max"),
                                                ("multi_label", "max"), ("regression", "mean")])
-def test_chunks_predict_each_document_from_its_pooled_windows(request, case, pooling, tmp_path):
+def test_chunks_predict_each_document_from_its_pooled_windows(request, case, pooling, tmp_path, tmp_path_factory):
     """The run's predictions file, recomputed by hand: every window of a test text through the saved model one
     at a time (no padding), the windows' logits pooled, then the run's own decision rule."""
     import json
@@ -102,15 +113,20 @@ def test_chunks_predict_each_document_from_its_pooled_windows(request, case, poo
     import pandas as pd
     import torch
     from conftest import run_cli
-    from test_joins import make_recipe, write
+    from test_joins import make_recipe, trained_run, write
     from transformers import AutoModelForSequenceClassification
 
     from recipekit.inference.runs import open_run
 
     recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run")
     recipe["data"].update(long_text="chunks", max_length=8, chunk_overlap=2, chunk_pooling=pooling)
-    assert run_cli([write(recipe, tmp_path / "recipe.yaml")]) == 0
-    folder = tmp_path / "run"
+    if (case, pooling) in JOINS_CASES:  # the same recipe as a test_joins.py case: its run, trained once
+        shared = trained_run(request, tmp_path_factory, JOINS_CASES[case, pooling])
+        assert without_paths(shared.recipe) == without_paths(recipe)
+        recipe, folder = shared.recipe, shared.dir
+    else:
+        assert run_cli([write(recipe, tmp_path / "recipe.yaml")]) == 0
+        folder = tmp_path / "run"
     texts = pd.read_csv(recipe["data"]["test_file"])["text"].tolist()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()

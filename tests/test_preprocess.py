@@ -9,7 +9,9 @@ from datasets import Dataset
 
 from recipekit.core.errors import RecipeError
 from recipekit.data.report import format_report
-from recipekit.data.steps import STEPS, Context
+from recipekit.data.steps import STEPS, Context, Step, register
+from recipekit.heads import HEADS
+from recipekit.heads.base import register as register_head
 from recipekit.recipe.build import build_recipe
 
 
@@ -22,6 +24,15 @@ def apply(name, rows, split="train", ctx=None, **options):
     ctx.splits = ctx.splits or {split: ds}
     out, count, *details = step(ds, ctx)
     return out.to_list(), count, (details[0] if details else {})
+
+
+def test_a_second_class_under_a_taken_name_is_refused_and_the_first_stays():
+    """One registry helper behind steps and heads: a taken name would otherwise silently replace a step in every recipe."""
+    with pytest.raises(ValueError, match=r"^preprocessing step 'dedupe' is already registered \(recipekit\.data\.steps\.duplicates\.Dedupe\)$"):
+        register("dedupe")(type("Other", (Step,), {}))
+    with pytest.raises(ValueError, match=r"^head 'binary' is already registered"):
+        register_head("binary")(type("Other", (), {}))
+    assert STEPS["dedupe"].__name__ == "Dedupe" and STEPS["dedupe"].name == "dedupe" and HEADS["binary"].name == "binary"
 
 
 def texts_of(rows):

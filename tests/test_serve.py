@@ -25,19 +25,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import ROOT, run_cli
-from test_joins import CASES, COLUMNS, TIMING, make_recipe, predicted, predictions_file, write
+from test_joins import CASES, COLUMNS, TIMING, predicted, predictions_file, trained_run
 
 EXPORTABLE = ["sequence_classification", "binary", "multi_label", "regression", "pairs", "custom", "chunks_max"]
-TRAINED: dict[str, Path] = {}  # one tiny run per case for the whole module
 
 
 def train(request, tmp_path_factory, case: str) -> Path:
-    if case not in TRAINED:
-        folder = tmp_path_factory.mktemp(f"serve-{case}")
-        recipe = make_recipe(request, case, folder / "data", folder / "run")
-        assert run_cli([write(recipe, folder / "recipe.yaml")]) == 0
-        TRAINED[case] = folder / "run"
-    return TRAINED[case]
+    """test_joins.py's tiny run of `case` (the same recipe): trained once for the session."""
+    return trained_run(request, tmp_path_factory, case).dir
 
 
 def gold_file(run: Path) -> str:

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from ..core.errors import RecipeError
 from ..core.files import write_atomic, write_json
 from ..core.tables import markdown_table
-from ..evaluation.plots import new_figure
+from ..evaluation.plots import new_figure, save
 from ..outputs.folder import FINISHED_MARKER
 from ..recipe.build import build_recipe, load_recipe
 
@@ -301,7 +301,4 @@ def plot_sweep(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
         ax.bar(range(len(finished_rows)), finished_rows[metric], tick_label=labels)
     ax.set(title=f"Validation {metric} per trial", ylabel=metric)
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save(fig, path)

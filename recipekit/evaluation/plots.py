@@ -5,6 +5,8 @@ Each function writes one file and returns its path; the report embeds whatever a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,8 @@ DPI = 110
 MAX_ANNOTATED = 12
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
+    """Every PNG a run writes goes through here: same resolution, folder made, margins fitted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -42,7 +45,7 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
         ax.set(title="Loss", xlabel="optimizer step", ylabel="cross-entropy loss")
         ax.grid(alpha=0.3)
         ax.legend()
-        out.append(("Loss", _save(fig, folder / "loss.png")))
+        out.append(("Loss", save(fig, folder / "loss.png")))
     key = f"eval_{metric}"
     points = [(e["step"], e[key]) for e in log_history if e.get(key) is not None and "step" in e]
     if metric and metric != "loss" and points:
@@ -51,7 +54,7 @@ def curves(log_history: list[dict], metric: str | None, folder: Path) -> list[tu
         ax.plot(*zip(*points), "o-", color="tab:green")
         ax.set(title=f"Validation {metric}", xlabel="optimizer step", ylabel=metric)
         ax.grid(alpha=0.3)
-        out.append((f"Validation {metric}", _save(fig, folder / f"{metric.replace(':', '_')}.png")))
+        out.append((f"Validation {metric}", save(fig, folder / f"{metric.replace(':', '_')}.png")))
     return out
 
 
@@ -64,7 +67,7 @@ def gap(rows: list[tuple[int, float, float]], path: Path) -> Path:
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(title="Generalisation gap", xlabel="optimizer step", ylabel="validation loss - training loss")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(matrix, labels: list[str], path: Path, split: str) -> Path:
@@ -91,7 +94,7 @@ def confusion_matrix(matrix, labels: list[str], path: Path, split: str) -> Path:
                 for j in range(n):
                     ax.text(j, i, format(values[i, j], fmt), ha="center", va="center",
                             color="white" if values[i, j] > top / 2 else "black")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _one_vs_rest_curves(y_true, probs, labels):
@@ -101,52 +104,61 @@ def _one_vs_rest_curves(y_true, probs, labels):
     return [(labels[c], y_true == c, probs[:, c]) for c in np.unique(y_true)]
 
 
-def roc_curves(y_true, probs, labels: list[str], path: Path, split: str) -> Path | None:
-    """ROC of the positive (second) label, or one-vs-rest per class; None when gold has a single class."""
+def _draw_roc(ax, name, positive, scores, style, many) -> float:
+    fpr, tpr, _ = skm.roc_curve(positive, scores)
+    area = skm.auc(fpr, tpr)
+    ax.plot(fpr, tpr, label=f"{name} (AUC {area:.3f})", **style)
+    return area
+
+
+def _draw_pr(ax, name, positive, scores, style, many) -> float:
+    precision, recall, _ = skm.precision_recall_curve(positive, scores)
+    area = skm.average_precision_score(positive, scores)
+    line = ax.step(recall, precision, where="post", label=f"{name} (AP {area:.3f}, base rate {positive.mean():.2f})", **style)
+    if not many:
+        # A random ranking scores the positive rate: the floor to compare a curve against.
+        ax.axhline(positive.mean(), ls=":", color=line[0].get_color(), alpha=0.6)
+    return area
+
+
+@dataclass(frozen=True)
+class Curve:
+    """What differs between one-vs-rest curve plots: how one label's curve is drawn, and the words around it."""
+
+    title: str  # of the plot with one curve or a legend; also the report's caption
+    many_title: str  # of the plot with too many classes for a legend
+    area: str  # the summary `draw` returns, averaged over classes in `many_title`
+    file: str
+    draw: Callable  # (ax, name, positive, scores, line style, many) -> that curve's area
+    xlabel: str
+    ylabel: str
+    legend: str  # where the legend sits: the corner the curves leave empty
+    chance: bool = False  # draw the diagonal a random ranking follows
+
+
+ROC = Curve("ROC curve", "ROC curves", "AUC", "roc.png", _draw_roc, "false positive rate", "true positive rate", "lower right", chance=True)
+PR = Curve("Precision-recall curve", "Precision-recall", "AP", "pr.png", _draw_pr, "recall", "precision", "lower left")
+
+
+def one_vs_rest(curve: Curve, y_true, probs, labels: list[str], path: Path, split: str) -> Path | None:
+    """`curve` of the positive (second) label, or one-vs-rest per class; None when gold has a single class."""
     if len(np.unique(y_true)) < 2:
         return None
     fig = new_figure(figsize=(6.0, 5.5))
     ax = fig.add_subplot()
     chosen = _one_vs_rest_curves(y_true, probs, labels)
     many = len(chosen) > MAX_ANNOTATED
-    areas = []
-    for name, positive, scores in chosen:
-        fpr, tpr, _ = skm.roc_curve(positive, scores)
-        areas.append(skm.auc(fpr, tpr))
-        ax.plot(fpr, tpr, label=f"{name} (AUC {areas[-1]:.3f})", **({"lw": 0.8, "alpha": 0.6} if many else {}))
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
+    style = {"lw": 0.8, "alpha": 0.6} if many else {}
+    areas = [curve.draw(ax, name, positive, scores, style, many) for name, positive, scores in chosen]
+    if curve.chance:
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
     # Too many classes for a legend: the title gives their one-vs-rest macro mean instead.
-    title = f"ROC curves, one vs rest ({split}, {len(chosen)} classes, macro AUC {np.mean(areas):.3f})" if many else f"ROC curve ({split})"
-    ax.set(title=title, xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
+    title = f"{curve.many_title}, one vs rest ({split}, {len(chosen)} classes, macro {curve.area} {np.mean(areas):.3f})" if many else f"{curve.title} ({split})"
+    ax.set(title=title, xlabel=curve.xlabel, ylabel=curve.ylabel, xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    if len(chosen) <= MAX_ANNOTATED:
-        ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, path)
-
-
-def pr_curves(y_true, probs, labels: list[str], path: Path, split: str) -> Path | None:
-    """Precision-recall of the positive (second) label, or one-vs-rest per class; None when gold has a single class."""
-    if len(np.unique(y_true)) < 2:
-        return None
-    fig = new_figure(figsize=(6.0, 5.5))
-    ax = fig.add_subplot()
-    chosen = _one_vs_rest_curves(y_true, probs, labels)
-    many = len(chosen) > MAX_ANNOTATED
-    areas = []
-    for name, positive, scores in chosen:
-        precision, recall, _ = skm.precision_recall_curve(positive, scores)
-        areas.append(skm.average_precision_score(positive, scores))
-        label = f"{name} (AP {areas[-1]:.3f}, base rate {positive.mean():.2f})"
-        line = ax.step(recall, precision, where="post", label=label, **({"lw": 0.8, "alpha": 0.6} if many else {}))
-        if not many:
-            # A random ranking scores the positive rate: the floor to compare a curve against.
-            ax.axhline(positive.mean(), ls=":", color=line[0].get_color(), alpha=0.6)
-    title = f"Precision-recall, one vs rest ({split}, {len(chosen)} classes, macro AP {np.mean(areas):.3f})" if many else f"Precision-recall curve ({split})"
-    ax.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
-    ax.grid(alpha=0.3)
-    if len(chosen) <= MAX_ANNOTATED:
-        ax.legend(loc="lower left", fontsize="small")
-    return _save(fig, path)
+    if not many:
+        ax.legend(loc=curve.legend, fontsize="small")
+    return save(fig, path)
 
 
 def reliability(y_true, probs, path: Path, split: str, bins: int = ECE_BINS) -> Path:
@@ -170,19 +182,17 @@ def reliability(y_true, probs, path: Path, split: str, bins: int = ECE_BINS) -> 
     top.legend(loc="upper left", fontsize="small")
     bottom.bar(edges[:-1], counts, width=width, align="edge", edgecolor="black", color="tab:gray")
     bottom.set(xlabel="confidence (top predicted probability)", ylabel="examples")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def classification(y_true, probs, labels: list[str], folder: Path, split: str, y_pred=None) -> list[tuple[str, Path]]:
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
     out = [("Confusion matrix", confusion_matrix(confusion(y_true, probs.argmax(axis=-1) if y_pred is None else y_pred, labels), labels, folder / "confusion_matrix.png", split))]
-    for title, path in (
-        ("ROC curve", roc_curves(y_true, probs, labels, folder / "roc.png", split)),
-        ("Precision-recall curve", pr_curves(y_true, probs, labels, folder / "pr.png", split)),
-    ):
+    for curve in (ROC, PR):
+        path = one_vs_rest(curve, y_true, probs, labels, folder / curve.file, split)
         if path is not None:
-            out.append((title, path))
+            out.append((curve.title, path))
     out.append(("Reliability diagram", reliability(y_true, probs, folder / "reliability.png", split)))
     return out
 
@@ -199,7 +209,7 @@ def regression_scatter(y_true, y_pred, path: Path, split: str) -> Path:
     ax.set(title=f"Predicted vs true ({split}, RMSE {rmse:.3g}, n={len(y_true)})", xlabel="true value", ylabel="predicted value")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def compare(runs: dict[str, list[dict]], metric: str, path: Path) -> Path:
@@ -214,7 +224,7 @@ def compare(runs: dict[str, list[dict]], metric: str, path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def new_figure(**kwargs) -> Figure:

@@ -35,6 +35,7 @@ from datasets import DatasetDict
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from ..core.errors import RecipeError
+from ..core.registry import registrar
 from ..core.safety import read_json_file
 from ..data.loading import label_kind
 from ..data.tokenizing import pad_with_eos
@@ -48,13 +49,7 @@ HEADS: dict[str, type[Head]] = {}
 STATE_FILE = "head_state.json"
 
 
-def register(name: str):
-    def add(cls):
-        cls.name = name
-        HEADS[name] = cls
-        return cls
-
-    return add
+register = registrar(HEADS, "head")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback
 
 from ..core.files import write_atomic, write_json
-from ..evaluation.plots import new_figure
+from ..evaluation.plots import new_figure, save
 from ..recipe.training import with_device_defaults
 from .trainer import build_trainer
 
@@ -142,7 +142,4 @@ def plot_range_test(rates, losses, smoothed, suggestion: float, path: Path) -> P
     ax.set(title="Learning-rate range test (a heuristic)", xlabel="learning rate", ylabel="training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return save(fig, path)
