@@ -28,6 +28,11 @@ common fields are `Head.State`'s; a head that learns more subclasses its parent'
 beside the model and beside a LoRA adapter (head_state.json) and `record` into the model's config.json;
 `saved_state(folder)` reads either back as the right head's State. Only heads write it. What a head *is*
 (its class attributes) is declared below with its default; no hook is looked up with getattr.
+
+The pooled heads (classification.py's `PooledHead`: softmax, binary, multi_label, regression, custom pooled
+heads) share one model and add, each declared there with its default: problem_type (the config's),
+num_outputs and id2label (the output layer), continues (whether a saved head layer goes on), encoder (under
+a custom head), initialise (a fresh layer's start) and predictions_of (logits -> what the scores read).
 """
 
 from __future__ import annotations
