@@ -20,7 +20,7 @@ from test_joins import SignalAt, make_recipe, metrics_of, predicted, scores, wri
 from transformers import TrainerCallback, TrainingArguments
 
 from recipekit.core.errors import RecipeError
-from recipekit.heads import HEADS, HeadState, build_head
+from recipekit.heads import HEADS, build_head
 from recipekit.heads.distillation import TEACHER_COLUMN, DistillationLoss, sigmoid_kl, softmax_kl, with_teacher
 from recipekit.recipe.build import build_recipe
 from recipekit.recipe.data import DataArgs
@@ -31,8 +31,8 @@ TEACHER_HEADS = ["sequence_classification", "binary", "multi_label", "regression
 
 def head_with_state(name: str, outputs: int):
     labels = {"binary": ["neg", "pos"], "regression": ["label"]}.get(name, [f"l{i}" for i in range(outputs)])
-    state = HeadState(name, labels=labels, target_mean=2.0 if name == "regression" else None,
-                      target_std=1.5 if name == "regression" else None)
+    state = HEADS[name].State.from_dict({"head": name, "labels": labels, "target_mean": 2.0 if name == "regression" else None,
+                                         "target_std": 1.5 if name == "regression" else None})
     return build_head(name, {"standardize": True} if name == "regression" else None, None, DataArgs(), state)
 
 
@@ -171,7 +171,7 @@ def finished_run(folder: Path, head: str, labels: list[str], text_columns=("text
     recipe = {"model": {"name_or_path": str(folder), "head": head}, "data": {"text_columns": list(text_columns)}}
     (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     (folder / "metrics.json").write_text(json.dumps({"status": "finished"}))
-    (folder / "head_state.json").write_text(json.dumps(HeadState(head, labels=labels).to_dict()))
+    (folder / "head_state.json").write_text(json.dumps(HEADS[head].State(head, labels=labels).to_dict()))
     return str(folder)
 
 

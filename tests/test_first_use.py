@@ -26,6 +26,7 @@ from recipekit.core.errors import RecipeError
 from recipekit.core.tables import markdown_table
 from recipekit.data.loading import carve
 from recipekit.data.tokenizing import tokenize
+from recipekit.heads import build_head
 from recipekit.outputs.card import model_card
 from recipekit.outputs.report import summary_lines
 from recipekit.recipe import hub
@@ -318,7 +319,7 @@ def test_model_card_names_hub_ids_for_model_and_data(hub_cache):
 def test_summary_compares_the_headline_metric_with_the_majority_class():
     recipe = {"model": {"name_or_path": "m", "head": "sequence_classification"}, "data": {"train_file": "r.csv"}, "metrics": ["accuracy"]}
     history = [{"loss": 0.7, "step": 1}, {"eval_loss": 0.6, "step": 1}, {"loss": 0.3, "step": 2}, {"eval_loss": 0.8, "step": 2}]
-    lines = summary_lines(recipe, RECORD, "test", np.array([0] * 6 + [1] * 4), history)
+    lines = summary_lines(recipe, RECORD, "test", np.array([0] * 6 + [1] * 4), history, build_head(recipe["model"]["head"]))
     assert lines == [
         "- **Task**: `sequence_classification` on r.csv, 2 classes, from `m`",
         "- **Result**: test accuracy 0.9000 vs 0.6000 for always the majority class 'negative'",
@@ -329,6 +330,6 @@ def test_summary_compares_the_headline_metric_with_the_majority_class():
 def test_summary_compares_regression_with_the_training_mean():
     recipe = {"model": {"name_or_path": "m", "head": "regression"}, "data": {"dataset": "glue"}, "metrics": ["rmse"]}
     record = {"test": {"rmse": 0.5}, "data": {"train_label_mean": 2.0}}
-    lines = summary_lines(recipe, record, "test", np.array([1.0, 3.0]), [])
+    lines = summary_lines(recipe, record, "test", np.array([1.0, 3.0]), [], build_head(recipe["model"]["head"]))
     assert lines[1] == "- **Result**: test rmse 0.5000 vs 1.0000 for always the training mean 2"
     assert lines[2] == "- **Overfitting**: too few evaluations to judge (evaluate at least twice)"

@@ -118,9 +118,9 @@ def test_binary_needs_two_labels_and_tune_needs_validation(tiny_model, tmp_path,
 def test_class_weights_auto_are_balanced_and_smoothing_reaches_the_loss(tmp_path):
     from datasets import ClassLabel, Dataset
 
-    from recipekit.heads import HeadState, build_head
+    from recipekit.heads import HEADS, build_head
 
-    head = build_head("sequence_classification", {"class_weights": "auto"}, state=HeadState("sequence_classification", ["a", "b", "c"]))
+    head = build_head("sequence_classification", {"class_weights": "auto"}, state=HEADS["sequence_classification"].State("sequence_classification", ["a", "b", "c"]))
     train = Dataset.from_dict({"labels": [0] * 6 + [1] * 3 + [2]}).cast_column("labels", ClassLabel(names=head.labels))
     head.learn(train)
     # sklearn's "balanced": n / (classes * count) = 10 / (3 * [6, 3, 1])
@@ -540,7 +540,7 @@ def test_causal_lm_sft_masks_the_prompt_and_learns_completions(tiny_gpt2, tmp_pa
 def test_prior_bias_starts_each_sigmoid_at_its_label_frequency(family):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from recipekit.heads.classification import prior_bias
+    from recipekit.heads.multi_label import prior_bias
 
     encoder = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
     sizes = {"bert": encoder, "roberta": encoder, "gpt2": {"n_embd": 32, "n_layer": 1, "n_head": 2}}[family]
@@ -563,7 +563,7 @@ def test_multi_label_bias_init_choices(tiny_model, topics, tmp_path):
 
 
 def test_rare_labels_share_the_micro_f1_best_threshold():
-    from recipekit.heads.classification import tune_thresholds
+    from recipekit.heads.multi_label import tune_thresholds
 
     rng = np.random.default_rng(0)
     y = np.zeros((400, 3), dtype=int)
@@ -583,11 +583,11 @@ def test_rare_labels_share_the_micro_f1_best_threshold():
 def test_multi_label_model_starts_at_the_training_label_frequencies(tiny_model, bias_init):
     from datasets import Dataset
 
-    from recipekit.heads import HeadState, build_head
+    from recipekit.heads import HEADS, build_head
     from recipekit.recipe.data import DataArgs
     from recipekit.recipe.model import ModelArgs
 
-    head = build_head("multi_label", {"bias_init": bias_init}, data=DataArgs(train_file="x"), state=HeadState("multi_label", ["a", "b", "c"]))
+    head = build_head("multi_label", {"bias_init": bias_init}, data=DataArgs(train_file="x"), state=HEADS["multi_label"].State("multi_label", ["a", "b", "c"]))
     head.learn(Dataset.from_dict({"labels": [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]}))
     bias = head.load_model(ModelArgs(name_or_path=tiny_model, head="multi_label"), None).classifier.bias.detach().numpy()
     expected = np.log(np.array([0.75, 0.25, 0.25]) / np.array([0.25, 0.75, 0.75])) if bias_init == "prior" else np.zeros(3)

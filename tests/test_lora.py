@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from recipekit.commands.merge import merge
 from recipekit.core.errors import RecipeError
-from recipekit.heads import HeadState, build_head
+from recipekit.heads import HEADS, build_head
 from recipekit.modeling.adapters import apply_peft
 from recipekit.recipe.build import build_recipe
 from recipekit.recipe.data import DataArgs
@@ -21,7 +21,7 @@ def trainable(model) -> int:
 
 
 def test_lora_trains_the_adapters_and_the_head_only(minilm_path):
-    head = build_head("sequence_classification", data=DataArgs(train_file="x"), state=HeadState("sequence_classification", ["negative", "positive"]))
+    head = build_head("sequence_classification", data=DataArgs(train_file="x"), state=HEADS["sequence_classification"].State("sequence_classification", ["negative", "positive"]))
     args = ModelArgs(name_or_path=minilm_path, peft={"r": 8, "lora_alpha": 16})
     full = head.load_model(args, None)
     total = trainable(full)
@@ -34,7 +34,7 @@ def test_lora_trains_the_adapters_and_the_head_only(minilm_path):
 
 
 def test_lora_target_modules_and_rank_change_the_count(minilm_path):
-    head = build_head("sequence_classification", data=DataArgs(train_file="x"), state=HeadState("sequence_classification", ["a", "b", "c"]))
+    head = build_head("sequence_classification", data=DataArgs(train_file="x"), state=HEADS["sequence_classification"].State("sequence_classification", ["a", "b", "c"]))
     args = ModelArgs(name_or_path=minilm_path, peft={"r": 4, "target_modules": ["query", "key", "value", "dense"]})
     lora = apply_peft(head.load_model(args, None), args, head)
     # "dense" also matches each layer's attention output, intermediate (384->1536) and output (1536->384)

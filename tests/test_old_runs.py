@@ -20,13 +20,13 @@ def old_run(request, tmp_path) -> Path:
     return folder
 
 
-def same_predictions(written: Path, expected: Path) -> None:
+def same_predictions(written: Path, expected: Path, tolerance: float = 1e-5) -> None:
     got, want = pd.read_csv(written), pd.read_csv(expected)
     numeric = want["predicted"].dtype.kind == "f"  # regression: values, compared as numbers below
     if not numeric:
         assert list(got["predicted"].astype(str)) == list(want["predicted"].astype(str))
     for column in [c for c in want.columns if c.startswith("prob_")] + (["predicted"] if numeric else []):
-        assert (got[column] - want[column]).abs().max() < 1e-5, column
+        assert (got[column] - want[column]).abs().max() < tolerance, column
 
 
 def test_predict_as_the_old_version_did(old_run, tmp_path):
@@ -43,3 +43,11 @@ def test_evaluate_scores_the_old_run_as_it_scored_itself(old_run, capsys):
     for name in ("loss", "accuracy", "f1_micro", "rmse"):
         if name in written:
             assert scores[name] == f"{written[name]:.4f}", name
+
+
+def test_the_old_runs_onnx_export_predicts_as_the_old_version_did(old_run, tmp_path):
+    out = tmp_path / "onnx"
+    assert run_cli(["export", old_run, "--format", "onnx", "--output", out]) == 0
+    predicted = tmp_path / "preds.csv"
+    assert run_cli(["predict", out, "--input", old_run / "test.csv", "--output", predicted]) == 0
+    same_predictions(predicted, old_run / "predictions.csv", tolerance=1e-4)  # ONNX fp32 against PyTorch

@@ -25,9 +25,7 @@ from ..core.errors import RecipeError
 from ..core.files import write_atomic, write_json, write_predictions
 from ..core.tables import markdown_table
 from ..data.loading import ROW, column, load_sources, load_splits
-from ..evaluation import metrics as M
-from ..heads import head_for
-from ..heads.base import pick
+from ..heads import HEADS, head_for
 from ..inference.runs import open_run
 from ..modeling.loading import load_tokenizer
 from ..outputs.folder import FINISHED_MARKER
@@ -35,8 +33,6 @@ from ..recipe.build import build_recipe, load_recipe
 from .predict import predictions
 from .sweep import finished, run_trial
 
-CV_HEADS = ("sequence_classification", "binary", "regression")
-LABEL_ISSUE_HEADS = ("sequence_classification", "binary")  # one class per row: what confident learning ranks
 PLAN_FILE = "folds.csv"  # one line per training row: its source row and its fold (and group)
 NOT_SCORES = ("runtime", "samples_per_second", "steps_per_second", "preparation_time", "epoch")
 
@@ -94,7 +90,7 @@ def cv_command(args, fine_tune) -> int:
     print("\n".join(lines))
     written = [root / "cv.md", root / "cv.json", root / "oof_predictions.csv"]
     if args.label_issues:
-        issues = label_issues(oof, summary["labels"])
+        issues = label_issues(oof, open_run(str(root / "fold-1")).head)
         write_predictions(root / "label_issues.csv", issues)
         written.append(root / "label_issues.csv")
         print(f"cv: {len(issues)} of {len(oof)} training rows flagged as likely label errors")
@@ -105,10 +101,12 @@ def cv_command(args, fine_tune) -> int:
 def check_request(base, args) -> None:
     """Everything cv cannot do with this recipe, at once, before anything is read or written."""
     problems = []
-    if base.model.head not in CV_HEADS:
-        problems.append(f"cv: head {base.model.head!r} is not supported; cross-validation runs heads {', '.join(CV_HEADS)}")
-    if args.label_issues and base.model.head not in LABEL_ISSUE_HEADS:
-        problems.append(f"--label-issues: ranks labels of one class per row (heads {', '.join(LABEL_ISSUE_HEADS)}), not head {base.model.head!r}")
+    cv_heads = [name for name, head in HEADS.items() if head.supports_cv]
+    issue_heads = [name for name, head in HEADS.items() if head.one_class_per_row]
+    if base.model.head not in cv_heads:
+        problems.append(f"cv: head {base.model.head!r} is not supported; cross-validation runs heads {', '.join(cv_heads)}")
+    if args.label_issues and base.model.head not in issue_heads:
+        problems.append(f"--label-issues: ranks labels of one class per row (heads {', '.join(issue_heads)}), not head {base.model.head!r}")
     if args.label_issues:
         try:
             import cleanlab  # noqa: F401
@@ -254,14 +252,6 @@ def out_of_fold(root: Path, raw_train, plan: pd.DataFrame, k: int) -> pd.DataFra
     return pd.concat(parts).sort_values("row").reset_index(drop=True)
 
 
-def probabilities(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
-    """Rows x labels; a binary run writes P(positive) only."""
-    if len(labels) == 2 and f"prob_{labels[0]}" not in frame:
-        p = frame[f"prob_{labels[1]}"].to_numpy(dtype=float)
-        return np.stack([1 - p, p], axis=1)
-    return frame[[f"prob_{name}" for name in labels]].to_numpy(dtype=float)
-
-
 def scores_of(record: dict, split: str) -> dict:
     values = record.get(split) or {}
     return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith(NOT_SCORES)}
@@ -299,18 +289,12 @@ def summarise(root: Path, k: int, oof: pd.DataFrame) -> dict:
 
 def pooled_scores(first, oof: pd.DataFrame) -> dict:
     """The recipe's metrics over every out-of-fold prediction at once, each row decided by its own fold's model."""
-    if first.head.name == "regression":
-        return pick(first.metric_names, M.regression_scores(oof["label"].to_numpy(dtype=float), oof["predicted"].to_numpy(dtype=float)))
-    labels = first.labels
-    index = {name: i for i, name in enumerate(labels)}
-    y_true = np.asarray([index[str(v)] for v in oof["label"]])
-    y_pred = np.asarray([index[str(v)] for v in oof["predicted"]])
-    return M.classification_scores(first.metric_names, y_true, probabilities(oof, labels), labels, y_pred)
+    return first.head.file_scores(first.metric_names, oof)
 
 
 def average_test(root: Path, runs: list) -> dict:
-    """The test set scored by the average of the fold models: mean probabilities (regression: mean values),
-    decided by the first fold's rule (binary: at the mean of the folds' thresholds). Writes test_predictions.csv."""
+    """The test set scored by the average of the fold models, as the head averages them (mean probabilities or
+    values, decided by the folds' averaged rule). Writes test_predictions.csv."""
     frames = [pd.read_csv(run.folder / run.head.predictions_file, keep_default_na=False) for run in runs]
     text = runs[0].data.text_columns
     if any(len(f) != len(frames[0]) or not f[text].equals(frames[0][text]) for f in frames):
@@ -318,27 +302,11 @@ def average_test(root: Path, runs: list) -> dict:
                           "compare the folds' predictions.csv")
     out = frames[0][[*text, "label"]].copy()
     first = runs[0]
-    if first.head.name == "regression":
-        values = np.stack([f["predicted"].to_numpy(dtype=float) for f in frames])
-        for i, frame in enumerate(frames, 1):
-            out[f"predicted_fold_{i}"] = frame["predicted"]
-        out["predicted"] = values.mean(axis=0)
-        write_predictions(root / "test_predictions.csv", out)
-        return pick(first.metric_names, M.regression_scores(out["label"].to_numpy(dtype=float), out["predicted"].to_numpy()))
-    labels = first.labels
-    probs = np.mean([probabilities(f, labels) for f in frames], axis=0)
-    head = first.head
-    if head.name == "binary":
-        head.state.threshold = float(np.mean([run.head.threshold for run in runs]))
-    y_pred = head.decide(probs)
-    out["predicted"] = [labels[i] for i in y_pred]
-    for i, name in enumerate(labels):
-        out[f"prob_{name}"] = probs[:, i]
+    columns, scores = first.head.fold_average([run.head for run in runs], frames, first.metric_names)
+    for name, values in columns.items():
+        out[name] = values
     write_predictions(root / "test_predictions.csv", out)
-    index = {name: i for i, name in enumerate(labels)}
-    y_true = np.asarray([index[str(v)] for v in out["label"]])
-    scores = M.classification_scores(first.metric_names, y_true, probs, labels, y_pred)
-    return {**scores, **({"threshold": head.state.threshold} if head.name == "binary" else {})}
+    return scores
 
 
 def summary_lines(summary: dict, source: str) -> list[str]:
@@ -362,15 +330,16 @@ def summary_lines(summary: dict, source: str) -> list[str]:
     return lines
 
 
-def label_issues(oof: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+def label_issues(oof: pd.DataFrame, head) -> pd.DataFrame:
     """Training rows whose given label is likely wrong, most likely first: cleanlab's confident learning on the
     out-of-fold probabilities (each row scored by a model that never saw it)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
+    labels = head.labels
     index = {name: i for i, name in enumerate(labels)}
     given = np.asarray([index[str(v)] for v in oof["label"]])
-    probs = probabilities(oof, labels)
+    probs = head.file_probabilities(oof)
     ranked = find_label_issues(given, probs, return_indices_ranked_by="self_confidence")
     quality = get_label_quality_scores(given, probs, method="self_confidence")
     text = [c for c in oof.columns if c not in ("row", "fold", "label", "predicted") and not c.startswith("prob_")]

@@ -32,7 +32,7 @@ def merge(run_dir: str, out_dir: str) -> None:
     run.head.record(model)
     model.save_pretrained(out_dir)
     load_tokenizer(run.model_args_for_tokenizer).save_pretrained(out_dir)
-    run.head.state.save(out_dir)
+    run.head.save_state(out_dir)
     recipe = yaml.safe_load((run.folder / "recipe.yaml").read_text(encoding="utf-8"))
     recipe["model"]["peft"] = None
     write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))

@@ -17,13 +17,27 @@ A run builds one head from the recipe (`build_head(recipe.model, recipe.data)`) 
                                      `run.py predict`/`evaluate` all come from here
   evaluation(label_ids, predictions) / plots(...)   the full tables and pictures, with the run's decision rule
 
-Everything a run learns about its head is `state` (a HeadState): saved beside the model and beside a LoRA
-adapter (head_state.json), read back by `HeadState.load`, never set on a head by hand. What a head *is*
+Around a finished run (heads declare whether they take part):
+  file_scores(names, frame)          cv: the metrics of a predictions file read back (out-of-fold rows)
+  fold_average(folds, frames, names) cv: the test set predicted by the average of the fold models
+  file_probabilities(frame)          cv --label-issues (one_class_per_row): rows x labels probabilities
+  baseline(record, metric, ids)      the report: the headline metric of the simplest honest predictor
+
+Everything a run learns about its head is `state`, an instance of the head's own `State` dataclass (the
+common fields are `Head.State`'s; a head that learns more subclasses its parent's). `save_state` writes it
+beside the model and beside a LoRA adapter (head_state.json) and `record` into the model's config.json;
+`saved_state(folder)` reads either back as the right head's State. Only heads write it. What a head *is*
 (its class attributes) is declared below with its default; no hook is looked up with getattr.
+
+The pooled heads (classification.py's `PooledHead`: softmax, binary, multi_label, regression, custom pooled
+heads) share one model and add, each declared there with its default: problem_type (the config's),
+num_outputs and id2label (the output layer), continues (whether a saved head layer goes on), encoder (under
+a custom head), initialise (a fresh layer's start) and predictions_of (logits -> what the scores read).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +46,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import torch
 from datasets import DatasetDict
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoConfig, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from ..core.errors import RecipeError
 from ..core.registry import registrar
@@ -44,6 +58,7 @@ from ..modeling.models import config_overrides
 from .custom import HeadConfig
 
 HEADS: dict[str, type[Head]] = {}
+DEFAULT_HEAD = "sequence_classification"  # model.head when a recipe names none
 
 
 STATE_FILE = "head_state.json"
@@ -59,18 +74,12 @@ class NoOptions:
 
 
 @dataclass
-class HeadState:
-    """What a run learned about its head. Produced by training; everything that reads a finished run
-    (predict, evaluate, merge, report, card) takes it from here."""
+class State:
+    """What a run learned about its head, the fields every head has (`Head.State`). Produced by training;
+    everything that reads a finished run (predict, evaluate, merge, report, card) takes it from here."""
 
     head: str
     labels: list[str] = field(default_factory=list)  # label id -> name; the regression target's name; [] without classes
-    threshold: float | None = None  # binary: predict the positive label at P(positive) >= threshold
-    thresholds: list[float] | None = None  # multi_label: one cut per label
-    shared_threshold_labels: list[str] = field(default_factory=list)  # multi_label: labels too rare for an own cut
-    target_mean: float | None = None  # regression with standardize: predictions are y * std + mean
-    target_std: float | None = None
-    class_weights: list[float] | None = None  # sequence_classification's loss weight per label
     pad_token: str | None = None  # the tokenizer had no pad token; this one (its end-of-text) pads
     init: str = "pretrained"  # how the weights started: pretrained, or scratch (a new model from a config)
 
@@ -78,26 +87,49 @@ class HeadState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> HeadState:
+    def from_dict(cls, raw: dict):
+        # Keys of other heads are dropped: a run written before each head kept its own state saved every
+        # head's fields in one file, those it did not use as null.
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
-    def save(self, folder) -> None:
-        from ..core.files import write_json
 
-        write_json(Path(folder) / STATE_FILE, self.to_dict())
+def saved_state(folder) -> State | None:
+    """The head state a run saved in `folder`, as its head's State: head_state.json (beside a model or an
+    adapter), else the copy in its config.json; None for a folder this project did not train."""
+    folder = Path(folder)
+    for path, key in ((folder / STATE_FILE, None), (folder / "config.json", "recipekit")):
+        if path.is_file():
+            raw = read_json_file(path, "head state" if key is None else "model config")
+            raw = (raw.get(key) if isinstance(raw, dict) else None) if key else raw
+            if isinstance(raw, dict) and "head" in raw:
+                return state_of(raw)
+    return None
 
-    @classmethod
-    def load(cls, folder) -> HeadState | None:
-        """The state beside a saved model or adapter; else the copy in its config.json; None for a model we did not train."""
-        folder = Path(folder)
-        for path, key in ((folder / STATE_FILE, None), (folder / "config.json", "recipekit")):
-            if path.is_file():
-                raw = read_json_file(path, "head state" if key is None else "model config")
-                raw = (raw.get(key) if isinstance(raw, dict) else None) if key else raw
-                if isinstance(raw, dict) and "head" in raw:
-                    return cls.from_dict(raw)
+
+def state_of(raw: dict) -> State:
+    """A saved state's dict as the State of the head it names (the common fields only for a head not registered)."""
+    return HEADS.get(raw["head"], Head).State.from_dict(raw)
+
+
+def starting_state(model_args) -> State | None:
+    """What the model a run starts from says about its head: a local run folder, or a Hub model this project
+    trained (its config.json's copy); None for any other model, or a new one."""
+    if model_args.init == "scratch":
         return None
+    state = saved_state(model_args.path)
+    if state is not None:
+        return state
+    config = AutoConfig.from_pretrained(model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code)
+    raw = getattr(config, "recipekit", None)
+    return state_of(raw) if isinstance(raw, dict) and "head" in raw else None
+
+
+def pad_like_tokenizer(model, tokenizer) -> None:
+    """Give the model the tokenizer's pad id where its config has none: decoder classifiers (GPT-2, Llama) pool
+    the last token that is not padding, and generation and tagging pad with it."""
+    if model.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 class Prediction(NamedTuple):
@@ -180,6 +212,7 @@ class Head:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions  # the dataclass of `model.head_options`
+    State: ClassVar[type[State]] = State  # the dataclass of what a run learns about the head; a subclass's adds fields
     pipeline_task: ClassVar[str | None] = None  # the transformers pipeline that loads a finished run's model
     pipeline_use: ClassVar[str] = ""  # what that pipeline does, for heads that `predict` refuses (pretraining)
     accepts_head_config: ClassVar[bool] = False  # whether `model.head_config` builds a custom pooled head
@@ -205,13 +238,23 @@ class Head:
     # The teacher's term of the loss under `model.teacher`, in words (the docs' table); None: the head refuses a teacher,
     # since its loss cannot take soft targets. A head that declares one implements soft_targets and teacher_term.
     distillation: ClassVar[str | None] = None
+    # Whether `run.py cv` cross-validates it: a fold's predictions file scores on its own (file_scores) and the
+    # folds' test predictions average into one (fold_average).
+    supports_cv: ClassVar[bool] = False
+    # Labels are one class per row: `cv --label-issues` ranks them (file_probabilities), and the report compares
+    # the headline metric with always predicting the majority class.
+    one_class_per_row: ClassVar[bool] = False
+    # Labels are classes (the report's opening line counts them); False where they name outputs or tags.
+    labels_are_classes: ClassVar[bool] = False
 
-    def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: HeadState | None = None):
+    def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: State | None = None):
         """`data` is the recipe's `data:` section (DataArgs): its columns and max_length; `state` a finished run's."""
         self.options = self.Options(**(options or {}))
         self.head_config = HeadConfig(**head_config) if head_config else None
         self.data = data
-        self.state = state if state is not None else HeadState(self.name)
+        if state is not None and not isinstance(state, self.State):
+            state = self.State.from_dict(state.to_dict())
+        self.state = state if state is not None else self.State(self.name)
 
     @property
     def labels(self) -> list[str]:
@@ -266,6 +309,18 @@ class Head:
     def record(self, model) -> None:
         """Keep the state in the model's config too: a checkpoint or a merged model then describes itself."""
         model.config.recipekit = self.state.to_dict()
+
+    def save_state(self, folder) -> None:
+        """Write the state beside a saved model or adapter (head_state.json), where `saved_state` reads it."""
+        from ..core.files import write_json
+
+        write_json(Path(folder) / STATE_FILE, self.state.to_dict())
+
+    def with_state(self, **changes) -> Head:
+        """This head with some of its state's fields replaced (the head itself unchanged)."""
+        other = copy.copy(self)
+        other.state = dataclasses.replace(self.state, **changes)
+        return other
 
     def collator(self, tokenizer, model, pad_to_multiple_of):
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
@@ -324,3 +379,24 @@ class Head:
     def decision_rule(self) -> str | None:
         """In words, how a prediction is made from the model's output (for the report and the model card)."""
         return None
+
+    def baseline(self, record: dict, metric: str, label_ids) -> tuple[float | None, str] | None:
+        """The headline `metric` of the simplest honest predictor on the same gold `label_ids`, and what it was, from
+        metrics.json's `record` (its data report: the training labels); None: no baseline for this head."""
+        return None
+
+    def file_scores(self, metric_names, frame) -> dict:
+        """The recipe's metrics from a predictions file read back (a DataFrame: gold `label` and the prediction
+        columns, rows decided by different fold models): cv's out-of-fold scores. Heads with `supports_cv`."""
+        raise NotImplementedError
+
+    def fold_average(self, folds: list[Head], frames: list, metric_names) -> tuple[dict[str, list], dict]:
+        """The test set predicted by the average of cv's fold models (`folds`, this head the first; `frames` their
+        predictions files read back): the prediction columns, and the recipe's metrics on them with the folds'
+        decision rule averaged too. Heads with `supports_cv`."""
+        raise NotImplementedError
+
+    def file_probabilities(self, frame) -> np.ndarray:
+        """Rows x labels probabilities from a predictions file read back: what `cv --label-issues` ranks the given
+        labels by. Heads with `one_class_per_row`."""
+        raise NotImplementedError

@@ -1,14 +1,16 @@
 """Pooled heads that classify: one vector per text (or text pair) and one output per class.
 
-`sequence_classification` (softmax), `binary` (the article's single logit with BCE and a decision
-threshold), `multi_label` (independent sigmoids with per-label cuts). Regression is the same model with
-one output (regression.py); a custom pooled head on any of them is `model.head_config` (custom.py).
+`PooledHead` is the model every one of them shares; `sequence_classification` (softmax) and `binary` (the
+article's single logit with BCE and a decision threshold) read one class per row. `multi_label`
+(independent sigmoids with per-label cuts) is multi_label.py; regression is the same model with one output
+(regression.py); a custom pooled head on any of them is `model.head_config` (custom.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,32 +26,21 @@ from ..trainer.evaluations import predict_split
 from ..trainer.length_split import LengthSplitTrainer
 from .base import (
     Head,
-    HeadState,
+    State,
     column_values,
     first_bad,
     label_names,
     load_kwargs,
-    pick,
+    pad_like_tokenizer,
     reduce,
     register,
     reset_head_layers,
+    starting_state,
 )
 from .custom import EncoderWithHead, EncoderWithHeadConfig
 from .distillation import sigmoid_kl, softmax_kl
 
 LENGTH_KEY = "data.max_length"
-
-
-def saved_state(model_args) -> HeadState | None:
-    """What a model this project trained says about its head (None for any other model, or a new one)."""
-    if model_args.init == "scratch":
-        return None
-    state = HeadState.load(model_args.path)
-    if state is not None:
-        return state
-    config = AutoConfig.from_pretrained(model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code)
-    raw = getattr(config, "recipekit", None)
-    return HeadState.from_dict(raw) if isinstance(raw, dict) and "head" in raw else None
 
 
 class PooledHead(Head):
@@ -59,17 +50,20 @@ class PooledHead(Head):
     trainer_class = LengthSplitTrainer  # losses are item sums over num_items_in_batch, so batches may run as chunks
     splits_batches = True
     pipeline_task = "text-classification"
-    problem_type = "single_label_classification"
     not_exportable = None  # one vector per text, logits out: the whole prediction is one graph
+    # The model config's problem_type, declared, never guessed: transformers would read num_labels=1 as regression.
+    problem_type: ClassVar[str] = "single_label_classification"
 
     @property
     def num_outputs(self) -> int:
+        """The width of the output layer: one logit per label (binary and regression: one)."""
         return len(self.labels)
 
     def id2label(self) -> dict[int, str]:
+        """The names of the outputs, as the saved model's config and the pipeline show them."""
         return dict(enumerate(self.labels))
 
-    def continues(self, saved: HeadState | None, config) -> bool:
+    def continues(self, saved: State | None, config) -> bool:
         """Only the same head on the same labels (and the same custom head, if any) goes on from a saved head layer."""
         if saved is None or saved.head != self.name or saved.labels != self.labels:
             return False
@@ -80,7 +74,7 @@ class PooledHead(Head):
 
     def load_model(self, model_args, tokenizer):
         self.state.init = model_args.init
-        saved = saved_state(model_args)
+        saved = starting_state(model_args)
         config = None if model_args.init == "scratch" else AutoConfig.from_pretrained(
             model_args.path, revision=model_args.revision, trust_remote_code=model_args.trust_remote_code)
         id2label = self.id2label()
@@ -102,10 +96,8 @@ class PooledHead(Head):
             )
             if saved is not None or any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
                 reset_head_layers(model)
-        if not self.head_config and model.config.pad_token_id is None and tokenizer is not None and tokenizer.pad_token_id is not None:
-            # Decoder classifiers (GPT-2, Llama) pool the last token that is not padding: they need the pad id.
-            # (A custom pooled head pools by the attention mask instead.)
-            model.config.pad_token_id = tokenizer.pad_token_id
+        if not self.head_config:  # a custom pooled head pools by the attention mask instead
+            pad_like_tokenizer(model, tokenizer)
         self.initialise(model, fresh=not self.continues(saved, config))
         self.record(model)
         return model
@@ -146,6 +138,9 @@ class ClassLabels(PooledHead):
 
     stratify = True
     text_labels = True
+    supports_cv = True
+    one_class_per_row = True
+    labels_are_classes = True
 
     def encode(self, splits, where):
         column = self.data.label_column
@@ -215,6 +210,38 @@ class ClassLabels(PooledHead):
     def decision_rule(self):
         return "the most probable label"
 
+    def baseline(self, record, metric, label_ids):
+        counts = ((record.get("data") or {}).get("labels") or {}).get("train")
+        if not record.get("labels") or not counts:
+            return None
+        names = list(record["labels"])
+        majority = max(names, key=lambda n: counts.get(n, 0))
+        probs = np.zeros((len(label_ids), len(names)))
+        probs[:, names.index(majority)] = 1.0
+        value = M.classification_scores([metric], np.asarray(label_ids).astype(int), probs, names).get(metric)
+        return value, f"always the majority class {majority!r}"
+
+    def file_probabilities(self, frame):
+        if len(self.labels) == 2 and f"prob_{self.labels[0]}" not in frame:  # binary writes P(positive) only
+            p = frame[f"prob_{self.labels[1]}"].to_numpy(dtype=float)
+            return np.stack([1 - p, p], axis=1)
+        return frame[[f"prob_{name}" for name in self.labels]].to_numpy(dtype=float)
+
+    def ids(self, names) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.labels)}
+        return np.asarray([index[str(v)] for v in names])
+
+    def file_scores(self, metric_names, frame):
+        return M.classification_scores(metric_names, self.ids(frame["label"]), self.file_probabilities(frame), self.labels,
+                                       self.ids(frame["predicted"]))
+
+    def fold_average(self, folds, frames, metric_names):
+        # Mean probabilities, decided by this head's rule (the first fold's; binary averages its threshold first).
+        probs = np.mean([self.file_probabilities(f) for f in frames], axis=0)
+        decided = self.decide(probs)
+        columns = {"predicted": [self.labels[i] for i in decided], **{f"prob_{name}": probs[:, i] for i, name in enumerate(self.labels)}}
+        return columns, M.classification_scores(metric_names, self.ids(frames[0]["label"]), probs, self.labels, decided)
+
 
 @dataclass
 class ClassificationOptions:
@@ -234,6 +261,10 @@ class ClassificationOptions:
 @register("sequence_classification")
 class SequenceClassification(ClassLabels):
     """Softmax over the labels of the training split, cross-entropy loss (optionally class-weighted)."""
+
+    @dataclass
+    class State(ClassLabels.State):
+        class_weights: list[float] | None = None  # the loss weight per label (head_options.class_weights, resolved)
 
     Options = ClassificationOptions
     distillation = "KL divergence from the teacher's softmax to the student's, both at temperature T, times T²"
@@ -306,6 +337,10 @@ class BinaryOptions:
 class Binary(ClassLabels):
     """Two classes, one logit, BCEWithLogitsLoss; probability of the positive label = sigmoid(logit)."""
 
+    @dataclass
+    class State(ClassLabels.State):
+        threshold: float | None = None  # predict the positive label at P(positive) >= threshold
+
     Options = BinaryOptions
     # One output with a sigmoid: the text-classification pipeline applies a sigmoid for this problem type.
     problem_type = "multi_label_classification"
@@ -373,214 +408,11 @@ class Binary(ClassLabels):
         probs = self.predictions_of(predictions)
         return {"predicted": [self.labels[i] for i in self.decide(probs)], f"prob_{self.labels[1]}": probs[:, 1].tolist()}
 
+    def fold_average(self, folds, frames, metric_names):
+        averaged = self.with_state(threshold=float(np.mean([fold.threshold for fold in folds])))
+        columns, scores = ClassLabels.fold_average(averaged, folds, frames, metric_names)
+        return columns, {**scores, "threshold": averaged.state.threshold}
+
     def decision_rule(self):
         how = "tuned for F1 on validation" if self.options.threshold == "tune" else "set by the recipe"
         return f"{self.labels[1]!r} when P({self.labels[1]}) >= {self.threshold:.4f} ({how}), else {self.labels[0]!r}"
-
-
-@dataclass
-class MultiLabelOptions:
-    label_delimiter: str = field(default=",", metadata={"help": "separator when a row's labels are one string, e.g. '4,27'"})
-    allow_empty: bool = field(default=False, metadata={"help": "accept rows with no label (all outputs negative)"})
-    threshold: float | str = field(
-        default=0.5, metadata={"help": "one cut for every label, or tune: each label's F1-best cut on validation, saved"}
-    )
-    tune_min_positives: int = field(
-        default=10,
-        metadata={"help": "with threshold: tune, a label with fewer validation positives shares one cut (the micro-F1-best over all labels)"},
-    )
-    bias_init: str = field(
-        default="prior",
-        metadata={"help": "prior: start each sigmoid's bias at its label's training log-odds (rare labels learn far sooner); zero",
-                  "choices": ("prior", "zero")},
-    )
-
-    def problems(self) -> list[str]:
-        out = threshold_problems(self.threshold) + ([] if self.label_delimiter else ["label_delimiter: must not be empty"])
-        return out + ([f"tune_min_positives: {self.tune_min_positives} must be 0 or more"] if self.tune_min_positives < 0 else [])
-
-
-def output_layer(model, num_outputs: int):
-    """The layer that produces the logits: the last Linear with num_outputs outputs (BERT's classifier,
-    RoBERTa's classifier.out_proj, GPT-2's score, our custom head's last layer)."""
-    found = None
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and module.out_features == num_outputs:
-            found = module
-    return found
-
-
-def prior_bias(model, positive_rate: np.ndarray) -> str:
-    """Start each sigmoid at its label's training frequency: bias = log(p / (1 - p)).
-
-    With a zero bias every sigmoid starts at 0.5 while most labels are rare (GoEmotions: 28 labels,
-    4% positive on average), so the first hundreds of steps only push every logit down and the encoder
-    gets little else to learn from; started at the prior, the gradient is about the text from step one
-    (the prior initialisation of Lin et al. 2017, focal loss, section 3.3)."""
-    layer = output_layer(model, len(positive_rate))
-    if layer is None or layer.bias is None:
-        return f"not applied: {type(model).__name__} has no output bias"
-    p = np.clip(np.asarray(positive_rate, dtype=np.float64), 1e-4, 1 - 1e-4)
-    with torch.no_grad():
-        layer.bias.copy_(torch.as_tensor(np.log(p / (1 - p)), dtype=layer.bias.dtype))
-    return "log-odds of the training label frequencies"
-
-
-def tune_thresholds(y: np.ndarray, probs: np.ndarray, min_positives: int) -> tuple[list[float], list[int]]:
-    """Each label's F1-best cut on validation; a label with fewer than min_positives positives there gets
-    the one cut that maximises micro-F1 over all labels instead, since an F1-best cut fitted to a
-    handful of rows is mostly noise (on GoEmotions' rarest labels it fell below 0.02).
-    Returns the cuts and the indices of the labels that share the global one."""
-    shared = [j for j in range(y.shape[1]) if y[:, j].sum() < min_positives]
-    common = M.best_f1_threshold(y.ravel(), probs.ravel()) if shared else None
-    return [common if j in shared else M.best_f1_threshold(y[:, j], probs[:, j]) for j in range(y.shape[1])], shared
-
-
-@register("multi_label")
-class MultiLabel(PooledHead):
-    """N independent sigmoids + BCE; a row's labels are a list or a delimited string."""
-
-    Options = MultiLabelOptions
-    problem_type = "multi_label_classification"
-    metric_names = tuple(M.MULTI_LABEL)
-    default_metrics = ("f1_micro", "f1_macro", "subset_accuracy", "roc_auc_macro", "f1_per_label")
-    distillation = "`binary`'s, per label"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.positive_rate: np.ndarray | None = None  # learned from train for the prior bias; not needed after training
-
-    @classmethod
-    def recipe_problems(cls, options, recipe):
-        return needs_validation(options, recipe.data)
-
-    def split_labels(self, value) -> list[str] | None:
-        if value is None:
-            return None
-        items = value if isinstance(value, list) else str(value).split(self.options.label_delimiter)
-        return [str(v).strip() for v in items if str(v).strip() != ""]
-
-    def encode(self, splits, where):
-        column = self.data.label_column
-        for split, ds in splits.items():
-            if column not in ds.column_names:
-                continue
-            first_bad(ds, column, lambda v: v is None, where, split, "no label list:")
-            if not self.options.allow_empty:
-                first_bad(ds, column, lambda v: not self.split_labels(v), where, split, "empty label list:",
-                          "; set model.head_options.allow_empty: true if rows may have no label")
-        names = {name for v in column_values(splits["train"], column) for name in self.split_labels(v)}
-        # Numeric ids sort as numbers, so GoEmotions' 0..27 keep their source order.
-        self.state.labels = sorted(names, key=lambda n: (0, int(n), "") if n.lstrip("-").isdigit() else (1, 0, n))
-        known = set(self.labels)
-        for split, ds in splits.items():
-            if split != "train" and column in ds.column_names:
-                first_bad(ds, column, lambda v: not set(self.split_labels(v)) <= known, where, split,
-                          "label not seen in training:", f"; training labels: {', '.join(self.labels)}")
-        return DatasetDict({name: self.encode_split(ds) for name, ds in splits.items()})
-
-    def encode_split(self, ds):
-        column = self.data.label_column
-        if column not in ds.column_names:
-            return ds
-        index = {name: i for i, name in enumerate(self.labels)}
-
-        def hot(batch):
-            rows = []
-            for value in batch[column]:
-                row = [0.0] * len(self.labels)
-                for name in self.split_labels(value) or []:
-                    if name not in index:
-                        raise RecipeError(f"data.label_column: label {name!r} was not seen in training; training labels: {', '.join(self.labels)}")
-                    row[index[name]] = 1.0
-                rows.append(row)
-            return {"labels": rows}
-
-        ds = ds.map(hot, batched=True, desc="encode labels")
-        return ds.remove_columns(column) if column != "labels" else ds
-
-    def learn(self, train):
-        if len(self.labels) < 2:
-            raise RecipeError(f"data.label_column: the training split has {len(self.labels)} distinct label(s); multi_label needs two or more")
-        self.positive_rate = np.asarray(column_values(train, "labels"), dtype=np.float64).mean(axis=0)
-
-    def initialise(self, model, fresh):
-        if fresh and self.options.bias_init == "prior" and self.positive_rate is not None:
-            print(f"multi_label: output biases {prior_bias(model, self.positive_rate)}")
-
-    def label_counts(self, ds):
-        counts = np.asarray(column_values(ds, "labels")).sum(axis=0)
-        return {name: int(c) for name, c in zip(self.labels, counts)}
-
-    @property
-    def thresholds(self) -> list[float]:
-        if self.state.thresholds is not None:
-            return self.state.thresholds
-        return [0.5 if self.options.threshold == "tune" else self.options.threshold] * len(self.labels)
-
-    def loss(self, training_args):
-        def compute(outputs, labels, num_items_in_batch=None):
-            logits = outputs["logits"]
-            per_item = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
-            return reduce(per_item, num_items_in_batch)
-
-        return compute
-
-    def teacher_term(self, logits, teacher, temperature):
-        return sigmoid_kl(logits, teacher, temperature)
-
-    def predictions_of(self, logits):
-        return sigmoid(logits)
-
-    def decide(self, probs) -> np.ndarray:
-        return probs >= np.asarray(self.thresholds)
-
-    def compute_metrics(self, metric_names, tokenizer=None):
-        def compute(prediction):
-            probs = self.predictions_of(prediction.predictions)
-            return pick(metric_names, M.multi_label_scores(prediction.label_ids, probs, self.thresholds, self.labels))
-
-        return compute
-
-    def after_training(self, trainer, tokenized):
-        if self.options.threshold != "tune":
-            self.state.thresholds = self.thresholds
-            return {}
-        output = predict_split(trainer, trainer.eval_dataset, "tune")
-        y = np.asarray(output.label_ids).astype(int)
-        self.state.thresholds, shared = tune_thresholds(y, self.predictions_of(output.predictions), self.options.tune_min_positives)
-        self.state.shared_threshold_labels = [self.labels[j] for j in shared]
-        self.record(trainer.model)
-        return {"thresholds": dict(zip(self.labels, self.state.thresholds)), "shared_threshold_labels": self.state.shared_threshold_labels}
-
-    def gold(self, split):
-        if "labels" not in split.column_names:
-            return {}
-        d = self.options.label_delimiter
-        return {"label": [d.join(n for n, v in zip(self.labels, row) if v) for row in column_values(split, "labels")]}
-
-    def prediction_columns(self, predictions, split, tokenizer):
-        probs = self.predictions_of(predictions)
-        d = self.options.label_delimiter
-        columns = {"predicted": [d.join(n for n, h in zip(self.labels, row) if h) for row in self.decide(probs)]}
-        for j, name in enumerate(self.labels):
-            columns[f"prob_{name}"] = probs[:, j].tolist()
-        return columns
-
-    def evaluation(self, label_ids, predictions):
-        probs = self.predictions_of(predictions)
-        y = np.asarray(label_ids).astype(int)
-        scores = M.multi_label_scores(y, probs, self.thresholds, self.labels)
-        hits = self.decide(probs).astype(int)
-        per_label = [
-            {"label": name, "threshold": float(cut), "support": int(y[:, j].sum()),
-             **M.binary_scores(y[:, j], hits[:, j])}
-            for j, (name, cut) in enumerate(zip(self.labels, self.thresholds))
-        ]
-        return {"scores": {k: v for k, v in scores.items() if not isinstance(v, dict)}, "per_class": per_label}
-
-    def decision_rule(self):
-        if self.options.threshold == "tune":
-            shared = f"; {len(self.state.shared_threshold_labels)} rare labels share one cut" if self.state.shared_threshold_labels else ""
-            return f"each label whose probability is at least its own cut, tuned for F1 on validation{shared}"
-        return f"each label whose probability is at least {self.thresholds[0] if self.thresholds else self.options.threshold}"

@@ -18,7 +18,17 @@ from transformers import (
 
 from ..evaluation import metrics as M
 from ..modeling.models import scratch_config
-from .base import Head, Prediction, column_values, first_bad, load_kwargs, map_splits, pick, register
+from .base import (
+    Head,
+    Prediction,
+    column_values,
+    first_bad,
+    load_kwargs,
+    map_splits,
+    pad_like_tokenizer,
+    pick,
+    register,
+)
 from .classification import LENGTH_KEY
 
 
@@ -257,8 +267,7 @@ class CausalLMCompletion(Head):
             model = AutoModelForCausalLM.from_config(scratch_config(model_args, tokenizer, self.data.max_length, LENGTH_KEY))
         else:
             model = AutoModelForCausalLM.from_pretrained(model_args.path, **load_kwargs(model_args))
-        if model.config.pad_token_id is None and tokenizer is not None:
-            model.config.pad_token_id = tokenizer.pad_token_id
+        pad_like_tokenizer(model, tokenizer)
         self.record(model)
         return model
 

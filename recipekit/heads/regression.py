@@ -44,7 +44,13 @@ def as_number(value) -> float | None:
 class Regression(PooledHead):
     """One output, MSE or Huber loss; optional target standardisation, undone at prediction."""
 
+    @dataclass
+    class State(PooledHead.State):
+        target_mean: float | None = None  # with standardize: predictions are y * std + mean
+        target_std: float | None = None
+
     Options = RegressionOptions
+    supports_cv = True
     problem_type = "regression"
     metric_names = tuple(M.REGRESSION)
     default_metrics = tuple(M.REGRESSION)
@@ -139,3 +145,18 @@ class Regression(PooledHead):
         if self.state.target_std is not None:
             return f"the model's output times {self.state.target_std:.4g} plus {self.state.target_mean:.4g} (training targets were standardised)"
         return "the model's output, in the target's units"
+
+    def baseline(self, record, metric, label_ids):
+        mean = (record.get("data") or {}).get("train_label_mean")
+        if mean is None:
+            return None
+        value = M.regression_scores(np.asarray(label_ids).astype(float), np.full(len(label_ids), mean)).get(metric)
+        return value, f"always the training mean {mean:.4g}"
+
+    def file_scores(self, metric_names, frame):
+        return pick(metric_names, M.regression_scores(frame["label"].to_numpy(dtype=float), frame["predicted"].to_numpy(dtype=float)))
+
+    def fold_average(self, folds, frames, metric_names):
+        columns = {f"predicted_fold_{i}": frame["predicted"] for i, frame in enumerate(frames, 1)}
+        columns["predicted"] = np.stack([f["predicted"].to_numpy(dtype=float) for f in frames]).mean(axis=0)
+        return columns, pick(metric_names, M.regression_scores(frames[0]["label"].to_numpy(dtype=float), columns["predicted"]))

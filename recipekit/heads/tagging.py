@@ -16,12 +16,14 @@ from .base import (
     first_bad,
     load_kwargs,
     map_splits,
+    pad_like_tokenizer,
     pick,
     register,
     reset_head_layers,
     source_row,
+    starting_state,
 )
-from .classification import LENGTH_KEY, saved_state
+from .classification import LENGTH_KEY
 
 
 def align(word_ids: list[int | None], tags: list[int]) -> list[int]:
@@ -144,13 +146,12 @@ class TokenClassification(Head):
             config.update(common)
             model = AutoModelForTokenClassification.from_config(config)
         else:
-            saved = saved_state(model_args)
+            saved = starting_state(model_args)
             model = AutoModelForTokenClassification.from_pretrained(model_args.path, ignore_mismatched_sizes=True, **common,
                                                                     **load_kwargs(model_args))
             if saved is not None and (saved.head != self.name or saved.labels != self.labels):
                 reset_head_layers(model)
-        if model.config.pad_token_id is None and tokenizer is not None:
-            model.config.pad_token_id = tokenizer.pad_token_id
+        pad_like_tokenizer(model, tokenizer)
         self.record(model)
         return model
 

@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 from ..core.errors import RecipeError
 from ..core.schema import build_kwargs
 from ..data.steps import Context
-from ..heads import Head, HeadState, build_head
+from ..heads import Head, build_head, saved_state
 from ..modeling.adapters import ADAPTER_CONFIG, load_adapter
 from ..modeling.loading import load_tokenizer
 from ..outputs.folder import FINISHED_MARKER
@@ -84,7 +84,7 @@ def open_run(folder: str, finished: bool = True) -> TrainedRun:
                                                       "peft": None, "init": "pretrained", "config": base_config}, "model", errors))
     if errors:
         raise RecipeError([f"{out / 'recipe.yaml'}: {e}" for e in errors])
-    state = HeadState.load(out)
+    state = saved_state(out)
     if state is None:
         raise RecipeError(f"{folder}: holds no head state (head_state.json); it was not written by this version's run.py")
     head = build_head(model_args.head, model_args.head_options, model_args.head_config, data, state)

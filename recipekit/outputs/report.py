@@ -16,7 +16,6 @@ import numpy as np
 from ..core.files import write_atomic
 from ..core.tables import format_values, markdown_table
 from ..data.report import format_report
-from ..evaluation import metrics as M
 from ..evaluation import plots
 from .card import model_card
 from .scores import chosen_metric, metrics_table, split_scores, teacher_text
@@ -102,7 +101,7 @@ def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dic
         label_ids, predictions = outputs[split]
         figures += head.plots(label_ids, predictions, folder, split)
     label_ids = outputs[split][0] if split else None
-    write_atomic(out / "report.md", report_markdown(out.name, recipe, record, split, figures, out, label_ids))
+    write_atomic(out / "report.md", report_markdown(out.name, recipe, record, head, split, figures, out, label_ids))
     write_atomic(out / "README.md", model_card(out.name, recipe, record, head, split))
     return [out / "report.md", out / "README.md"] + [path for _, path in figures]
 
@@ -139,33 +138,14 @@ def data_section(report: dict) -> list[str]:
     return lines
 
 
-SINGLE_LABEL_HEADS = ("sequence_classification", "binary")  # one class per row: a majority class to compare with
-
-
-def baseline(recipe: dict, record: dict, metric: str, label_ids) -> tuple[float | None, str] | None:
-    """The headline metric of the simplest honest predictor on the same gold labels, and what it was.
-
-    Classification: always the training split's most frequent class. Regression: always the training mean.
-    None for other heads, or when the metric cannot be computed for a constant prediction.
-    """
-    head = (recipe.get("model") or {}).get("head")
-    data = record.get("data") or {}
-    y = np.asarray(label_ids)
+def baseline(head, record: dict, metric: str, label_ids) -> tuple[float | None, str] | None:
+    """The headline metric of the simplest honest predictor on the same gold labels, and what it was, as the head
+    defines it (classification: always the training split's most frequent class; regression: always the training
+    mean). None when the head has none, or the metric cannot be computed for a constant prediction."""
     try:
-        if head in SINGLE_LABEL_HEADS and record.get("labels") and (data.get("labels") or {}).get("train"):
-            counts, names = data["labels"]["train"], list(record["labels"])
-            majority = max(names, key=lambda n: counts.get(n, 0))
-            probs = np.zeros((len(y), len(names)))
-            probs[:, names.index(majority)] = 1.0
-            value = M.classification_scores([metric], y.astype(int), probs, names).get(metric)
-            return value, f"always the majority class {majority!r}"
-        if head == "regression" and data.get("train_label_mean") is not None:
-            mean = data["train_label_mean"]
-            value = M.regression_scores(y.astype(float), np.full(len(y), mean)).get(metric)
-            return value, f"always the training mean {mean:.4g}"
+        return head.baseline(record, metric, np.asarray(label_ids))
     except Exception:  # noqa: BLE001 - a custom or evaluate metric may refuse a constant prediction: no baseline then
         return None
-    return None
 
 
 def overfitting_line(gap) -> str:
@@ -178,12 +158,12 @@ def overfitting_line(gap) -> str:
     return f"none seen: validation loss ended at {gap[-1][2]:.4f}, within 2% of its lowest ({low[2]:.4f}, step {low[0]})"
 
 
-def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_ids, log_history: list[dict]) -> list[str]:
+def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_ids, log_history: list[dict], head) -> list[str]:
     """The three lines report.md opens with: the task, the headline metric beside its baseline, the overfitting verdict."""
     model, data = recipe.get("model") or {}, recipe.get("data") or {}
     source = data.get("dataset") or Path(str(data.get("train_file") or "local files")).name
     labels = record.get("labels") or []
-    classes = f", {len(labels)} classes" if labels and model.get("head") in SINGLE_LABEL_HEADS + ("multi_label",) else ""
+    classes = f", {len(labels)} classes" if labels and head.labels_are_classes else ""
     task = f"`{model.get('head')}` on {source}{classes}, from `{model.get('name_or_path') or model.get('family')}`"
     split = "test" if record.get("test") else "validation" if record.get("validation") else None
     metric = chosen_metric(recipe)
@@ -195,7 +175,7 @@ def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_i
     else:
         value = scores.get(metric)
         headline = f"{split} {metric} {format_values([value])[0]}"
-        base = baseline(recipe, record, metric, label_ids) if label_ids is not None and outputs_split == split else None
+        base = baseline(head, record, metric, label_ids) if label_ids is not None and outputs_split == split else None
         if base is not None:
             headline += f" vs {format_values([base[0]])[0]} for {base[1]}"
         else:
@@ -207,8 +187,8 @@ def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_i
     ]
 
 
-def report_markdown(name: str, recipe: dict, record: dict, split: str | None, figures, out: Path, label_ids=None) -> str:
-    lines = [f"# Run report: {name}", ""] + summary_lines(recipe, record, split, label_ids, read_log_history(out)) + [""]
+def report_markdown(name: str, recipe: dict, record: dict, head, split: str | None, figures, out: Path, label_ids=None) -> str:
+    lines = [f"# Run report: {name}", ""] + summary_lines(recipe, record, split, label_ids, read_log_history(out), head) + [""]
     lines += ["## Recipe", ""] + recipe_summary(recipe, record) + [""]
     if record.get("data"):
         lines += ["## Data", ""] + data_section(record["data"])

@@ -21,7 +21,7 @@ from ..core.safety import parse_yaml, read_yaml_file, yaml_problem
 from ..core.schema import Problem, build_kwargs, not_one_of, show
 from ..data.steps import STEPS
 from ..evaluation import metrics as metric_registry
-from ..heads import HEADS
+from ..heads import DEFAULT_HEAD, HEADS
 from ..heads.language_model import BLOCK_KEY
 from ..modeling.models import (
     TokenizerArgs,
@@ -133,7 +133,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
 
     model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
     errors += [f"model.{p}" for p in model.problems()]
-    head = HEADS.get(model.head, HEADS["sequence_classification"])
+    head = HEADS.get(model.head, HEADS[DEFAULT_HEAD])
     tokenizer = build_tokenizer_args(raw.get("tokenizer"), errors, head.tokenizer_algorithm)
     errors += tokenizer_problems(model, tokenizer)
     raw_data = raw.get("data") if isinstance(raw.get("data"), dict) else {}

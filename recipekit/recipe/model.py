@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.schema import Problem, build_kwargs
-from ..heads import HEADS, HeadState
+from ..heads import DEFAULT_HEAD, HEADS, saved_state
 from ..heads.custom import HeadConfig
 from ..heads.distillation import DEFAULT_TEMPERATURE
 from ..modeling.adapters import peft_problems
@@ -27,7 +27,7 @@ class ModelArgs:
         default=None, metadata={"help": "Hub id (org/name), local folder, or package:NAME/path inside an installed package"}
     )
     head: str = field(
-        default="sequence_classification", metadata={"help": "task head; see the heads table", "choices": lambda: list(HEADS)}
+        default=DEFAULT_HEAD, metadata={"help": "task head; see the heads table", "choices": lambda: list(HEADS)}
     )
     revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit to load"})
     dtype: str = field(
@@ -145,7 +145,7 @@ class ModelArgs:
             return out + [f"teacher: {self.teacher!r} is not a folder; give the output_dir of a finished run"]
         if not (folder / "recipe.yaml").is_file() or not (folder / FINISHED_MARKER).is_file():
             return out + [f"teacher: {self.teacher!r} holds no finished run (no recipe.yaml or {FINISHED_MARKER}); train the teacher first"]
-        state = HeadState.load(folder)
+        state = saved_state(folder)
         if head is not None and state is not None and state.head != self.head:
             out.append(f"teacher: {self.teacher!r} is a {state.head!r} run; this recipe trains head {self.head!r}; the two must be the same head")
         return out

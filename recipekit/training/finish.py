@@ -39,7 +39,7 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     trainer.save_state()
     output_dir = recipe.training.output_dir
     if trainer.is_world_process_zero():
-        head.state.save(output_dir)  # beside the model, and beside a LoRA adapter, which has no config.json
+        head.save_state(output_dir)  # beside the model, and beside a LoRA adapter, which has no config.json
     trainer.accelerator.wait_for_everyone()  # every process reads the saved run to predict its test split
     results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, output_dir)
     if not trainer.is_world_process_zero():
