@@ -41,9 +41,9 @@ def trainer_class(base: type = Trainer) -> type:
     """RecipeTrainer on the head's declared base (`Head.trainer_base`), made once per base.
 
     Generation heads need Seq2SeqTrainer (predict_with_generate), but the others cannot sit on it: it reads
-    `args.generation_config` and `args.predict_with_generate`, which only Seq2SeqTrainingArguments have, and its
-    evaluate() and predict() gather with accelerator.gather instead of gather_for_metrics, keeping the rows a distributed
-    sampler repeats to fill its last batch, so classification scores under several processes would move.
+    `args.generation_config` and `args.predict_with_generate`, which only Seq2SeqTrainingArguments have, and
+    its evaluate() and predict() gather with accelerator.gather instead of gather_for_metrics, keeping the rows
+    a distributed sampler repeats to fill its last batch, so scores under several processes would move.
     Seq2SeqTrainer overrides none of the parts' methods, so the parts above it behave as above Trainer.
     """
     if base is Trainer:
