@@ -1,7 +1,7 @@
 """`run.py` with instruments, for the multi-process and resume tests: python tests/probe_run.py PROBE_DIR RECIPE [args].
 
 Each process runs the real `run.main` and then writes PROBE_DIR/rank<N>.json: a hash of its final weights,
-how many texts it tokenized, how many training forward passes it ran, which files it wrote through recipekit.outputs, and the Trainer's log
+how many texts it tokenized, how many training forward passes it ran, which files it wrote through recipekit.core.files, and the Trainer's log
 history. With PROBE_KILL_AT_STEP=N the process kills itself with SIGKILL right after checkpoint N is saved,
 the way an out-of-memory killer or a pre-empted node would stop it: no cleanup, no exception.
 """
@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -19,7 +20,7 @@ import torch
 from transformers import TrainerCallback
 
 import run
-from recipekit.outputs import folder as outputs
+from recipekit.core import files
 
 RANK = int(os.environ.get("RANK", "0"))
 probe = {"rank": RANK, "tokenized_texts": 0, "writes": [], "training_forwards": 0}
@@ -61,14 +62,17 @@ def load_tokenizer(*args, **kwargs):
     return tokenizer
 
 
-def write_atomic(path, text):
+@contextmanager
+def atomic_file(path, *args, **kwargs):
+    # Every file recipekit writes goes through core.files.atomic_file (write_atomic, write_json, --output).
     probe["writes"].append(Path(path).name)
-    return original_write_atomic(path, text)
+    with original_atomic_file(path, *args, **kwargs) as f:
+        yield f
 
 
 original_build_trainer, run.build_trainer = run.build_trainer, build_trainer
 original_load_tokenizer, run.load_tokenizer = run.load_tokenizer, load_tokenizer
-original_write_atomic, outputs.write_atomic = outputs.write_atomic, write_atomic
+original_atomic_file, files.atomic_file = files.atomic_file, atomic_file
 
 if __name__ == "__main__":
     probe_dir = Path(sys.argv[1])
