@@ -229,7 +229,7 @@ def worker_reference(cfg) -> dict:
         model=model, args=args, train_dataset=data["train"], eval_dataset=data["validation"],
         data_collator=collator, compute_metrics=accuracy, callbacks=[FirstStep()],
     )
-    # The same loss accounting as run.py (a per-batch mean; see recipekit/trainer/common.py).
+    # The same loss accounting as run.py (a per-batch mean; see recipekit/trainer/head_loss.py).
     trainer.model_accepts_loss_kwargs = False
     train = trainer.train()
     train_real, train_padded = collator.real, collator.padded

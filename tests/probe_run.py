@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -61,14 +62,17 @@ def load_tokenizer(*args, **kwargs):
     return tokenizer
 
 
-def write_atomic(path, text):
+@contextmanager
+def atomic_file(path, *args, **kwargs):
+    # Every file recipekit writes goes through core.files.atomic_file (write_atomic, write_json, --output).
     probe["writes"].append(Path(path).name)
-    return original_write_atomic(path, text)
+    with original_atomic_file(path, *args, **kwargs) as f:
+        yield f
 
 
 original_build_trainer, run.build_trainer = run.build_trainer, build_trainer
 original_load_tokenizer, run.load_tokenizer = run.load_tokenizer, load_tokenizer
-original_write_atomic, files.write_atomic = files.write_atomic, write_atomic
+original_atomic_file, files.atomic_file = files.atomic_file, atomic_file
 
 if __name__ == "__main__":
     probe_dir = Path(sys.argv[1])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipekit.trainer.length_split import LengthSplitTrainer, plan, resolve_cost, split
+from recipekit.trainer.length_split import plan, resolve_cost, split
+from recipekit.trainer.trainer import RecipeTrainer
 
 
 def test_plan_cuts_off_long_rows_only_when_the_padding_saved_exceeds_the_chunk_cost():
@@ -87,8 +88,7 @@ def gradients_after_one_step(tiny_model, tmp_path, chunk_cost, use_cpu=True):
     batch = DataCollatorWithPadding(tokenizer)(rows)
     head = build_head("sequence_classification")
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=use_cpu, report_to="none")
-    trainer = LengthSplitTrainer(model=model, args=args, processing_class=tokenizer, compute_loss_func=head.loss(args))
-    trainer.chunk_cost = chunk_cost
+    trainer = RecipeTrainer(model=model, args=args, processing_class=tokenizer, compute_loss_func=head.loss(args), chunk_cost=chunk_cost)
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
     loss = trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(len(texts)))
     assert next(model.parameters()).device.type == ("cpu" if use_cpu else "cuda")

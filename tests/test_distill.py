@@ -21,10 +21,11 @@ from transformers import TrainerCallback, TrainingArguments
 
 from recipekit.core.errors import RecipeError
 from recipekit.heads import HEADS, build_head
-from recipekit.heads.distillation import TEACHER_COLUMN, DistillationLoss, sigmoid_kl, softmax_kl, with_teacher
+from recipekit.heads.distillation import DistillationLoss, sigmoid_kl, softmax_kl
 from recipekit.recipe.build import build_recipe
 from recipekit.recipe.data import DataArgs
-from recipekit.trainer.length_split import LengthSplitTrainer
+from recipekit.trainer.teacher import TEACHER_COLUMN
+from recipekit.trainer.trainer import RecipeTrainer
 
 TEACHER_HEADS = ["sequence_classification", "binary", "multi_label", "regression"]
 
@@ -124,10 +125,9 @@ def distilling_trainer(tiny_model, tmp_path, chunk_cost, teacher_rows: bool = Tr
     train = Dataset.from_dict(rows)
     head = build_head("sequence_classification")
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", per_device_train_batch_size=len(texts))
-    trainer = with_teacher(LengthSplitTrainer)(
+    trainer = RecipeTrainer(
         model=model, args=args, train_dataset=train, processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
-        compute_loss_func=DistillationLoss(head.loss(args), head.teacher_term, 2.0, 0.5))
-    trainer.chunk_cost = chunk_cost
+        compute_loss_func=DistillationLoss(head.loss(args), head.teacher_term, 2.0, 0.5), chunk_cost=chunk_cost, teacher=True)
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
     return trainer
 

@@ -8,9 +8,7 @@ Nothing in the run's folder is written: outputs go to --output (or stdout), neve
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,13 +17,13 @@ from datasets import Dataset
 
 from ..core import paths
 from ..core.errors import RecipeError
-from ..core.files import write_json
+from ..core.files import atomic_file, write_json
 from ..core.schema import Problem, not_one_of
 from ..core.tables import markdown_table
 from ..data.loading import DATA_FORMATS, read_file
 from ..evaluation.metrics import strip_prefix
 from ..inference.predictor import predict_rows
-from ..inference.runs import TrainedRun, clean, open_run
+from ..inference.runs import TrainedRun, model_input, open_run
 
 OUTPUT_FORMATS = [".csv", ".jsonl"]
 # Rows per trainer.predict call: bounds memory on big inputs; a multiple of any usual batch size, so the
@@ -81,7 +79,7 @@ def check_output(output: str | None, spec: str, run: TrainedRun, option: str, fo
 def predictions(run: TrainedRun, ds: Dataset, batch_size: int | None, with_gold: bool):
     """Yield (rows of the input, the head's Prediction) chunk by chunk: the model reads the cleaned text; the
     rows yielded are the input's own, so the output shows what the user gave."""
-    view = clean(ds, run).select_columns(run.data.text_columns + ([run.data.label_column] if with_gold else []))
+    view = model_input(run, ds, run.data.text_columns + ([run.data.label_column] if with_gold else []))
     if with_gold:
         try:
             view = run.head.encode_split(view)
@@ -94,21 +92,14 @@ def predictions(run: TrainedRun, ds: Dataset, batch_size: int | None, with_gold:
 
 @contextmanager
 def open_output(output: str | None, to_stdout: bool):
-    """A temporary file beside --output, renamed into place at the end (no half-written file on failure);
-    without --output, stdout for `predict` and nothing for `evaluate`."""
+    """--output written whole or not at all (no half-written file on failure); without --output, stdout for
+    `predict` and nothing for `evaluate`."""
     if output is None:
         yield sys.stdout if to_stdout else None
         return
-    path = Path(output).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # newline="": the csv writer ends its own lines.
+    with atomic_file(Path(output).expanduser(), newline="") as f:
+        yield f
 
 
 def write_rows(f, frame: pd.DataFrame, fmt: str, first: bool) -> None:

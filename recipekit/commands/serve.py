@@ -24,7 +24,7 @@ from datasets import Dataset
 from ..core.errors import RecipeError
 from ..inference.onnxmodel import EXPORT_FILE, require
 from ..inference.predictor import Predictor
-from ..inference.runs import TrainedRun, clean, open_run
+from ..inference.runs import TrainedRun, model_input, open_run
 from ..outputs.folder import FINISHED_MARKER
 from .cli import MAX_BATCH, MAX_WAIT_MS
 
@@ -130,7 +130,7 @@ class Model:
 
     def __call__(self, rows: list[tuple[str, ...]]) -> list[dict]:
         ds = Dataset.from_dict({c: [row[i] for row in rows] for i, c in enumerate(self.columns)})
-        view = clean(self.run.head.as_input(ds), self.run).select_columns(self.columns)
+        view = model_input(self.run, ds, self.columns)
         columns = self.predictor.predict(view).columns
         return [answer({name: values[i] for name, values in columns.items()}) for i in range(len(rows))]
 

@@ -2,10 +2,10 @@
 one example carrying the document's label, and the windows' outputs are pooled back into one per document
 before any score, threshold, table or prediction sees them.
 
-The windows of an evaluated or predicted split carry a `document` column (the row they came from). A Trainer
-with `pool_windows` takes that column off before batching, runs its evaluation loop on the windows, and returns
-one row of logits per document (the windows' mean, or their per-output max) with the document's label, in
-document order. Loss stays the windows' mean: it is what was optimised.
+The windows of an evaluated or predicted split carry a `document` column (the row they came from). The Trainer's
+WindowPooling part (trainer/windows.py) takes that column off before batching, runs its evaluation loop on the
+windows, and returns one row of logits per document (the windows' mean, or their per-output max) with the
+document's label, in document order. Loss stays the windows' mean: it is what was optimised.
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ class Head:
     pipeline_use: ClassVar[str] = ""  # what that pipeline does, for heads that `predict` refuses (pretraining)
     accepts_head_config: ClassVar[bool] = False  # whether `model.head_config` builds a custom pooled head
     training_args_class: ClassVar[type] = TrainingArguments
-    trainer_class: ClassVar[type] = Trainer
+    trainer_base: ClassVar[type] = Trainer  # what trainer/trainer.py's RecipeTrainer sits on (Seq2SeqTrainer to generate)
     predictions_file: ClassVar[str | None] = "predictions.csv"  # .jsonl for lists and free text; None: nothing to predict
     stratify: ClassVar[bool] = False  # carve validation by label
     needs_labels: ClassVar[bool] = True  # False for self-supervised heads: the label column may be absent
@@ -230,7 +230,7 @@ class Head:
     tokenizer_algorithm: ClassVar[str] = "wordpiece"  # what tokenizer.train learns for this head by default
     tokenizer_template: ClassVar[bool] = True  # a trained tokenizer wraps texts in [CLS] ... [SEP] (False: decoder-only)
     # The data.long_text strategies its tokenize applies; chunks also needs one row of logits per window, which
-    # windows.pool_windows averages per document.
+    # trainer/windows.py's WindowPooling pools per document.
     long_text: ClassVar[tuple[str, ...]] = ("head", "head_tail", "chunks")
     # Why `run.py export` refuses the head; None: one forward pass gives logits that `prediction_columns` reads, so the
     # ONNX graph of that pass (export.py) predicts as the run does.

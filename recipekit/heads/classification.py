@@ -22,8 +22,6 @@ from ..core.errors import RecipeError
 from ..evaluation import metrics as M
 from ..evaluation import plots
 from ..modeling.models import scratch_config
-from ..trainer.evaluations import predict_split
-from ..trainer.length_split import LengthSplitTrainer
 from .base import (
     Head,
     State,
@@ -47,8 +45,7 @@ class PooledHead(Head):
     """One vector per text, N outputs on it: AutoModelForSequenceClassification, or our custom pooled head."""
 
     accepts_head_config = True
-    trainer_class = LengthSplitTrainer  # losses are item sums over num_items_in_batch, so batches may run as chunks
-    splits_batches = True
+    splits_batches = True  # losses are item sums over num_items_in_batch, so batches may run as chunks
     pipeline_task = "text-classification"
     not_exportable = None  # one vector per text, logits out: the whole prediction is one graph
     # The model config's problem_type, declared, never guessed: transformers would read num_labels=1 as regression.
@@ -399,7 +396,7 @@ class Binary(ClassLabels):
         if self.options.threshold != "tune":
             self.state.threshold = self.threshold
             return {}
-        output = predict_split(trainer, trainer.eval_dataset, "tune")
+        output = trainer.predict_split(trainer.eval_dataset, "tune")
         self.state.threshold = M.best_f1_threshold(output.label_ids, self.predictions_of(output.predictions)[:, 1])
         self.record(trainer.model)
         return {"threshold": self.state.threshold}

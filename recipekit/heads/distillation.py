@@ -1,9 +1,9 @@
-"""Knowledge distillation (`model.teacher`): the loss and the Trainer that take a teacher's logits.
+"""Knowledge distillation (`model.teacher`): the loss that takes a teacher's logits.
 
 The teacher's logits for every training row are a column of the tokenized training split (`teacher_logits`,
-added by recipekit/teacher.py). `with_teacher(trainer_class)` keeps that column in training batches (Trainer
-drops columns the model's forward does not name) and hands each batch's rows to `DistillationLoss`, never to
-the model. The loss is (1 - weight) x the head's own loss on the gold labels + weight x the head's teacher term
+added by training/teacher.py). The Trainer's TeacherColumn part (trainer/teacher.py) keeps that column in training
+batches (Trainer drops columns the model's forward does not name) and hands each batch's rows to `DistillationLoss`,
+never to the model. The loss is (1 - weight) x the head's own loss on the gold labels + weight x the head's teacher term
 (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"); both are item sums divided by Trainer's
 `num_items_in_batch`, so length-split chunks and gradient accumulation still give the whole batch's gradient.
 Evaluation batches carry no teacher column: validation loss is the head's own, comparable with any run's.
@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from .base import reduce
 
-TEACHER_COLUMN = "teacher_logits"
 # model.teacher_temperature's default: Hinton et al. found 2-5 best; higher flattens the teacher towards uniform.
 DEFAULT_TEMPERATURE = 2.0
 
@@ -48,7 +47,7 @@ class DistillationLoss:
         self.temperature = temperature
         self.weight = weight
         # This batch's teacher rows: Trainer calls a compute_loss_func with (outputs, labels, count) only, so the
-        # trainer sets them here just before and the call takes them (None: an evaluation batch).
+        # trainer's TeacherColumn part sets them here just before and the call takes them (None: an evaluation batch).
         self.teacher_logits = None
 
     def __call__(self, outputs, labels, num_items_in_batch=None):
@@ -58,27 +57,3 @@ class DistillationLoss:
             return loss
         term = reduce(self.term(outputs["logits"], teacher, self.temperature), num_items_in_batch)
         return (1 - self.weight) * loss + self.weight * term
-
-
-class TeacherTrainer:
-    """Mixin for a head's Trainer class: keeps the teacher column in training batches and gives it to the loss."""
-
-    def _set_signature_columns_if_needed(self):
-        # Trainer keeps only the columns the model's forward names (remove_unused_columns): name the teacher's too.
-        super()._set_signature_columns_if_needed()
-        if TEACHER_COLUMN not in self._signature_columns:
-            self._signature_columns.append(TEACHER_COLUMN)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.compute_loss_func.teacher_logits = inputs.pop(TEACHER_COLUMN, None)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-
-TRAINERS: dict[type, type] = {}
-
-
-def with_teacher(trainer_class: type) -> type:
-    """`trainer_class` that trains on a teacher column (one class per head Trainer class, made once)."""
-    if trainer_class not in TRAINERS:
-        TRAINERS[trainer_class] = type(f"Teacher{trainer_class.__name__}", (TeacherTrainer, trainer_class), {})
-    return TRAINERS[trainer_class]

@@ -98,7 +98,7 @@ class Seq2Seq(Head):
 
     pipeline_task = "text2text-generation"
     training_args_class = Seq2SeqTrainingArguments
-    trainer_class = Seq2SeqTrainer
+    trainer_base = Seq2SeqTrainer
     predictions_file = "predictions.jsonl"
     not_exportable = "it generates text token by token (a decoding loop around the model), not one forward pass"
     Options = Seq2SeqOptions

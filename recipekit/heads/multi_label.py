@@ -15,7 +15,6 @@ from datasets import DatasetDict
 
 from ..core.errors import RecipeError
 from ..evaluation import metrics as M
-from ..trainer.evaluations import predict_split
 from .base import column_values, first_bad, pick, reduce, register
 from .classification import PooledHead, needs_validation, sigmoid, threshold_problems
 from .distillation import sigmoid_kl
@@ -195,7 +194,7 @@ class MultiLabel(PooledHead):
         if self.options.threshold != "tune":
             self.state.thresholds = self.thresholds
             return {}
-        output = predict_split(trainer, trainer.eval_dataset, "tune")
+        output = trainer.predict_split(trainer.eval_dataset, "tune")
         y = np.asarray(output.label_ids).astype(int)
         self.state.thresholds, shared = tune_thresholds(y, self.predictions_of(output.predictions), self.options.tune_min_positives)
         self.state.shared_threshold_labels = [self.labels[j] for j in shared]

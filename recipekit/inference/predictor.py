@@ -12,8 +12,10 @@ from datasets import DatasetDict
 from ..heads import Prediction
 from ..modeling.loading import load_tokenizer
 from ..recipe.training import with_device_defaults
-from ..trainer.common import logits_only, pad_multiple, score_documents, use_head_loss
+from ..trainer.common import logits_only, pad_multiple
 from ..trainer.evaluations import by_length, in_file_order
+from ..trainer.trainer import trainer_class
+from ..trainer.windows import chunk_pooling
 from .runs import TrainedRun
 
 # What a finished run's `training:` section says about how it predicted; everything else is for training.
@@ -23,7 +25,7 @@ PREDICTION_SETTINGS = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "use_
 
 @contextmanager
 def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, metric_names=None):
-    """A Trainer that only predicts, set up as the run's own was at its end (batch size, precision, generation,
+    """The run's Trainer class, only predicting, set up as the run's own was at its end (batch size, precision, generation,
     collator, metrics), so a finished run's predictions on its test file are the ones it wrote."""
     fields = {f.name for f in dataclasses.fields(head.training_args_class)}
     folder = tempfile.mkdtemp(prefix="recipekit-predict-")
@@ -31,15 +33,14 @@ def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, m
           **{k: settings[k] for k in PREDICTION_SETTINGS if k in settings and k in fields}}
     try:
         args = head.training_args_class(**with_device_defaults(kw))
-        trainer = head.trainer_class(
+        yield trainer_class(head.trainer_base)(
             model=model, args=args, processing_class=tokenizer, data_collator=head.collator(tokenizer, model, pad_multiple(args)),
             compute_loss_func=head.loss(args),
             compute_metrics=head.compute_metrics(metric_names, tokenizer) if metric_names else None,
             preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
+            chunk_pooling=chunk_pooling(head.data),
+            batch_mean_loss=head.batch_mean_loss,
         )
-        use_head_loss(trainer, head)
-        score_documents(trainer, head)
-        yield trainer
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -70,10 +71,15 @@ class Predictor:
         # Under several processes one tokenizes, the others read its cache (a no-op on one process).
         with self.trainer.args.main_process_first(desc="tokenize for prediction"):
             tokenized, _ = self.run.head.tokenize(DatasetDict({"input": view}), self.tokenizer)
-        # Predicted in length order (half the padded positions of file order), answered in file order.
-        ordered, order = by_length(tokenized["input"])
-        prediction = self.run.head.predict(self.trainer, ordered, view if order is None else view.select(order), prefix="test")
-        return in_file_order_prediction(prediction, order)
+        return predict_in_length_order(self.run.head, self.trainer, tokenized["input"], view)
+
+
+def predict_in_length_order(head, trainer, tokenized, split, prefix: str = "test") -> Prediction:
+    """The head's Prediction for `split` (`tokenized` its model inputs), predicted in length order (half the padded
+    positions of file order) and answered in file order."""
+    ordered, order = by_length(tokenized)
+    prediction = head.predict(trainer, ordered, split if order is None else split.select(order), prefix=prefix)
+    return in_file_order_prediction(prediction, order)
 
 
 def in_file_order_prediction(prediction: Prediction, order) -> Prediction:

@@ -117,3 +117,10 @@ def clean(ds: Dataset, run: TrainedRun) -> Dataset:
         if len(ds) != rows_in:
             raise RecipeError(f"preprocess step {step.name} changed the number of rows ({rows_in} -> {len(ds)}); it cannot run at inference")
     return ds
+
+
+def model_input(run: TrainedRun, ds: Dataset, columns: list[str] | None = None) -> Dataset:
+    """What the model reads of new rows (`run.py predict`, `evaluate`, `serve`): the text columns in the form they
+    take in training (the head's as_input; rows already in that form stay as they are), cleaned by the run's
+    inference steps; only `columns` are kept (default: the text columns)."""
+    return clean(run.head.as_input(ds), run).select_columns(columns or run.data.text_columns)

@@ -1,1 +1,2 @@
-"""The Trainer class and what it is made of: length-split batches, window pooling, the evaluation cache."""
+"""The one Trainer class (trainer.py) and its parts: length-split batches, window pooling, the evaluation
+cache, the teacher's column, loss scaling, a custom schedule."""

@@ -23,44 +23,43 @@ class Evaluation:
     output: object  # transformers.trainer_utils.EvalLoopOutput
 
 
-def remember_evaluations(trainer) -> None:
-    """Keep the predictions of the trainer's latest evaluation of its eval_dataset (metric prefix `eval`)."""
-    loop = trainer.evaluation_loop
-    trainer.last_evaluation = None
+class EvaluationCache:
+    """Trainer part: keeps the predictions of its latest evaluation of its eval_dataset (metric prefix `eval`),
+    which `predict_split` reuses while they are current."""
 
-    def evaluation_loop(dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
-        output = loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+    def __init__(self, *args, **kwargs):
+        self.last_evaluation: Evaluation | None = None
+        super().__init__(*args, **kwargs)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         if description == "Evaluation" and metric_key_prefix == "eval":
-            trainer.last_evaluation = Evaluation(trainer.state.global_step, output)
+            self.last_evaluation = Evaluation(self.state.global_step, output)
         return output
 
-    trainer.evaluation_loop = evaluation_loop
+    def predict_split(self, dataset, prefix: str) -> PredictionOutput:
+        """`dataset`'s predictions by the model as it is now, with metrics under `prefix`: the latest evaluation
+        reused when it scored this dataset with this model, else Trainer.predict. Metrics are recomputed from the
+        kept predictions, so a decision rule tuned since (a threshold) is applied."""
+        last = self.last_evaluation
+        if last is None or not self.is_current(dataset, last):
+            return self.predict(dataset, metric_key_prefix=prefix)
+        output = last.output
+        metrics = {f"{prefix}_loss": output.metrics["eval_loss"]} if "eval_loss" in output.metrics else {}
+        scores = self.compute_metrics(EvalPrediction(predictions=output.predictions, label_ids=output.label_ids))
+        metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
+        return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=metrics)
 
-
-def predict_split(trainer, dataset, prefix: str) -> PredictionOutput:
-    """`dataset`'s predictions by the model as it is now, with metrics under `prefix`: the latest evaluation
-    reused when it scored this dataset with this model, else Trainer.predict. Metrics are recomputed from the
-    kept predictions, so a decision rule tuned since (a threshold) is applied."""
-    last = getattr(trainer, "last_evaluation", None)  # set only by remember_evaluations; a plain Trainer has none
-    if last is None or not reusable(trainer, dataset, last):
-        return trainer.predict(dataset, metric_key_prefix=prefix)
-    output = last.output
-    metrics = {f"{prefix}_loss": output.metrics["eval_loss"]} if "eval_loss" in output.metrics else {}
-    scores = trainer.compute_metrics(EvalPrediction(predictions=output.predictions, label_ids=output.label_ids))
-    metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
-    return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=metrics)
-
-
-def reusable(trainer, dataset, last: Evaluation) -> bool:
-    state, args = trainer.state, trainer.args
-    if dataset is not trainer.eval_dataset or last.step != state.global_step or last.output.predictions is None:
-        return False
-    if trainer.compute_metrics is None or args.include_for_metrics or args.batch_eval_metrics:
-        return False
-    if args.load_best_model_at_end and state.best_model_checkpoint:
-        # Trainer reloaded the best checkpoint: the evaluated weights only when the best is the last step.
-        return state.best_model_checkpoint.rstrip("/").endswith(f"checkpoint-{state.global_step}")
-    return True
+    def is_current(self, dataset, last: Evaluation) -> bool:
+        state, args = self.state, self.args
+        if dataset is not self.eval_dataset or last.step != state.global_step or last.output.predictions is None:
+            return False
+        if self.compute_metrics is None or args.include_for_metrics or args.batch_eval_metrics:
+            return False
+        if args.load_best_model_at_end and state.best_model_checkpoint:
+            # Trainer reloaded the best checkpoint: the evaluated weights only when the best is the last step.
+            return state.best_model_checkpoint.rstrip("/").endswith(f"checkpoint-{state.global_step}")
+        return True
 
 
 def by_length(dataset):

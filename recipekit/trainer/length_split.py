@@ -1,7 +1,7 @@
 """Length-split training batches: the same gradient as the whole batch, with less padding computed.
 
 A batch padded to its longest text computes mostly padding when lengths are uneven (1,000 SST-2
-sentences, batch 32: 65% of the positions). `LengthSplitTrainer` sorts each training batch by length
+sentences, batch 32: 65% of the positions). `LengthSplit` sorts each training batch by length
 and runs it as a few chunks, each padded only to its own longest row, accumulating their gradients
 before the one optimizer step. The batch's composition is untouched (random batches stay random, unlike
 `group_by_length`), and the pooled heads' losses are sums over the batch's items divided by Trainer's
@@ -18,7 +18,6 @@ import contextlib
 
 import torch
 from accelerate.utils import DistributedType
-from transformers import Trainer
 
 # Tensors laid out [batch, sequence] that a padding collator pads and a chunk may therefore trim.
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -88,8 +87,9 @@ def split(inputs: dict, cost: int, padding_side: str = "right", multiple: int | 
     return chunks
 
 
-class LengthSplitTrainer(Trainer):
-    """Trainer whose training step runs a batch as length-sorted chunks (see the module docstring).
+class LengthSplit:
+    """Trainer part: runs a training batch as length-sorted chunks (see the module docstring) when `chunk_cost`
+    is set, and counts the padded positions computed either way (`padding_share`).
 
     Splits only when the result is exactly the whole batch's gradient: the loss is a `compute_loss_func`
     sum divided by `num_items_in_batch`, and gradients may be accumulated across backward passes
@@ -97,10 +97,12 @@ class LengthSplitTrainer(Trainer):
     on every backward).
     """
 
-    chunk_cost: int | None = None
-    pad_multiple: int | None = None
-    real_tokens = 0  # a tensor once counting starts: summed on the device, read once after training
-    computed_tokens = 0  # positions the model computed, padding included
+    def __init__(self, *args, chunk_cost: int | None = None, pad_multiple: int | None = None, **kwargs):
+        self.chunk_cost = chunk_cost  # padded tokens one more forward+backward costs; None: never split
+        self.pad_multiple = pad_multiple  # chunks are trimmed to this multiple, as the collator pads
+        self.real_tokens = 0  # a tensor once counting starts: summed on the device, read once after training
+        self.computed_tokens = 0  # positions the model computed, padding included
+        super().__init__(*args, **kwargs)
 
     def count(self, batch: dict) -> None:
         mask = batch.get("attention_mask")

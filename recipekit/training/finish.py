@@ -17,18 +17,16 @@ import pandas as pd
 from ..core.files import write_atomic, write_json, write_predictions
 from ..evaluation.metrics import strip_prefix
 from ..heads.base import column_values
-from ..inference.predictor import in_file_order_prediction, predict_rows
+from ..inference.predictor import predict_in_length_order, predict_rows
 from ..inference.runs import open_run
 from ..outputs.folder import mark
 from ..outputs.provenance import manifest, versions
 from ..outputs.report import write_report
-from ..trainer.evaluations import by_length, predict_split
-from ..trainer.length_split import LengthSplitTrainer
 
 
 def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size: dict, started: float) -> int:
     """Everything after `trainer.train()` returned normally; files are written by the main process only."""
-    if isinstance(trainer, LengthSplitTrainer) and trainer.padding_share is not None:
+    if head.splits_batches and trainer.padding_share is not None:
         # What padding cost this run: the share of computed positions that held no token.
         train_result.metrics["padding_share"] = round(trainer.padding_share, 4)
         split = f"length split: chunk cost {trainer.chunk_cost} tokens" if trainer.chunk_cost else "no length split"
@@ -65,7 +63,7 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
     """
     results, outputs = {}, {}
     if "validation" in tokenized:
-        output = predict_split(trainer, trainer.eval_dataset, "eval")  # the run's last evaluation, when it is current
+        output = trainer.predict_split(trainer.eval_dataset, "eval")  # the run's last evaluation, when it is current
         results["validation"] = head.scores(strip_prefix(output.metrics, "eval_"))
         outputs["validation"] = (output.label_ids, output.predictions)
     if "test" not in tokenized:
@@ -80,9 +78,7 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         # A sharded engine predicts in its own Trainer (a second Trainer would start a second engine).
         # In length order, as the saved run predicts it (the same batches, so the same loss).
-        ordered, order = by_length(tokenized["test"])
-        prediction = head.predict(trainer, ordered, test if order is None else test.select(order), prefix="test")
-        prediction = in_file_order_prediction(prediction, order)
+        prediction = predict_in_length_order(head, trainer, tokenized["test"], test)
     else:
         run = open_run(output_dir, finished=False)
         _, prediction = next(predict_rows(run, test.select_columns(head.data.text_columns + gold), None, len(test), bool(gold)))

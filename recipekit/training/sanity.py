@@ -96,9 +96,11 @@ def lr_range_test(recipe, head, model, tokenizer, tokenized) -> int:
     growth = (s.lr_range_max / s.lr_range_min) ** (1 / max(s.lr_range_steps - 1, 1))
     # Stop once the smoothed loss is 4x its minimum: the rate has diverged, later points say nothing.
     log = LossLog(lambda losses: len(losses) > 10 and smooth([b for _, b in losses])[-1] > 4 * min(smooth([b for _, b in losses])))
-    trainer = build_trainer(check, head, model, tokenizer, {"train": tokenized["train"]})
-    trainer.create_optimizer()
-    trainer.lr_scheduler = LambdaLR(trainer.optimizer, lambda step: growth**step)
+
+    def schedule(optimizer):
+        return LambdaLR(optimizer, lambda step: growth**step)
+
+    trainer = build_trainer(check, head, model, tokenizer, {"train": tokenized["train"]}, schedule=schedule)
     trainer.add_callback(log)
     trainer.train()
     rates = [s.lr_range_min * growth ** (step - 1) for step, _ in log.losses]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.errors import RecipeError
-from ..heads.distillation import TEACHER_COLUMN
 from ..inference.predictor import predict_rows
 from ..inference.runs import TrainedRun, clean, open_run
+from ..trainer.teacher import TEACHER_COLUMN
 
 
 def open_teacher(model_args, head, data_args) -> TrainedRun:

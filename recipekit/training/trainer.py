@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from transformers import Trainer
-
 from ..core import console
-from ..heads.distillation import TEACHER_COLUMN, DistillationLoss, with_teacher
+from ..heads.distillation import DistillationLoss
 from ..trainer import length_split as batching
-from ..trainer.common import logits_only, pad_multiple, score_documents, use_head_loss
-from ..trainer.evaluations import by_length, remember_evaluations
+from ..trainer.common import logits_only, pad_multiple
+from ..trainer.evaluations import by_length
+from ..trainer.teacher import TEACHER_COLUMN
+from ..trainer.trainer import RecipeTrainer, trainer_class
+from ..trainer.windows import chunk_pooling
 from . import regularize
 
 
-def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
-    """The head's Trainer class with the head's collator, loss (None: the model's own) and metrics; with a teacher
-    column in the training split, the Trainer and loss that learn from it too."""
+def build_trainer(recipe, head, model, tokenizer, tokenized, schedule=None) -> RecipeTrainer:
+    """RecipeTrainer on the head's base with the head's collator, loss (None: the model's own) and metrics; with a
+    teacher column in the training split, the loss that learns from it too. `schedule` (optimizer -> scheduler)
+    replaces the recipe's learning-rate schedule."""
     args = recipe.training
     multiple = pad_multiple(args)
     regularize.freeze(model, recipe.regularization)
-    trainer_class, loss = head.trainer_class, head.loss(args)
-    if TEACHER_COLUMN in tokenized["train"].column_names:
-        trainer_class = with_teacher(trainer_class)
+    loss = head.loss(args)
+    teacher = TEACHER_COLUMN in tokenized["train"].column_names
+    if teacher:
         loss = DistillationLoss(loss, head.teacher_term, recipe.model.teacher_temperature, recipe.model.teacher_weight)
-    trainer = trainer_class(
+    trainer = trainer_class(head.trainer_base)(
         model=model,
         args=args,
         train_dataset=tokenized["train"],
@@ -33,13 +35,13 @@ def build_trainer(recipe, head, model, tokenizer, tokenized) -> Trainer:
         compute_metrics=head.compute_metrics(recipe.metrics, tokenizer),
         preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         callbacks=regularize.callbacks(recipe.regularization),
+        chunk_cost=batching.resolve_cost(recipe.batching.length_split_cost, args) if head.splits_batches else None,
+        pad_multiple=multiple,
+        chunk_pooling=chunk_pooling(head.data),
+        teacher=teacher,
+        batch_mean_loss=head.batch_mean_loss,
+        schedule=schedule,
     )
-    use_head_loss(trainer, head)
-    score_documents(trainer, head)
-    remember_evaluations(trainer)  # after score_documents: it keeps the pooled evaluation
-    if isinstance(trainer, batching.LengthSplitTrainer):
-        trainer.chunk_cost = batching.resolve_cost(recipe.batching.length_split_cost, args)
-        trainer.pad_multiple = multiple
     regularize.apply_layerwise_lr_decay(trainer, recipe.regularization.layerwise_lr_decay)
     console.quiet_trainer(trainer)
     return trainer
