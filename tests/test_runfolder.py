@@ -93,7 +93,7 @@ def test_redaction_covers_every_way_of_passing_a_secret():
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding the run folder's lock, as a concurrent run does."""
     code = (
-        "import sys, time\nfrom recipekit.outputs import lock_folder\n"
+        "import sys, time\nfrom recipekit.outputs.folder import lock_folder\n"
         f"lock = lock_folder({str(folder)!r})\nprint('held', flush=True)\ntime.sleep(120)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parent.parent))
