@@ -76,7 +76,7 @@ def training_rows(args) -> None:
 def validation_view():
     from datasets import Dataset
 
-    from recipekit.data.loading import read_file
+    from recipekit.data.files import read_file
 
     return Dataset.from_dict({"text": read_file(str(DATA / "sst2" / "validation.csv"))["text"]})
 

@@ -10,7 +10,7 @@ from conftest import load_splits
 
 from recipekit.core.errors import RecipeError
 from recipekit.core.safety import MAX_YAML_VALUES, parse_yaml, redact_env
-from recipekit.data.loading import place
+from recipekit.data.checks import place
 from recipekit.recipe.build import build_recipe
 
 

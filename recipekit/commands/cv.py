@@ -24,7 +24,8 @@ import pandas as pd
 from ..core.errors import RecipeError
 from ..core.files import write_atomic, write_json, write_predictions
 from ..core.tables import markdown_table
-from ..data.loading import ROW, column, load_sources, load_splits
+from ..data.checks import column
+from ..data.loading import ROW, load_sources, load_splits
 from ..heads import HEADS, head_for
 from ..inference.runs import open_run
 from ..modeling.loading import load_tokenizer

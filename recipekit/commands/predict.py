@@ -20,7 +20,7 @@ from ..core.errors import RecipeError
 from ..core.files import atomic_file, write_json
 from ..core.schema import Problem, not_one_of
 from ..core.tables import markdown_table
-from ..data.loading import DATA_FORMATS, read_file
+from ..data.files import DATA_FORMATS, read_file
 from ..evaluation.metrics import strip_prefix
 from ..inference.predictor import predict_rows
 from ..inference.runs import TrainedRun, model_input, open_run

@@ -51,7 +51,7 @@ from transformers import AutoConfig, DataCollatorWithPadding, Trainer, TrainingA
 from ..core.errors import RecipeError
 from ..core.registry import registrar
 from ..core.safety import read_json_file
-from ..data.loading import label_kind
+from ..data.checks import label_kind
 from ..data.tokenizing import pad_with_eos
 from ..data.tokenizing import tokenize as tokenize_texts
 from ..modeling.models import config_overrides

@@ -9,7 +9,7 @@ from typing import Literal
 
 from ..core import paths
 from ..core.schema import Problem, not_one_of, show
-from ..data.loading import DATA_FORMATS
+from ..data.files import DATA_FORMATS
 
 DEFAULT_MAX_LENGTH = 256
 
