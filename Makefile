@@ -29,8 +29,9 @@ run: install
 	$(PY) run.py recipes/quickstart.yaml --overwrite
 
 # Ends with the 15 slowest tests: where the suite's time goes, in every CI log.
+# Two workers, one thread each, a test file per worker (its session fixtures stay in one process).
 test: install
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 # ruff, then the import layers declared in pyproject.toml: no module imports one that imports it back.
 lint: install

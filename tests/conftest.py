@@ -9,10 +9,13 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# A fixed thread count, as torch would pick on an idle machine: run.py otherwise fits it to the cores free at
-# start (recipekit/core/launch.py), and the tests that compare two runs bit for bit need both to use the same.
-# Tests that launch several processes give each one thread.
-os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+# A fixed thread count: run.py otherwise fits it to the cores free at start (recipekit/core/launch.py), and the
+# tests that compare two runs bit for bit need both to use the same. Under pytest-xdist (`make test`: 2 workers)
+# each worker takes one thread, as torch would on a core of its own: on 2 cores test_cv.py took 50 s with one
+# thread against 65 s with two, since a tiny model's step waits on its second thread whenever the core is busy.
+# Alone, the cores the process may use. Tests that launch several processes give each one thread.
+threads = 1 if os.environ.get("PYTEST_XDIST_WORKER") else len(os.sched_getaffinity(0))
+os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
