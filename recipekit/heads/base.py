@@ -49,6 +49,7 @@ from datasets import DatasetDict
 from transformers import AutoConfig, DataCollatorWithPadding, Trainer, TrainingArguments
 
 from ..core.errors import RecipeError
+from ..core.files import write_json
 from ..core.registry import registrar
 from ..core.safety import read_json_file
 from ..data.checks import label_kind
@@ -312,8 +313,6 @@ class Head:
 
     def save_state(self, folder) -> None:
         """Write the state beside a saved model or adapter (head_state.json), where `saved_state` reads it."""
-        from ..core.files import write_json
-
         write_json(Path(folder) / STATE_FILE, self.state.to_dict())
 
     def with_state(self, **changes) -> Head:

@@ -21,8 +21,9 @@ import torch
 from datasets import Dataset
 from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedTokenizerFast
 
+from ..core import paths
 from ..core.errors import RecipeError
-from ..core.schema import Problem, coerce, did_you_mean, not_one_of, show
+from ..core.schema import Problem, build_kwargs, coerce, did_you_mean, not_one_of, show
 
 INITS = ["pretrained", "scratch"]
 # What model.config may change in a pretrained model: fewer layers load the first N layers' weights (a smaller
@@ -92,8 +93,6 @@ class TokenizerArgs:
 
 
 def build_tokenizer_args(raw, errors: list[str], algorithm_default: str) -> TokenizerArgs:
-    from ..core.schema import build_kwargs
-
     kwargs = build_kwargs(TokenizerArgs, raw, "tokenizer", errors)
     train = kwargs.pop("train", None)
     args = TokenizerArgs(**kwargs)
@@ -216,8 +215,6 @@ def usable_positions(config) -> int | None:
 def local_config(model_args):
     """(config, problems): the model's config where it can be read without the network, else None. A Hub
     model's config is read at load time instead, so `--check` stays offline."""
-    from ..core import paths
-
     if config_problems(model_args):
         return None, []
     if model_args.init == "scratch" and model_args.family:

@@ -19,6 +19,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from ..core import paths
 from ..core.errors import RecipeError
+from .build import fit_model
 
 # Seconds to wait for the endpoint: a reachable Hub answers well within it; a black-holed one fails fast.
 PROBE_TIMEOUT_S = 5.0
@@ -104,8 +105,6 @@ def fit_hub_model(recipe) -> None:
     """The recipe's lengths against a Hub model's positions (config.json only), before anything is written;
     a local model was checked with the recipe."""
     from transformers import AutoConfig
-
-    from .build import fit_model
 
     model = recipe.model
     if model.init != "pretrained" or not model.name_or_path or paths.looks_local(model.name_or_path):
