@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # compiled at install; on a CPU, DeepSpeed builds its one shared-memory op on first use (needs g++).
 DEEPSPEED ?= deepspeed==0.19.8
 
-.PHONY: install run test lint bench gpu-pack gpu-check clean
+.PHONY: install run test test-fast lint bench gpu-pack gpu-check clean
 
 install: $(VENV)/.installed .deepspeed/.installed
 
@@ -29,9 +29,15 @@ run: install
 	$(PY) run.py recipes/quickstart.yaml --overwrite
 
 # Ends with the 15 slowest tests: where the suite's time goes, in every CI log.
-# Two workers, one thread each, a test file per worker (its session fixtures stay in one process).
+# Two workers, one thread each, a test file per worker (its session fixtures stay in one process), the files
+# with the most slow tests dealt first (tests/conftest.py orders them; xdist's own reorder would deal them last).
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest $(XDIST) --durations=15
+
+# The fast layer: contract and unit tests and short tiny-model runs.
+test-fast: install
+	$(PY) -m pytest $(XDIST) -m "not slow and not gpu" --durations=15
 
 # ruff, then the import layers declared in pyproject.toml: no module imports one that imports it back.
 lint: install

@@ -312,7 +312,8 @@ def part_quality(args) -> dict:
         f"training.output_dir={out}", f"training.bf16={str(gpu).lower()}",
     ]
     if args.smoke:
-        overrides += [f"model.name_or_path={work / 'tiny-bert'}", "data.max_train_samples=64", "data.max_eval_samples=32"]
+        overrides += [f"model.name_or_path={work / 'tiny-bert'}", "data.max_train_samples=64", "data.max_eval_samples=32",
+                      "report.plots=false"]
     cmd = [sys.executable, "run.py", "recipes/sst2_minilm.yaml", *overrides, "--overwrite"]
     print(" ".join(cmd), flush=True)
     started = time.time()
@@ -345,6 +346,7 @@ def speed_recipe(c: dict, model: str, work: Path, steps: int, smoke: bool) -> di
         },
         **({"batching": {"length_split_cost": c["split"]}} if "split" in c else {}),
         "metrics": ["accuracy"],
+        "report": {"plots": False},  # only the timed window counts; nobody reads this run's figures
         "training": {
             "output_dir": str(work / "speed-run"),
             # 8,000 SST-2 rows (5,000 reviews) at batch 32 make Trainer's length-grouped megabatches 50 (39)

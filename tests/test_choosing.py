@@ -254,7 +254,7 @@ def test_report_flags_overfitting_in_words():
 
 
 def test_run_report_has_the_gap_table(recipe, write_recipe, tmp_path):
-    assert run_cli([write_recipe(recipe)]) == 0
+    assert run_cli([write_recipe({**recipe, "report": {"plots": True}})]) == 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Training vs validation" in report and "| step | training loss | validation loss | gap |" in report
     assert (tmp_path / "run" / "plots" / "gap.png").is_file()

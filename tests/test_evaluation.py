@@ -239,6 +239,13 @@ def test_report_takes_only_what_the_head_provides(tmp_path):
     assert "| accuracy | 0.5000 |" in (tmp_path / "report.md").read_text()
     assert "base_model: org/base" in (tmp_path / "README.md").read_text()
 
+    (tmp_path / "plots" / "loss.png").unlink()
+    written = write_report(str(tmp_path), {"model": {"name_or_path": "org/base", "head": "x"}, "metrics": ["accuracy"]},
+                           ScoreOnlyHead(), record, {}, plots_on=False)
+    assert [p.name for p in written] == ["report.md", "README.md"] and not any((tmp_path / "plots").iterdir())
+    report = (tmp_path / "report.md").read_text()
+    assert "| accuracy | 0.5000 |" in report and "Not drawn: the recipe sets `report.plots: false`." in report
+
 
 @pytest.mark.slow
 def test_two_process_evaluation_counts_every_example_once(tiny_model, data_files, tmp_path):

@@ -81,7 +81,7 @@ def sentiment(tmp_path):
 @pytest.mark.slow  # trains a tiny model for 40-150 steps: 20-60 s on 2 busy CPU cores
 def test_binary_learns_with_one_logit_and_stores_the_tuned_threshold(tiny_model, sentiment, tmp_path, write_recipe):
     raw = recipe(tiny_model, sentiment["train"], "binary", tmp_path, model={"head_options": {"threshold": "tune"}},
-                 data={"validation_file": sentiment["validation"], "test_file": sentiment["test"]})
+                 data={"validation_file": sentiment["validation"], "test_file": sentiment["test"]}, report={"plots": True})
     result = run(write_recipe, raw)
     assert result["test"]["accuracy"] >= 0.9
     assert result["test"]["roc_auc"] >= 0.95
@@ -214,7 +214,7 @@ def test_regression_learns_a_count_and_undoes_standardisation(tiny_model, tmp_pa
     train = write_csv(tmp_path / "train.csv", rows[:300])
     test = write_csv(tmp_path / "test.csv", rows[300:])
     raw = recipe(tiny_model, train, "regression", tmp_path, model={"head_options": {"standardize": True, "loss": "huber"}},
-                 data={"label_column": "score", "test_file": test}, training={"max_steps": 60})
+                 data={"label_column": "score", "test_file": test}, training={"max_steps": 60}, report={"plots": True})
     result = run(write_recipe, raw)
     history = losses(tmp_path / "out")
     assert history[-1] < 0.3 * history[0]

@@ -102,7 +102,7 @@ def write_split(folder: Path, kind: str, name: str, n: int, seed: int) -> str:
     return str(path)
 
 
-def make_recipe(request, case: str, folder: Path, output_dir: Path, **training) -> dict:
+def make_recipe(request, case: str, folder: Path, output_dir: Path, plots: bool = False, **training) -> dict:
     fixture, head, kind, model = CASES[case]
     folder.mkdir(parents=True, exist_ok=True)
     text_columns, label = COLUMNS.get(kind, (["text"], "label"))
@@ -120,6 +120,8 @@ def make_recipe(request, case: str, folder: Path, output_dir: Path, **training) 
             "learning_rate": 1.0e-3, "logging_steps": 2, "save_strategy": "no", "report_to": "none", "seed": 0,
             "disable_tqdm": True, **training,
         },
+        # The session's shared runs draw every head's figures; the many runs a test trains for itself need none.
+        "report": {"plots": plots},
     }
 
 
@@ -165,7 +167,7 @@ def trained_run(request, tmp_path_factory, case: str) -> Run:
     that changes a run writes its changes beside it, never into it."""
     if case not in RUNS:
         folder = tmp_path_factory.mktemp(case)
-        recipe = make_recipe(request, case, folder / "data", folder / "run")
+        recipe = make_recipe(request, case, folder / "data", folder / "run", plots=True)
         path = write(recipe, folder / "recipe.yaml")
         assert run_cli([path]) == 0
         RUNS[case] = Run(recipe, path)
@@ -327,6 +329,7 @@ def pretrained(request, tmp_path_factory) -> dict[str, str]:
             "data": {"train_file": str(corpus)},
             "training": {"output_dir": str(folder / "run"), "max_steps": 2, "per_device_train_batch_size": 8,
                          "save_strategy": "no", "report_to": "none", "seed": 0, "disable_tqdm": True},
+            "report": {"plots": False},
         }
         assert run_cli([write(recipe, folder / "recipe.yaml")]) == 0
         out[head] = str(folder / "run")

@@ -81,7 +81,7 @@ def test_unknown_key_names_full_path_and_suggests(base):
 def test_unknown_section_lists_sections(base):
     base["trainer"] = {}
     assert problems(base) == [
-        "trainer: 'trainer' is not a recipe section; did you mean 'training'? Choices: batching, data, metrics, model, preprocess, regularization, sanity, sweep, tokenizer, training"
+        "trainer: 'trainer' is not a recipe section; did you mean 'training'? Choices: batching, data, metrics, model, preprocess, regularization, report, sanity, sweep, tokenizer, training"
     ]
 
 

@@ -13,7 +13,7 @@ from ..data.steps import STEPS
 from ..heads import HEADS
 from ..recipe.data import DataArgs
 from ..recipe.model import ModelArgs
-from ..recipe.sections import BatchingArgs, RegularizationArgs, SanityArgs
+from ..recipe.sections import BatchingArgs, RegularizationArgs, ReportArgs, SanityArgs
 from ..recipe.sweep import SpaceArgs, SweepArgs
 
 
@@ -43,7 +43,7 @@ def head_table() -> str:
 def reference() -> str:
     return "\n\n".join([
         key_table(ModelArgs, "model"), key_table(DataArgs, "data"), step_table(), head_table(),
-        key_table(RegularizationArgs, "regularization"), key_table(BatchingArgs, "batching"), key_table(SanityArgs, "sanity"),
+        key_table(RegularizationArgs, "regularization"), key_table(BatchingArgs, "batching"), key_table(SanityArgs, "sanity"), key_table(ReportArgs, "report"),
         key_table(SweepArgs, "sweep"), key_table(SpaceArgs, "sweep.space.KEY"),
     ])
 

@@ -87,23 +87,32 @@ def overfitting_section(log_history: list[dict]) -> list[str]:
     return lines + markdown_table(["step", "training loss", "validation loss", "gap"], rows) + [""]
 
 
-def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dict) -> list[Path]:
-    """Write the plots, report.md and README.md; return the paths written."""
+def write_report(output_dir: str, recipe: dict, head, record: dict, outputs: dict, plots_on: bool = True) -> list[Path]:
+    """Write the plots (unless `report.plots: false`), report.md and README.md; return the paths written."""
     out = Path(output_dir)
+    split = report_split(outputs)
+    label_ids = outputs[split][0] if split else None
+    figures = draw_figures(out, recipe, head, outputs, split) if plots_on else []
+    markdown = report_markdown(out.name, recipe, record, head, split, figures, out, label_ids)
+    if not plots_on:
+        markdown += "\n## Plots\n\nNot drawn: the recipe sets `report.plots: false`.\n"
+    write_atomic(out / "report.md", markdown)
+    write_atomic(out / "README.md", model_card(out.name, recipe, record, head, split))
+    return [out / "report.md", out / "README.md"] + [path for _, path in figures]
+
+
+def draw_figures(out: Path, recipe: dict, head, outputs: dict, split: str | None) -> list[tuple[str, Path]]:
+    """The training curves, the generalisation gap and the head's own figures of the reported split."""
     folder = out / PLOTS
     history = read_log_history(out)
     figures = plots.curves(history, chosen_metric(recipe), folder)
     gap = loss_gap(history)
     if gap:
         figures.append(("Generalisation gap", plots.gap(gap, folder / "gap.png")))
-    split = report_split(outputs)
     if split:
         label_ids, predictions = outputs[split]
         figures += head.plots(label_ids, predictions, folder, split)
-    label_ids = outputs[split][0] if split else None
-    write_atomic(out / "report.md", report_markdown(out.name, recipe, record, head, split, figures, out, label_ids))
-    write_atomic(out / "README.md", model_card(out.name, recipe, record, head, split))
-    return [out / "report.md", out / "README.md"] + [path for _, path in figures]
+    return figures
 
 
 def recipe_summary(recipe: dict, record: dict) -> list[str]:

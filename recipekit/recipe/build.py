@@ -33,7 +33,7 @@ from ..modeling.models import (
 )
 from .data import DEFAULT_MAX_LENGTH, DataArgs, SourceArgs, file_kind
 from .model import ModelArgs
-from .sections import BatchingArgs, RegularizationArgs, SanityArgs
+from .sections import BatchingArgs, RegularizationArgs, ReportArgs, SanityArgs
 from .sweep import SweepArgs, build_sweep
 from .training import early_stopping_problems, training_problems, with_best_model_default, with_device_defaults
 
@@ -55,6 +55,7 @@ class Recipe:
     # Kept out of TrainingArguments, whose pickle (training_args.bin) lands in every checkpoint.
     hub_token: str | None = field(default=None, repr=False)
     tokenizer: TokenizerArgs = field(default_factory=TokenizerArgs)
+    report: ReportArgs = field(default_factory=ReportArgs)
 
     def to_dict(self) -> dict:
         steps = [{s.name: dataclasses.asdict(s)} for s in self.preprocess]
@@ -70,6 +71,7 @@ class Recipe:
             "regularization": dataclasses.asdict(self.regularization),
             "batching": dataclasses.asdict(self.batching),
             "sanity": dataclasses.asdict(self.sanity),
+            "report": dataclasses.asdict(self.report),
             **({"sweep": self.sweep_raw} if self.sweep_raw is not None else {}),
         }
 
@@ -77,7 +79,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "batching", "sanity", "sweep"}
+SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "batching", "sanity", "report", "sweep"}
 
 
 def read_yaml(path: str) -> dict:
@@ -160,6 +162,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     errors += [f"regularization.{p}" for p in regularization.problems()]
     sanity = SanityArgs(**build_kwargs(SanityArgs, raw.get("sanity"), "sanity", errors))
     errors += [f"sanity.{p}" for p in sanity.problems()]
+    report = ReportArgs(**build_kwargs(ReportArgs, raw.get("report"), "report", errors))
     batching = BatchingArgs(**build_kwargs(BatchingArgs, raw.get("batching"), "batching", errors))
     errors += [f"batching.{p}" for p in batching.problems()]
     if isinstance(batching.length_split_cost, int) and not head.splits_batches:
@@ -192,7 +195,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
     return Recipe(
         model, data, steps, names, training, training_keys, regularization, sanity, batching, sweep, raw.get("sweep"),
-        source, training_keys.get("hub_token"), tokenizer,
+        source, training_keys.get("hub_token"), tokenizer, report,
     )
 
 

@@ -1,4 +1,4 @@
-"""The small sections: `regularization:`, `batching:` and `sanity:`."""
+"""The small sections: `regularization:`, `batching:`, `sanity:` and `report:`."""
 
 from __future__ import annotations
 
@@ -88,3 +88,14 @@ class SanityArgs:
     @property
     def active(self) -> bool:
         return self.overfit_batch or self.lr_range_test
+
+
+@dataclass
+class ReportArgs:
+    """What a finished run writes beside report.md."""
+
+    plots: bool = field(
+        default=True,
+        metadata={"help": "draw the PNG figures (curves, confusion matrix, ROC...); false skips matplotlib, "
+                  "the slowest part of a small run's report (sweep trials, tests)"},
+    )

@@ -46,7 +46,7 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     record = run_record(recipe, results, data, head, outputs, started)
     model = trainer.model
     record["model"] = {**model_size, "parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
-    write_report(output_dir, recipe.to_dict(), head, record, outputs)
+    write_report(output_dir, recipe.to_dict(), head, record, outputs, plots_on=recipe.report.plots)
     write_run(recipe, record, predictions, head.predictions_file)
     print(summary(results))
     return 0
