@@ -69,12 +69,24 @@ def losses(record: dict) -> list[float]:
     return [h["loss"] for h in record["log_history"] if "loss" in h]
 
 
+def global_batch(model: str, output_dir: Path) -> dict:
+    """16 examples per optimizer step, 8 per device: the same recipe derives 2 accumulation steps on one process
+    and 1 on two."""
+    recipe = recipe_for(model, output_dir, per_device_train_batch_size=8)
+    recipe["batching"]["global_batch_size"] = 16
+    return recipe
+
+
+def batch_of(output_dir: Path) -> dict:
+    return json.loads((output_dir / "metrics.json").read_text())["manifest"]["batch"]
+
+
 @pytest.fixture(scope="module")
 def single_process(tiny_model, tmp_path_factory):
     """The reference: one process, 8 per batch x 2 accumulation steps = 16 examples per optimizer step."""
     tmp = tmp_path_factory.mktemp("single")
     path = tmp / "recipe.yaml"
-    path.write_text(json.dumps(recipe_for(tiny_model, tmp / "out", per_device_train_batch_size=8, gradient_accumulation_steps=2)))
+    path.write_text(json.dumps(global_batch(tiny_model, tmp / "out")))
     done = launch([sys.executable], tmp / "probe", str(path), tmp=tmp)
     assert done.returncode == 0, done.stderr[-3000:]
     return ranks(tmp / "probe")[0], tmp / "out"
@@ -92,13 +104,15 @@ LAUNCHERS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", list(LAUNCHERS))
 def test_two_processes_train_like_one(launcher, single_process, tiny_model, tmp_path):
-    # 2 processes x 8 per batch = 16 examples per optimizer step, as in the single-process reference.
+    # The reference's own recipe: 2 processes x 8 per batch = 16 examples per optimizer step, no accumulation.
     path = tmp_path / "recipe.yaml"
-    path.write_text(json.dumps(recipe_for(tiny_model, tmp_path / "out", per_device_train_batch_size=8)))
+    path.write_text(json.dumps(global_batch(tiny_model, tmp_path / "out")))
     done = launch(LAUNCHERS[launcher], tmp_path / "probe", str(path), tmp=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = ranks(tmp_path / "probe")
-    reference, _ = single_process
+    reference, reference_dir = single_process
+    assert batch_of(tmp_path / "out") == {"per_device": 8, "processes": 2, "gradient_accumulation_steps": 1, "global": 16}
+    assert batch_of(reference_dir) == {"per_device": 8, "processes": 1, "gradient_accumulation_steps": 2, "global": 16}
 
     assert rank0["weights_sha256"] == rank1["weights_sha256"]
     # Only rank 0 prints: one data report, one model line, one line per evaluation.

@@ -272,3 +272,51 @@ def test_a_competing_process_is_seen_as_busy():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_a_global_batch_derives_the_accumulation_and_the_recipe_keeps_it(base, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    base["model"]["name_or_path"] = tiny_model
+    base["training"]["per_device_train_batch_size"] = 4
+    base["batching"] = {"global_batch_size": 16}
+    recipe = build_recipe(base)
+    assert recipe.training.gradient_accumulation_steps == 4
+    # recipe.yaml keeps the global batch, not the accumulation derived for this number of processes.
+    saved = recipe.to_dict()
+    assert saved["batching"]["global_batch_size"] == 16 and "gradient_accumulation_steps" not in saved["training"]
+
+
+@pytest.mark.parametrize("world, per_device, total, accumulation", [(1, 8, 32, 4), (2, 8, 32, 2), (4, 8, 32, 1), (2, 4, 24, 3)])
+def test_the_accumulation_follows_the_number_of_processes(world, per_device, total, accumulation, monkeypatch):
+    from recipekit.recipe.sections import BatchingArgs
+    from recipekit.recipe.training import derive_accumulation
+
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    kw = {"per_device_train_batch_size": per_device}
+    assert derive_accumulation(BatchingArgs(global_batch_size=total), kw) == []
+    assert kw["gradient_accumulation_steps"] == accumulation
+    assert per_device * world * accumulation == total
+
+
+def test_a_global_batch_the_processes_cannot_divide_is_refused(monkeypatch):
+    from recipekit.recipe.sections import BatchingArgs
+    from recipekit.recipe.training import derive_accumulation
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert derive_accumulation(BatchingArgs(global_batch_size=20), {"per_device_train_batch_size": 8}) == [
+        ("batching.global_batch_size: 20 is not a multiple of per_device_train_batch_size 8 x 2 processes = 16; use 16 or 32, "
+        "or another per_device_train_batch_size")
+    ]
+
+
+def test_a_global_batch_with_its_own_accumulation_or_below_one_is_refused(base, tiny_model):
+    base["model"]["name_or_path"] = tiny_model
+    base["training"]["gradient_accumulation_steps"] = 2
+    base["batching"] = {"global_batch_size": 16}
+    assert problems(base) == [
+        ("batching.global_batch_size: 16 sets training.gradient_accumulation_steps itself; remove one of the two "
+        "(gradient_accumulation_steps is 2)")
+    ]
+    base["training"].pop("gradient_accumulation_steps")
+    base["batching"] = {"global_batch_size": 0}
+    assert problems(base) == ["batching.global_batch_size: 0 must be 1 or more (or null)"]

@@ -24,11 +24,21 @@ def manifest(recipe, data) -> dict:
         "launch": launch_info(),
         "git": git_state(),
         "seed": recipe.training.seed,
+        "batch": batch_size(recipe.training),
         "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec},
         "dataset_fingerprints": {name: ds._fingerprint for name, ds in data.splits.items()},
         "hardware": hardware(),
         **({"teacher": teacher_identity(recipe.model)} if recipe.model.teacher else {}),
     }
+
+
+def batch_size(args) -> dict:
+    """Examples per optimizer step and how they are made: per device x devices in a process (DataParallel) x
+    processes x gradient accumulation."""
+    per_step = args.train_batch_size * args.world_size
+    return {"per_device": args.per_device_train_batch_size, "processes": args.world_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "global": per_step * args.gradient_accumulation_steps}
 
 
 def teacher_identity(model_args) -> dict:

@@ -129,10 +129,16 @@ def recipe_summary(recipe: dict, record: dict) -> list[str]:
         ["preprocessing", ", ".join(steps) or "none"],
         ["metrics", ", ".join(recipe.get("metrics") or [])],
         *[[f"training.{k}", f"`{v}`"] for k, v in training.items() if k not in ("output_dir", "report_to")],
+        *([["batch", batch_text(record["manifest"]["batch"])]] if (record.get("manifest") or {}).get("batch") else []),
         ["wall time", f"{record.get('wall_time_s')} s"],
         ["versions", ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items())],
     ]
     return markdown_table(["setting", "value"], rows) + ["", "The full resolved recipe is [recipe.yaml](recipe.yaml)."]
+
+
+def batch_text(batch: dict) -> str:
+    return (f"{batch['global']} examples per optimizer step = {batch['per_device']} per device x {batch['processes']} "
+            f"process(es) x {batch['gradient_accumulation_steps']} accumulated")
 
 
 def data_section(report: dict) -> list[str]:

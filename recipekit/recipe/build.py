@@ -35,7 +35,13 @@ from .data import DEFAULT_MAX_LENGTH, DataArgs, SourceArgs, file_kind
 from .model import ModelArgs
 from .sections import BatchingArgs, RegularizationArgs, ReportArgs, SanityArgs
 from .sweep import SweepArgs, build_sweep
-from .training import early_stopping_problems, training_problems, with_best_model_default, with_device_defaults
+from .training import (
+    derive_accumulation,
+    early_stopping_problems,
+    training_problems,
+    with_best_model_default,
+    with_device_defaults,
+)
 
 
 @dataclass
@@ -171,6 +177,9 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
     passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
     errors += early_stopping_problems(regularization, passed)
+    # Into what TrainingArguments gets, not training_keys: recipe.yaml keeps the global batch, so the same file
+    # derives the accumulation again on another number of processes.
+    errors += derive_accumulation(batching, passed)
     errors += launch_problems(with_device_defaults(dict(passed)))
     if not errors:
         # A saved recipe.yaml spells out every default: only a max_length other than the default counts as chosen.

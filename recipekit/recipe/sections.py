@@ -48,10 +48,19 @@ class BatchingArgs:
                   "tokens than this (same gradient); auto: 128 on CPU, off on GPU; null: never"},
     )
 
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "examples per optimizer step over all processes; gradient accumulation is derived from it, so the "
+                  "recipe trains alike on 1, 2 or 8 processes (null: per_device_train_batch_size x processes x accumulation)"},
+    )
+
     def problems(self) -> list[str]:
+        out = []
         if isinstance(self.length_split_cost, int) and self.length_split_cost <= 0:
-            return [f"length_split_cost: {self.length_split_cost} must be a positive number of padded tokens, auto, or null (never split)"]
-        return []
+            out.append(f"length_split_cost: {self.length_split_cost} must be a positive number of padded tokens, auto, or null (never split)")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            out.append(f"global_batch_size: {self.global_batch_size} must be 1 or more (or null)")
+        return out
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 from ..core.schema import not_one_of, show
 from .data import DataArgs
-from .sections import RegularizationArgs
+from .sections import BatchingArgs, RegularizationArgs
 
 # Ranges of `training:` numbers that TrainingArguments takes and Trainer or torch then fails on (or silently
 # misuses): key -> (low, high, low included, what the key means). Seeds: numpy and torch take 0 .. 2**32 - 1.
@@ -153,3 +153,34 @@ def with_device_defaults(kw: dict) -> dict:
     if launched in ("bf16", "fp16") and "bf16" not in kw and "fp16" not in kw:
         kw[launched] = True
     return kw
+
+
+def data_parallel_size(kw: dict) -> int:
+    """The processes (or, in one process, the GPUs) a step's batch is split over: WORLD_SIZE under torchrun or
+    accelerate launch; Trainer's DataParallel over every visible GPU otherwise."""
+    if "WORLD_SIZE" in os.environ:
+        return max(int(os.environ["WORLD_SIZE"]), 1)
+    if kw.get("use_cpu") or not torch.cuda.is_available():
+        return 1
+    return max(torch.cuda.device_count(), 1)
+
+
+def derive_accumulation(batching: BatchingArgs, kw: dict) -> list[str]:
+    """With batching.global_batch_size, set gradient_accumulation_steps so that per-device batch x processes x
+    accumulation is that size; the problems when it cannot be."""
+    total = batching.global_batch_size
+    if total is None or total < 1:
+        return []
+    if "gradient_accumulation_steps" in kw:
+        return [(f"batching.global_batch_size: {total} sets training.gradient_accumulation_steps itself; remove one of the two "
+                f"(gradient_accumulation_steps is {kw['gradient_accumulation_steps']})")]
+    per_device = kw.get("per_device_train_batch_size", 8)  # TrainingArguments' default
+    world = data_parallel_size(kw)
+    step = per_device * world
+    if total % step:
+        lower, upper = total // step * step, (total // step + 1) * step
+        choices = " or ".join(str(n) for n in (lower, upper) if n > 0)
+        return [(f"batching.global_batch_size: {total} is not a multiple of per_device_train_batch_size {per_device} x {world} "
+                f"process{'es' if world > 1 else ''} = {step}; use {choices}, or another per_device_train_batch_size")]
+    kw["gradient_accumulation_steps"] = total // step
+    return []
