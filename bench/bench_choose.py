@@ -116,10 +116,10 @@ def main() -> None:
     run(["sweep", write(compare, out / "models.yaml")])
     board = pd.read_csv(out / "models" / "sweep.csv")
     print("\n## Model comparison\n")
-    print("| model | validation accuracy | parameters (M) | train time (s) | inference (sentences/s) |\n|---|---:|---:|---:|---:|")
+    print("| model | validation accuracy | parameters (M) | train time (s) | validation examples/s (Trainer evaluation) |\n|---|---:|---:|---:|---:|")
     for _, r in board.iterrows():
         name = "MiniLM-L6 (pretrained)" if "minilm" in r["model.name_or_path"] else "tiny BERT (from scratch)"
-        print(f"| {name} | {r['accuracy']:.4f} | {r['parameters_millions']:.2f} | {r['train_time_s']:.0f} | {r['inference_examples_per_s']:.0f} |")
+        print(f"| {name} | {r['accuracy']:.4f} | {r['parameters_millions']:.2f} | {r['train_time_s']:.0f} | {r['eval_examples_per_s']:.0f} |")
 
 
 if __name__ == "__main__":
