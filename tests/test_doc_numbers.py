@@ -189,3 +189,18 @@ def test_the_mlm_scratch_header_s_token_count_is_its_recipe_s_arithmetic():
     block = recipe["model"]["head_options"]["block_size"]
     text = " ".join(header(path))
     assert f"{steps:,} steps x {batch} x {block} = {steps * batch * block / 1e6:.1f}M tokens" in text
+
+
+def test_record_writes_the_values_with_date_machine_and_command(tmp_path, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.setattr(sys, "argv", ["bench/bench_x.py", "--fast"])
+    from record import record
+
+    body = json.loads(record("x", {"accuracy": np.float64(0.75), "steps": np.int64(126)}, folder=tmp_path).read_text())
+    assert body["values"] == {"accuracy": 0.75, "steps": 126} and isinstance(body["values"]["steps"], int)
+    assert body["command"] == "python bench/bench_x.py --fast" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", body["date"])
+    assert "cores" in body["machine"] and "transcribed" not in body
