@@ -49,6 +49,6 @@ def record(name: str, values: dict, command: str | None = None, note: str | None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     # numpy and torch scalars, as benchmarks compute them, are written as plain numbers
-    path.write_text(json.dumps(body, indent=2, ensure_ascii=False, default=lambda v: v.item()) + "\n")
+    path.write_text(json.dumps(body, indent=2, ensure_ascii=False, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n")
     print(f"wrote {path}")
     return path
