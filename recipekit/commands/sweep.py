@@ -234,7 +234,7 @@ def trial_rows(root: Path, metric: str) -> list[dict]:
             f"test_{metric}": (record.get("test") or {}).get(metric),
             "parameters_millions": round((record.get("model") or {}).get("parameters", 0) / 1e6, 2),
             "train_time_s": train.get("train_runtime"),
-            "inference_examples_per_s": validation.get("samples_per_second"),
+            "eval_examples_per_s": validation.get("samples_per_second"),
             "output_dir": str(folder),
         })
     return rows
@@ -262,7 +262,7 @@ def write_leaderboard(root: Path, sweep, source: str, announce: bool = False) ->
     lines = [
         f"# Sweep: {root.name}", "",
         f"Recipe `{source}`, method {sweep.method}: {len(rows)} trials, ranked by validation {metric} ({sweep.direction}).",
-        "Parameters in millions; inference is validation examples per second, batch `per_device_eval_batch_size`.", "",
+        "Parameters in millions; eval_examples_per_s is Trainer's validation throughput (batch `per_device_eval_batch_size`, metrics included) beside training: not a prediction speed.", "",
     ]
     shown = [c for c in ranked.columns if c != "output_dir"]
     lines += markdown_table(["rank", *shown], [[i + 1, *row] for i, row in enumerate(ranked[shown].itertuples(index=False))])
