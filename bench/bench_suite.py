@@ -22,8 +22,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from record import RESULTS, record
 
-# `make test`'s command (Makefile): two workers, one thread each, a test file per worker.
-WORKERS = ["-n", "2", "--dist", "loadfile"]
+
+def make_workers() -> list[str]:
+    """`make test`'s xdist options, read from the Makefile's XDIST line so the two cannot drift apart."""
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith("XDIST :="):
+            return line.split(":=", 1)[1].split()
+    raise SystemExit("Makefile: no `XDIST :=` line")
+
+
+WORKERS = make_workers()
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|deselected|errors?|xfailed|xpassed)")
 DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(?:tests/)?(.+?)\s*$")
 

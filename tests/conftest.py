@@ -22,16 +22,6 @@ sys.path.insert(0, str(ROOT))
 SHARED_DATA = Path(os.environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def pytest_collection_modifyitems(config, items):
-    """Files with the most slow tests first. `make test` hands whole files to 2 workers in collection order
-    (--dist loadfile --no-loadscope-reorder): a heavy file dealt last runs alone on one worker while the other
-    idles, which is how the minutes of DeepSpeed, torchrun and the MiniLM quality runs used to end the suite."""
-    weight: dict[str, int] = {}
-    for item in items:
-        weight[item.nodeid.split("::")[0]] = weight.get(item.nodeid.split("::")[0], 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: a file's own order is kept
-
-
 def require_shared_data() -> Path:
     """The real data sets beside the checkout; skipped on a user's clone, a failure in CI."""
     if SHARED_DATA.is_dir():
@@ -157,12 +147,21 @@ def load_splits(args, steps, seed, tokenizer=None, head=None):
     return load(args, steps, seed, tokenizer, head=head or build_head("sequence_classification", data=args))
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own -m deselection
 def pytest_collection_modifyitems(config, items):
-    """The gpu tests are deselected unless the -m expression names gpu: a `-m "not slow"` given on the command
-    line replaces pyproject's `-m 'not gpu'`, and would otherwise show them as skipped on every CPU run."""
-    if "gpu" in (config.option.markexpr or ""):
-        return
-    gpu = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu:
-        config.hook.pytest_deselected(items=gpu)
-        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    """Deselect the gpu tests unless the -m expression names gpu: a `-m "not slow"` given on the command line
+    replaces pyproject's `-m 'not gpu'`, and would otherwise show them as skipped on every CPU run.
+
+    Then deal the files with the most slow tests first. `make test` hands whole files to 2 workers in collection
+    order (--dist loadfile --no-loadscope-reorder): a heavy file dealt last runs alone on one worker while the
+    other idles, which is how the minutes of DeepSpeed, torchrun and the MiniLM quality runs used to end the suite."""
+    if "gpu" not in (config.option.markexpr or ""):
+        gpu = [item for item in items if item.get_closest_marker("gpu")]
+        if gpu:
+            config.hook.pytest_deselected(items=gpu)
+            items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+    weight: dict[str, int] = {}
+    for item in items:
+        name = item.nodeid.split("::")[0]
+        weight[name] = weight.get(name, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])  # stable: a file's own order is kept
