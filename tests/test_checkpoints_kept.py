@@ -95,10 +95,10 @@ def test_resume_of_a_finished_run_is_refused_unless_more_is_asked(finished, caps
     capsys.readouterr()
     assert run_cli([path, "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == [
+    assert err.strip().splitlines() == [(
         f"error: --resume: {str(run)!r} holds a finished run, trained to step 16 (epoch 4), as far as this recipe asks "
         "(training.max_steps, num_train_epochs); pass --overwrite to train it again, or ask for more steps or epochs to continue it"
-    ]
+    )]
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing written, not even the status
     assert run_cli([path, "--resume", "training.max_steps=16"]) == 2  # as far as it went, counted in steps
 
