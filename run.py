@@ -69,7 +69,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
     fit_hub_model(recipe)  # data.max_length against a Hub model's positions
     if not data_only:
-        check_output_dir(training.output_dir, overwrite, resume)
+        check_output_dir(training.output_dir, overwrite, resume, training=training)
     threads = choose_threads(on_cpu=training.device.type == "cpu")
     if threads and training.process_index == 0:
         print(threads)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..core.errors import RecipeError
+from ..core.files import follow_umask, usual_mode
 from ..heads.base import STATE_FILE
 from ..inference.onnxmodel import EXPORT_FILE, ONNX_FILE, OnnxModel, require
 from ..inference.runs import TrainedRun, open_run
@@ -64,7 +65,9 @@ def export_command(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
-        drift = write_export(run, work, args.quantize)
+        os.chmod(work, usual_mode(work.stat()))  # mkdtemp's 0700 would become the export folder's mode
+        with follow_umask(work):
+            drift = write_export(run, work, args.quantize)
         if out.exists():
             shutil.rmtree(out)
         os.replace(work, out)

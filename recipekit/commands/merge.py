@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import RecipeError
-from ..core.files import write_atomic
+from ..core.files import follow_umask, write_atomic
 from ..inference.runs import open_run
 from ..modeling.loading import load_tokenizer
 
@@ -30,14 +30,15 @@ def merge(run_dir: str, out_dir: str) -> None:
         raise RecipeError(f"{out_dir}: already exists and is not empty; choose a new folder")
     model = run.load_model()
     run.head.record(model)
-    model.save_pretrained(out_dir)
-    load_tokenizer(run.model_args_for_tokenizer).save_pretrained(out_dir)
-    run.head.save_state(out_dir)
-    recipe = yaml.safe_load((run.folder / "recipe.yaml").read_text(encoding="utf-8"))
-    recipe["model"]["peft"] = None
-    write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
-    # The merged model computes what the adapter run computed (up to float rounding): its metrics stand.
-    shutil.copyfile(run.folder / "metrics.json", out / "metrics.json")
+    with follow_umask(out):  # safetensors writes the merged weights 0600
+        model.save_pretrained(out_dir)
+        load_tokenizer(run.model_args_for_tokenizer).save_pretrained(out_dir)
+        run.head.save_state(out_dir)
+        recipe = yaml.safe_load((run.folder / "recipe.yaml").read_text(encoding="utf-8"))
+        recipe["model"]["peft"] = None
+        write_atomic(out / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+        # The merged model computes what the adapter run computed (up to float rounding): its metrics stand.
+        shutil.copyfile(run.folder / "metrics.json", out / "metrics.json")
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,50 @@ def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def usual_mode(st: os.stat_result) -> int:
+    """The mode a plain open() or mkdir() gives under the user's umask (executables keep their x bits)."""
+    executable = stat.S_ISDIR(st.st_mode) or st.st_mode & 0o111
+    return (0o777 if executable else 0o666) & ~umask()
+
+
+def _entries(folder: Path) -> dict[str, int]:
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                out[path] = os.lstat(path).st_ino
+            except OSError:
+                pass
+    return out
+
+
+@contextmanager
+def follow_umask(folder: Path):
+    """Every file and folder the block creates or replaces under `folder` (and `folder` itself, when the block
+    creates it) ends with the mode a plain open() or mkdir() would give under the user's umask.
+
+    Libraries that write whole files through a temporary one keep the temporary file's private mode: safetensors
+    0.8's save_file (model.safetensors, adapters, checkpoints) renames a 0600 file into place
+    (safetensors/safetensors#782), as tempfile.mkstemp and mkdtemp (0700) do. What was there before the block,
+    a user's own files included, keeps its mode.
+    """
+    folder = Path(folder)
+    existed = folder.exists()
+    before = _entries(folder) if existed else {}
+    try:
+        yield
+    finally:
+        changed = [path for path, inode in _entries(folder).items() if before.get(path) != inode]
+        for path in changed + ([] if existed else [str(folder)]):
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != usual_mode(st):
+                    os.chmod(path, usual_mode(st))
+            except OSError:
+                pass  # removed meanwhile, or not ours to change
 
 
 @contextmanager

@@ -121,3 +121,58 @@ def check_resumable(output_dir: str, model_section: dict, labels: list[str]) -> 
                 f"--resume: {last} was trained on labels {', '.join(saved_labels)}; this recipe's data has "
                 f"{', '.join(labels)}; resume with the original data, or use another output_dir"
             )
+
+
+def kept_checkpoint(state, args) -> dict | None:
+    """The checkpoint Trainer restored at the end (training.load_best_model_at_end) and why: its step, epoch and
+    the validation metric that made it the best; None when the run ends on its last weights.
+
+    The run's validation scores are then this checkpoint's, not the last evaluation's.
+    """
+    if not (args.load_best_model_at_end and state.best_model_checkpoint):
+        return None
+    key = args.metric_for_best_model or "loss"
+    key = key if key.startswith("eval_") else f"eval_{key}"
+    evaluations = [e for e in state.log_history if key in e]
+    step = state.best_global_step or int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    best = next((e for e in evaluations if e.get("step") == step), {})
+    last = evaluations[-1] if evaluations else {}
+    return {
+        "checkpoint": Path(state.best_model_checkpoint).name, "step": step, "epoch": best.get("epoch"),
+        "metric": key.removeprefix("eval_"), "value": state.best_metric, "greater_is_better": bool(args.greater_is_better),
+        "evaluations": len(evaluations), "last_step": last.get("step"), "last_epoch": last.get("epoch"), "last_value": last.get(key),
+    }
+
+
+def kept_text(kept: dict) -> str:
+    """One sentence for the console and report.md: which checkpoint the run's model is, and why."""
+    def when(epoch, step):
+        return f"epoch {epoch:g}, step {step}" if isinstance(epoch, (int, float)) else f"step {step}"
+
+    direction = "highest" if kept["greater_is_better"] else "lowest"
+    text = (f"{kept['checkpoint']} ({when(kept['epoch'], kept['step'])}), whose validation {kept['metric']} "
+            f"{kept['value']:.4f} was the {direction} of {kept['evaluations']} evaluations (training.load_best_model_at_end)")
+    if kept["last_step"] is not None and kept["last_step"] != kept["step"]:
+        text += f"; the last evaluation ({when(kept['last_epoch'], kept['last_step'])}) had {kept['last_value']:.4f}"
+    return text
+
+
+def finished_run_problem(output_dir: str, max_steps: int, num_train_epochs: float) -> str | None:
+    """Why `--resume` of a finished run would do nothing but retrain its last steps and rewrite it, or None when
+    the recipe asks for more than the run trained (more steps or epochs: then it continues).
+
+    The run's own trainer_state.json (saved as it finished) says how far it went; its last checkpoint, when that is gone.
+    """
+    out = Path(output_dir)
+    path = out / "trainer_state.json"
+    if not path.is_file():
+        path = Path(resume_checkpoint(output_dir, announce=False)) / "trainer_state.json"
+    state = read_json_file(path, "trainer state")
+    state = state if isinstance(state, dict) else {}
+    step, epoch = int(state.get("global_step") or 0), float(state.get("epoch") or 0)
+    if (max_steps > step) if max_steps > 0 else (num_train_epochs > epoch + 1e-6):
+        return None
+    return (
+        f"--resume: {output_dir!r} holds a finished run, trained to step {step} (epoch {epoch:g}), as far as this recipe "
+        "asks (training.max_steps, num_train_epochs); pass --overwrite to train it again, or ask for more steps or epochs to continue it"
+    )

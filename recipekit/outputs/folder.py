@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from ..core.errors import RecipeError
 from ..core.files import write_atomic, write_json
 from ..core.safety import clip, read_json_file, read_yaml_file, redact
-from .checkpoints import checkpoints, resume_checkpoint
+from .checkpoints import checkpoints, finished_run_problem, resume_checkpoint
 
 FINISHED_MARKER = "metrics.json"
 
@@ -74,11 +74,12 @@ def holds_our_run(out: Path) -> bool:
     return (out / "recipe.yaml").is_file() and ((out / STATUS).is_file() or (out / FINISHED_MARKER).is_file())
 
 
-def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: bool = False) -> None:
+def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: bool = False, training=None) -> None:
     """Refuse an output_dir that is unusable or holds a run the user did not say to replace or continue.
 
-    Run once before any work, and again by start_run once the folder is locked (`locked`): another run may
-    have written into it in between.
+    Run once before any work, with the recipe's `training` arguments (a finished run is resumed only to train
+    further), and again by start_run once the folder is locked (`locked`): another run may have written into it
+    in between.
     """
     out = Path(output_dir)
     if overwrite and resume:
@@ -110,6 +111,10 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: boo
         if not checkpoints(output_dir):
             raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
         resume_checkpoint(output_dir, announce=False)
+        if training is not None and (out / FINISHED_MARKER).exists():
+            problem = finished_run_problem(output_dir, training.max_steps, training.num_train_epochs)
+            if problem:
+                raise RecipeError(problem)
     if ours and not (overwrite or resume):
         raise RecipeError(
             f"training.output_dir: {output_dir!r} holds {describe_run(out)}; pass --overwrite to replace it, "

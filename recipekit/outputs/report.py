@@ -18,6 +18,7 @@ from ..core.tables import format_values, markdown_table
 from ..data.report import format_report
 from ..evaluation import plots
 from .card import model_card
+from .checkpoints import kept_text
 from .scores import chosen_metric, metrics_table, split_scores, teacher_text
 
 PLOTS = "plots"
@@ -170,7 +171,7 @@ def overfitting_line(gap) -> str:
     low = min(gap, key=lambda g: g[2])
     if verdict:
         return f"likely: validation loss rose from {low[2]:.4f} (step {low[0]}) to {gap[-1][2]:.4f} (step {gap[-1][0]}) while training loss fell"
-    return f"none seen: validation loss ended at {gap[-1][2]:.4f}, within 2% of its lowest ({low[2]:.4f}, step {low[0]})"
+    return f"none seen: validation loss at the last evaluation (step {gap[-1][0]}) was {gap[-1][2]:.4f}, within 2% of its lowest ({low[2]:.4f}, step {low[0]})"
 
 
 def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_ids, log_history: list[dict], head) -> list[str]:
@@ -195,11 +196,15 @@ def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_i
             headline += f" vs {format_values([base[0]])[0]} for {base[1]}"
         else:
             headline += " (no baseline for this head)"
-    return [
+    lines = [
         f"- **Task**: {task}",
         f"- **Result**: {headline}",
         f"- **Overfitting**: {overfitting_line(loss_gap(log_history))}",
     ]
+    if record.get("kept_checkpoint"):
+        # Otherwise the validation scores (the restored checkpoint's) seem to contradict the last evaluation's.
+        lines.append(f"- **Model kept**: {kept_text(record['kept_checkpoint'])}; the run's model and every score in this report are this checkpoint's")
+    return lines
 
 
 def report_markdown(name: str, recipe: dict, record: dict, head, split: str | None, figures, out: Path, label_ids=None) -> str:

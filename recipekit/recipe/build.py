@@ -40,6 +40,7 @@ from .training import (
     early_stopping_problems,
     training_problems,
     with_best_model_default,
+    with_checkpoint_limit,
     with_device_defaults,
 )
 
@@ -175,7 +176,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors.append(f"batching.length_split_cost: head {model.head!r} trains whole batches (its loss is not a sum over "
                       "examples); only the pooled heads split them; leave it out")
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
-    passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
+    passed = with_checkpoint_limit(with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data))
     errors += early_stopping_problems(regularization, passed)
     # Into what TrainingArguments gets, not training_keys: recipe.yaml keeps the global batch, so the same file
     # derives the accumulation again on another number of processes.

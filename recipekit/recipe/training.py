@@ -121,6 +121,14 @@ def with_best_model_default(kw: dict, data: DataArgs) -> dict:
     return kw
 
 
+def with_checkpoint_limit(kw: dict) -> dict:
+    """Keep two checkpoints unless the recipe says how many (`save_total_limit: null` keeps all): with
+    load_best_model_at_end, Trainer's rotation always spares the best and the last, so those two are kept;
+    otherwise the last two. Unlimited, a checkpoint at every evaluation filled gigabytes on small runs."""
+    kw.setdefault("save_total_limit", 2)
+    return kw
+
+
 def early_stopping_problems(reg: RegularizationArgs, kw: dict) -> list[str]:
     if reg.early_stopping_patience is None:
         return []

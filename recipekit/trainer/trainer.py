@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from transformers import Trainer
 
+from ..core.files import follow_umask
 from .evaluations import EvaluationCache
 from .head_loss import BatchMeanLoss
 from .length_split import LengthSplit
@@ -34,6 +36,11 @@ class RecipeTrainer(
     chunk_cost and pad_multiple (LengthSplit), chunk_pooling (WindowPooling), teacher (TeacherColumn),
     batch_mean_loss (BatchMeanLoss), schedule (CustomSchedule). The evaluation cache is always on and only
     ever answers `predict_split` for the trainer's own eval_dataset at the step it was evaluated."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # The run's model and each checkpoint's: safetensors writes weights 0600, whatever the user's umask.
+        with follow_umask(Path(output_dir or self.args.output_dir)):
+            super().save_model(output_dir, _internal_call)
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from ..evaluation.metrics import strip_prefix
 from ..heads.base import column_values
 from ..inference.predictor import predict_in_length_order, predict_rows
 from ..inference.runs import open_run
+from ..outputs.checkpoints import kept_checkpoint, kept_text
 from ..outputs.folder import mark
 from ..outputs.provenance import manifest, versions
 from ..outputs.report import write_report
@@ -26,6 +27,10 @@ from ..outputs.report import write_report
 
 def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size: dict, started: float) -> int:
     """Everything after `trainer.train()` returned normally; files are written by the main process only."""
+    kept = kept_checkpoint(trainer.state, trainer.args)
+    if kept and trainer.is_world_process_zero():
+        # The scores printed below are this checkpoint's, not the last evaluation's printed above.
+        print(f"kept {kept_text(kept)}")
     if head.splits_batches and trainer.padding_share is not None:
         # What padding cost this run: the share of computed positions that held no token.
         train_result.metrics["padding_share"] = round(trainer.padding_share, 4)
@@ -45,6 +50,8 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     results = {"train": train_result.metrics, **({"tuned": tuned} if tuned else {}), **results}
     record = run_record(recipe, results, data, head, outputs, started)
     model = trainer.model
+    if kept:
+        record["kept_checkpoint"] = kept
     record["model"] = {**model_size, "parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
     write_report(output_dir, recipe.to_dict(), head, record, outputs, plots_on=recipe.report.plots)
     write_run(recipe, record, predictions, head.predictions_file)
