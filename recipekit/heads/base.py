@@ -223,6 +223,9 @@ class Head:
     stratify: ClassVar[bool] = False  # carve validation by label
     needs_labels: ClassVar[bool] = True  # False for self-supervised heads: the label column may be absent
     text_labels: ClassVar[bool] = False  # labels read as text by data.py (so 1 and "1" are one class)
+    # An empty label cell (blank, null, NaN) is a missing label, dropped and counted by data.py for every head;
+    # True where an empty cell is a value of the head's own (multi_label: a row with no label).
+    empty_label_is_value: ClassVar[bool] = False
     metric_names: ClassVar[tuple[str, ...] | None] = None  # the metrics it accepts; None: metrics.py's classification registry
     default_metrics: ClassVar[tuple[str, ...]] = ()
     training_defaults: ClassVar[dict] = {}  # TrainingArguments values this head needs unless the recipe sets them

@@ -89,6 +89,7 @@ class MultiLabel(PooledHead):
 
     Options = MultiLabelOptions
     labels_are_classes = True
+    empty_label_is_value = True  # an empty cell is a row with no label (head_options.allow_empty decides)
     problem_type = "multi_label_classification"
     metric_names = tuple(M.MULTI_LABEL)
     default_metrics = ("f1_micro", "f1_macro", "subset_accuracy", "roc_auc_macro", "f1_per_label")
