@@ -68,6 +68,11 @@ STATE_FILE = "head_state.json"
 register = registrar(HEADS, "head")
 
 
+def head_synonyms() -> dict[str, str]:
+    """What users call each head (`classification`, `ner`, `mlm`) -> its name: `model.head` suggests by meaning."""
+    return {alias: name for name, head in HEADS.items() for alias in head.aliases}
+
+
 @dataclass
 class NoOptions:
     def problems(self) -> list[str]:
@@ -212,6 +217,7 @@ class Head:
     """A task head. Subclasses override what differs; every hook a caller may use is declared here."""
 
     name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()  # other names users give the task, lowercase with underscores
     Options: ClassVar[type] = NoOptions  # the dataclass of `model.head_options`
     State: ClassVar[type[State]] = State  # the dataclass of what a run learns about the head; a subclass's adds fields
     pipeline_task: ClassVar[str | None] = None  # the transformers pipeline that loads a finished run's model

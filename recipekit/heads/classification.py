@@ -258,6 +258,7 @@ class ClassificationOptions:
 @register("sequence_classification")
 class SequenceClassification(ClassLabels):
     """Softmax over the labels of the training split, cross-entropy loss (optionally class-weighted)."""
+    aliases = ('classification', 'classifier', 'text_classification', 'multiclass', 'multi_class', 'multi_class_classification', 'softmax', 'sentiment', 'single_label')
 
     @dataclass
     class State(ClassLabels.State):
@@ -333,6 +334,7 @@ class BinaryOptions:
 @register("binary")
 class Binary(ClassLabels):
     """Two classes, one logit, BCEWithLogitsLoss; probability of the positive label = sigmoid(logit)."""
+    aliases = ('binary_classification', 'two_class', 'sigmoid', 'yes_no')
 
     @dataclass
     class State(ClassLabels.State):

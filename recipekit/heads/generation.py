@@ -93,6 +93,7 @@ class Seq2Seq(Head):
     Trained with Seq2SeqTrainer; `training.predict_with_generate` (on by default for this head) makes
     evaluation generate, with `training.generation_max_length` / `generation_num_beams`, and score ROUGE.
     """
+    aliases = ('summarization', 'summarisation', 'translation', 'text2text', 'text_to_text', 'encoder_decoder', 'generation')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 
@@ -210,6 +211,7 @@ class CausalLMCompletion(Head):
     loss (the prompt's labels are -100), so it learns to answer, not to repeat prompts. `causal_lm` is
     left to plain language-model pretraining on raw text.
     """
+    aliases = ('sft', 'instruction_tuning', 'completion', 'chat', 'fine_tune_lm')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 

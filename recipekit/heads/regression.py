@@ -43,6 +43,7 @@ def as_number(value) -> float | None:
 @register("regression")
 class Regression(PooledHead):
     """One output, MSE or Huber loss; optional target standardisation, undone at prediction."""
+    aliases = ('regressor', 'regress', 'score', 'scoring', 'rating', 'scalar')
 
     @dataclass
     class State(PooledHead.State):

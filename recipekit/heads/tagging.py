@@ -42,6 +42,7 @@ class TokenClassification(Head):
     Only a word's first sub-token carries its tag; the others get -100, which the loss and metrics skip.
     Metrics are entity-level (seqeval's default rules) plus per-word tag accuracy.
     """
+    aliases = ('ner', 'tagging', 'token_tagging', 'pos', 'pos_tagging', 'sequence_labeling', 'sequence_labelling', 'named_entity_recognition')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 

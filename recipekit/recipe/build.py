@@ -31,11 +31,17 @@ from ..modeling.models import (
     shape_problems,
     usable_positions,
 )
-from .data import DEFAULT_MAX_LENGTH, DataArgs, SourceArgs, file_kind
-from .model import ModelArgs
+from .data import DATA_SYNONYMS, DEFAULT_MAX_LENGTH, DataArgs, SourceArgs, file_kind
+from .model import MODEL_SYNONYMS, ModelArgs
 from .sections import BatchingArgs, RegularizationArgs, SanityArgs
 from .sweep import SweepArgs, build_sweep
-from .training import early_stopping_problems, training_problems, with_best_model_default, with_device_defaults
+from .training import (
+    TRAINING_SYNONYMS,
+    early_stopping_problems,
+    training_problems,
+    with_best_model_default,
+    with_device_defaults,
+)
 
 
 @dataclass
@@ -131,7 +137,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         if key not in SECTIONS:
             errors.append(f"{key}: {not_one_of(key, sorted(SECTIONS), 'a recipe section')}")
 
-    model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
+    model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors, synonyms=MODEL_SYNONYMS))
     errors += [f"model.{p}" for p in model.problems()]
     head = HEADS.get(model.head, HEADS[DEFAULT_HEAD])
     tokenizer = build_tokenizer_args(raw.get("tokenizer"), errors, head.tokenizer_algorithm)
@@ -140,7 +146,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     if "length_split_cost" in raw_data:
         errors.append("data.length_split_cost: a training-step setting, now batching.length_split_cost; move it there")
         raw_data = {k: v for k, v in raw_data.items() if k != "length_split_cost"}
-    data = DataArgs(**build_kwargs(DataArgs, raw_data if raw.get("data") is not None else None, "data", errors))
+    data = DataArgs(**build_kwargs(DataArgs, raw_data if raw.get("data") is not None else None, "data", errors, synonyms=DATA_SYNONYMS))
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
     if head.needs_labels and data.label_column in data.text_columns:
@@ -152,7 +158,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     names = build_metrics(raw.get("metrics"), errors, head)
 
     arguments = head.training_args_class
-    training_keys = build_kwargs(arguments, raw.get("training"), "training", errors, list_valid_keys=False)
+    training_keys = build_kwargs(arguments, raw.get("training"), "training", errors, list_valid_keys=False, synonyms=TRAINING_SYNONYMS)
     for key, value in head.training_defaults.items():
         training_keys.setdefault(key, value)
     errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
@@ -215,11 +221,13 @@ def fit_model(model: ModelArgs, data: DataArgs, config=None) -> list[str]:
     problems = kept_layers_problems(model, config)
     block = getattr(model.options(), "block_size", None)
     if block:
-        return problems + shape_problems(config, block, BLOCK_KEY)
+        return problems + shape_problems(config, block, BLOCK_KEY, pretrained=model.init == "pretrained")
     positions = usable_positions(config)
     if data.max_length == DEFAULT_MAX_LENGTH and positions is not None and positions < data.max_length:
         data.max_length = positions
-    return problems + shape_problems(config, data.max_length, "data.max_length")
+    head = HEADS.get(model.head)
+    return problems + shape_problems(config, data.max_length, "data.max_length", pretrained=model.init == "pretrained",
+                                     long_text=head.long_text if head else ())
 
 
 def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:

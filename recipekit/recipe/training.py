@@ -34,6 +34,36 @@ TRAINING_RANGES = {
 }
 
 
+# What users write for a TrainingArguments key (other trainers' names, older transformers, shorthand) -> the key:
+# an unknown `training.epochs` suggests num_train_epochs, which spelling alone does not find. A name of another
+# section is given with its section.
+TRAINING_SYNONYMS = {
+    **dict.fromkeys(["epochs", "num_epochs", "n_epochs", "max_epochs", "train_epochs", "epoch"], "num_train_epochs"),
+    **dict.fromkeys(["lr", "learningrate", "rate", "base_lr", "max_lr"], "learning_rate"),
+    **dict.fromkeys(["batch_size", "train_batch_size", "bs", "batchsize", "per_device_batch_size", "micro_batch_size"],
+                    "per_device_train_batch_size"),
+    **dict.fromkeys(["eval_batch_size", "test_batch_size", "valid_batch_size", "validation_batch_size"], "per_device_eval_batch_size"),
+    **dict.fromkeys(["grad_accum", "gradient_accumulation", "accumulation_steps", "grad_accumulation_steps", "accumulate_grad_batches"],
+                    "gradient_accumulation_steps"),
+    **dict.fromkeys(["steps", "num_steps", "train_steps", "total_steps", "max_iters", "iterations"], "max_steps"),
+    **dict.fromkeys(["warmup", "warmup_ratio", "num_warmup_steps", "warmup_proportion"], "warmup_steps"),
+    **dict.fromkeys(["evaluation_strategy", "eval_every", "evaluate_every"], "eval_strategy"),
+    **dict.fromkeys(["scheduler", "lr_scheduler", "schedule", "lr_schedule"], "lr_scheduler_type"),
+    **dict.fromkeys(["optimizer", "optimiser", "opt"], "optim"),
+    **dict.fromkeys(["clip", "grad_clip", "gradient_clipping", "clip_grad_norm", "max_norm"], "max_grad_norm"),
+    **dict.fromkeys(["output", "out_dir", "outdir", "output_path", "save_dir", "output_folder"], "output_dir"),
+    **dict.fromkeys(["log_every", "log_steps", "logging_interval", "log_interval"], "logging_steps"),
+    **dict.fromkeys(["save_every", "checkpoint_steps", "save_interval"], "save_steps"),
+    **dict.fromkeys(["decay", "wd", "l2"], "weight_decay"),
+    **dict.fromkeys(["label_smoothing"], "label_smoothing_factor"),
+    **dict.fromkeys(["random_seed", "rng_seed"], "seed"),
+    **dict.fromkeys(["mixed_precision", "half", "amp"], "bf16"),
+    **dict.fromkeys(["early_stopping", "early_stopping_patience", "patience"], "regularization.early_stopping_patience"),
+    **dict.fromkeys(["dropout"], "model.hidden_dropout"),
+    **dict.fromkeys(["max_length", "max_seq_length", "max_len", "seq_len"], "data.max_length"),
+}
+
+
 # Upper bounds that are open: a decay rate or a smoothing factor of exactly 1 learns nothing.
 OPEN_ABOVE = ("adam_beta1", "adam_beta2", "label_smoothing_factor")
 
