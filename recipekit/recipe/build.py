@@ -36,11 +36,14 @@ from .model import MODEL_SYNONYMS, ModelArgs
 from .sections import BatchingArgs, RegularizationArgs, SanityArgs
 from .sweep import SweepArgs, build_sweep
 from .training import (
+    SET_BECAUSE,
+    SHOWN_IN_EFFECT,
     TRAINING_SYNONYMS,
     early_stopping_problems,
     training_problems,
     with_best_model_default,
     with_device_defaults,
+    with_run_length_defaults,
 )
 
 
@@ -61,6 +64,7 @@ class Recipe:
     # Kept out of TrainingArguments, whose pickle (training_args.bin) lands in every checkpoint.
     hub_token: str | None = field(default=None, repr=False)
     tokenizer: TokenizerArgs = field(default_factory=TokenizerArgs)
+    training_set: list = field(default_factory=list)  # TrainingArguments keys recipekit set that the recipe did not write
 
     def to_dict(self) -> dict:
         steps = [{s.name: dataclasses.asdict(s)} for s in self.preprocess]
@@ -80,7 +84,29 @@ class Recipe:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        """The recipe with every default spelled out; under `training:`, as comments, the TrainingArguments values
+        in effect that the recipe did not write (recipekit's, marked with why, and Trainer's): the file loads back
+        as the same recipe, and the comments follow from it."""
+        parts = []
+        for section, value in self.to_dict().items():
+            parts.append(yaml.safe_dump({section: value}, sort_keys=False, allow_unicode=True))
+            if section == "training":
+                parts.append(self.training_comments())
+        return "".join(parts)
+
+    def training_comments(self) -> str:
+        written = {k for k in self.training_keys if k not in self.training_set}
+        keys = [k for k in dict.fromkeys([*self.training_set, *SHOWN_IN_EFFECT]) if k not in written and hasattr(self.training, k)]
+        lines = ["  # In effect, not written above (recipekit's choices say why; the rest are Trainer's defaults):"]
+        for key in keys:
+            value = getattr(self.training, key)
+            value = getattr(value, "value", value)  # enums as written in a recipe
+            if value is None and key not in self.training_set:
+                continue  # a Trainer setting that is off (eval_steps without step evaluations)
+            shown = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
+            why = f"  # recipekit: {SET_BECAUSE[key]}" if key in self.training_set and key in SET_BECAUSE else ""
+            lines.append(f"  # {key}: {shown}{why}")
+        return "\n".join(lines) + "\n"
 
 
 SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "batching", "sanity", "sweep"}
@@ -172,7 +198,8 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors.append(f"batching.length_split_cost: head {model.head!r} trains whole batches (its loss is not a sum over "
                       "examples); only the pooled heads split them; leave it out")
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
-    passed = with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data)
+    written = {k: v for k, v in training_keys.items() if k != "hub_token"}
+    passed = with_best_model_default(with_run_length_defaults(dict(written)), data)
     errors += early_stopping_problems(regularization, passed)
     errors += launch_problems(with_device_defaults(dict(passed)))
     if not errors:
@@ -192,13 +219,16 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors += fit_model(model, data)
     if errors:
         raise RecipeError(errors)
+    effective = with_device_defaults(passed)
     try:
-        training = arguments(**with_device_defaults(passed))
+        training = arguments(**effective)
     except (ValueError, TypeError, ImportError) as e:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
+    # A head's training_defaults are written under training: (as the recipe needs them); these are the rest.
+    training_set = sorted(k for k, v in effective.items() if k not in written or written[k] != v)
     return Recipe(
         model, data, steps, names, training, training_keys, regularization, sanity, batching, sweep, raw.get("sweep"),
-        source, training_keys.get("hub_token"), tokenizer,
+        source, training_keys.get("hub_token"), tokenizer, training_set,
     )
 
 

@@ -135,6 +135,49 @@ def tracker_problems(report_to) -> list[str]:
     return out
 
 
+# Trainer logs the training loss every 500 steps by default, so a 60-step run logs none (an empty loss.png).
+# Unset, the cadence is a share of the run: TrainingArguments reads logging_steps / eval_steps below 1 as a ratio
+# of the total optimizer steps (transformers' TrainerState.compute_steps: ceil(max_steps * ratio)).
+LOG_SHARE = 0.02  # about 50 training-loss points per run, whatever its length
+EVAL_SHARE = 0.1  # about 10 step-based evaluations per run: enough for a curve and for early stopping
+
+
+def with_run_length_defaults(kw: dict) -> dict:
+    """Logging (and step-based evaluation) cadence fitted to the run's length where the recipe sets none. With
+    logging_steps written, Trainer's own rule stands (eval_steps unset evaluates every logging_steps)."""
+    if str(kw.get("logging_strategy", "steps")) == "steps" and "logging_steps" not in kw:
+        kw["logging_steps"] = LOG_SHARE
+        if str(kw.get("eval_strategy", "no")) == "steps" and kw.get("eval_steps") is None:
+            # A written checkpoint interval is kept as the evaluation's (Trainer refuses a ratio beside a step count).
+            saves = kw.get("save_steps")
+            kw["eval_steps"] = saves if saves is not None and saves >= 1 else EVAL_SHARE
+    return kw
+
+
+# Why recipekit sets a TrainingArguments value the recipe did not write: recipe.yaml and --check say it.
+SET_BECAUSE = {
+    "logging_steps": f"a ratio of the run's steps: ~{round(1 / LOG_SHARE)} loss points (Trainer's default: every 500 steps)",
+    "eval_steps": f"a ratio of the run's steps: ~{round(1 / EVAL_SHARE)} evaluations (or training.save_steps, where written)",
+    "save_strategy": "checkpoints at each evaluation, to restore the best one",
+    "save_steps": "checkpoints at each evaluation, to restore the best one",
+    "load_best_model_at_end": "a validation set is evaluated during training: the run ends on its best evaluation",
+    "use_cpu": "no accelerator on this machine",
+    "ddp_backend": "CPU processes talk over gloo",
+    "bf16": "the launcher's mixed precision",
+    "fp16": "the launcher's mixed precision",
+}
+
+# TrainingArguments values recipe.yaml and --check show in effect even where nobody set them: the ones a
+# recipe most often changes. Every other field keeps Trainer's default.
+SHOWN_IN_EFFECT = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim",
+    "max_grad_norm", "seed", "logging_strategy", "logging_steps", "eval_strategy", "eval_steps", "save_strategy",
+    "save_steps", "save_total_limit", "load_best_model_at_end", "metric_for_best_model", "bf16", "fp16", "use_cpu",
+    "report_to",
+)
+
+
 def with_best_model_default(kw: dict, data: DataArgs) -> dict:
     """With a validation set evaluated during training, restore the best checkpoint at the end unless the recipe
     says otherwise: checkpoints are then saved at each evaluation (Trainer requires the two to line up)."""
