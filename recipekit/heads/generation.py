@@ -179,7 +179,7 @@ class Seq2Seq(Head):
         return compute
 
     def gold(self, split):
-        return {"target": column_values(split, self.target)} if self.target in split.column_names else {}
+        return {self.target: column_values(split, self.target)} if self.target in split.column_names else {}
 
     def predict(self, trainer, tokenized, split, prefix="test"):
         output = trainer.predict(tokenized, metric_key_prefix=prefix)
@@ -286,7 +286,7 @@ class CausalLMCompletion(Head):
         return metrics
 
     def gold(self, split):
-        return {"completion": column_values(split, self.completion)} if self.completion in split.column_names else {}
+        return {self.completion: column_values(split, self.completion)} if self.completion in split.column_names else {}
 
     def predict(self, trainer, tokenized, split, prefix="test"):
         # The loss (and perplexity) needs completions; the generated text needs only the prompts.

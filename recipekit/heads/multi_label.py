@@ -207,7 +207,7 @@ class MultiLabel(PooledHead):
         if "labels" not in split.column_names:
             return {}
         d = self.options.label_delimiter
-        return {"label": [d.join(n for n, v in zip(self.labels, row) if v) for row in column_values(split, "labels")]}
+        return {self.data.label_column: [d.join(n for n, v in zip(self.labels, row) if v) for row in column_values(split, "labels")]}
 
     def prediction_columns(self, predictions, split, tokenizer):
         probs = self.predictions_of(predictions)

@@ -175,7 +175,7 @@ class TokenClassification(Head):
         return compute
 
     def gold(self, split):
-        return {"tags": [[self.labels[i] for i in row] for row in column_values(split, "labels")]} if "labels" in split.column_names else {}
+        return {self.data.label_column: [[self.labels[i] for i in row] for row in column_values(split, "labels")]} if "labels" in split.column_names else {}
 
     def prediction_columns(self, predictions, split, tokenizer):
         predicted = predictions.argmax(-1)
