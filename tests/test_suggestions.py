@@ -84,3 +84,8 @@ def test_one_string_where_a_list_goes_is_a_list_of_it(base):
         coerce(5, list[str])
     # A union that takes a string keeps it a string (report_to: none is not [none]).
     assert coerce("none", None | str | list[str]) == "none"
+
+
+def test_a_sweep_value_by_another_name_suggests_the_key(base):
+    base["sweep"] = {"values": {"training.epochs": [1, 2]}}
+    assert problems(base) == ["sweep.values.training.epochs: unknown key; did you mean 'num_train_epochs'?"]
