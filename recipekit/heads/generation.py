@@ -93,7 +93,7 @@ class Seq2Seq(Head):
     Trained with Seq2SeqTrainer; `training.predict_with_generate` (on by default for this head) makes
     evaluation generate, with `training.generation_max_length` / `generation_num_beams`, and score ROUGE.
     """
-    aliases = ('summarization', 'summarisation', 'translation', 'text2text', 'text_to_text', 'encoder_decoder', 'generation')
+    aliases = ('summarization', 'summarisation', 'translation', 'text2text', 'text_to_text', 'encoder_decoder')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 

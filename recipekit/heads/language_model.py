@@ -201,7 +201,7 @@ class MaskedLM(LanguageModel):
 @register("causal_lm")
 class CausalLM(LanguageModel):
     """GPT's objective: predict every next token (labels = inputs; the model shifts them by one)."""
-    aliases = ('clm', 'lm', 'language_model', 'language_modeling', 'gpt', 'pretraining', 'pretrain', 'next_token')
+    aliases = ('clm', 'lm', 'language_model', 'language_modeling', 'gpt', 'next_token')
 
     Options = LMOptions
     auto_class = AutoModelForCausalLM

@@ -81,7 +81,7 @@ def tune_thresholds(y: np.ndarray, probs: np.ndarray, min_positives: int) -> tup
 @register("multi_label")
 class MultiLabel(PooledHead):
     """N independent sigmoids + BCE; a row's labels are a list or a delimited string."""
-    aliases = ('multilabel', 'multi_label_classification', 'multilabel_classification', 'multi_labels', 'labels')
+    aliases = ('multilabel', 'multi_label_classification', 'multilabel_classification', 'multi_labels')
 
     @dataclass
     class State(PooledHead.State):
