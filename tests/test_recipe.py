@@ -100,7 +100,7 @@ def test_choices_suggest_the_nearest(base):
     base["model"]["head"] = "sequence_clasification"
     base["training"]["eval_strategy"] = "epochs"
     got = problems(base)
-    assert got[0].startswith("model.head: 'sequence_clasification' is not valid; did you mean 'sequence_classification'? Choices: ")
+    assert got[0].startswith("model.head: 'sequence_clasification' is not a head; did you mean 'sequence_classification'? Choices: ")
     assert got[1] == "training.eval_strategy: 'epochs' is not valid; did you mean 'epoch'? Choices: no, steps, epoch"
 
 
@@ -319,8 +319,13 @@ def test_lengths_are_fitted_to_the_model_positions(base, tiny_model):
     local = {**base, "model": {"name_or_path": str(tiny_model)}}
     assert build_recipe(local).data.max_length == 128
     local["data"] = {**base["data"], "max_length": 1024}
+    # A pretrained model's positions are fixed: the message suggests what works for it, not more positions.
     assert problems(local) == [("data.max_length: 1024 is above the model's 128 positions (bert max_position_embeddings); "
-                               "lower it or raise model.config.max_position_embeddings")]
+                               "lower it to 128 or less (a pretrained model's position embeddings are fixed); to use more of "
+                               "a long text, keep data.max_length: 128 and set data.long_text: chunks or head_tail (chunks: "
+                               "overlapping windows pooled per document; head_tail: its start and end)")]
+    local["data"] = {**local["data"], "max_length": 128, "long_text": "chunks"}
+    assert build_recipe(local).data.long_text == "chunks"  # the suggested fix is accepted
     # A Hub model's config is read by run.py (hub.fit_hub_model), with the same rule.
     recipe = build_recipe(base)
     assert recipe.data.max_length == 256
@@ -328,6 +333,7 @@ def test_lengths_are_fitted_to_the_model_positions(base, tiny_model):
     assert recipe.data.max_length == 64
     recipe.data.max_length = 300
     assert fit_model(recipe.model, recipe.data, BertConfig(max_position_embeddings=256)) == [
-        ("data.max_length: 300 is above the model's 256 positions (bert max_position_embeddings); lower it or raise "
-        "model.config.max_position_embeddings")
+        ("data.max_length: 300 is above the model's 256 positions (bert max_position_embeddings); lower it to 256 or less "
+        "(a pretrained model's position embeddings are fixed); to use more of a long text, keep data.max_length: 256 and "
+        "set data.long_text: chunks or head_tail (chunks: overlapping windows pooled per document; head_tail: its start and end)")
     ]

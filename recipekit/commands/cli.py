@@ -66,6 +66,8 @@ def parse_command(argv) -> argparse.Namespace:
         default = "CSV on stdout" if name == "predict" else "not written"
         sub.add_argument("--output", help=f"predictions file, .csv or .jsonl (default: {default})")
         sub.add_argument("--batch-size", type=int, help="texts per forward pass (default: the run's per_device_eval_batch_size, else 64)")
+        sub.add_argument("--text-column", action="append", metavar="NAME",
+                         help="the input's column holding the text, where its name is not the run's text column (twice for a pair run)")
     evaluate = commands.choices["evaluate"]
     evaluate.add_argument("--metrics", help="also write the scores, per-class table and confusion matrix to this JSON file")
     evaluate.add_argument("--plots", help="also write confusion matrix, ROC, precision-recall and reliability PNGs into this folder")

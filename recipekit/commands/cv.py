@@ -246,7 +246,7 @@ def out_of_fold(root: Path, raw_train, plan: pd.DataFrame, k: int) -> pd.DataFra
         frame = pd.DataFrame({"row": held["row"].to_numpy(), "fold": i})
         for name in run.data.text_columns:
             frame[name] = column(ds, name)
-        frame["label"] = column(ds, run.data.label_column)
+        frame[run.data.label_column] = column(ds, run.data.label_column)
         for name, values in columns.items():
             frame[name] = values
         parts.append(frame)
@@ -301,7 +301,7 @@ def average_test(root: Path, runs: list) -> dict:
     if any(len(f) != len(frames[0]) or not f[text].equals(frames[0][text]) for f in frames):
         raise RecipeError("cv: the folds predicted different test rows (a preprocessing step depends on the training rows); "
                           "compare the folds' predictions.csv")
-    out = frames[0][[*text, "label"]].copy()
+    out = frames[0][[*text, runs[0].data.label_column]].copy()
     first = runs[0]
     columns, scores = first.head.fold_average([run.head for run in runs], frames, first.metric_names)
     for name, values in columns.items():
@@ -339,11 +339,12 @@ def label_issues(oof: pd.DataFrame, head) -> pd.DataFrame:
 
     labels = head.labels
     index = {name: i for i, name in enumerate(labels)}
-    given = np.asarray([index[str(v)] for v in oof["label"]])
+    gold = head.data.label_column
+    given = np.asarray([index[str(v)] for v in oof[gold]])
     probs = head.file_probabilities(oof)
     ranked = find_label_issues(given, probs, return_indices_ranked_by="self_confidence")
     quality = get_label_quality_scores(given, probs, method="self_confidence")
-    text = [c for c in oof.columns if c not in ("row", "fold", "label", "predicted") and not c.startswith("prob_")]
+    text = [c for c in oof.columns if c not in ("row", "fold", gold, "predicted") and not c.startswith("prob_")]
     out = oof.iloc[ranked][["row", "fold", *text]].copy()
     out["given_label"] = [labels[i] for i in given[ranked]]
     out["suggested_label"] = [labels[i] for i in probs[ranked].argmax(axis=1)]

@@ -31,7 +31,8 @@ OUTPUT_FORMATS = [".csv", ".jsonl"]
 CHUNK_ROWS = 4096
 
 
-def read_input(spec: str, run: TrainedRun) -> Dataset:
+def read_input(spec: str, run: TrainedRun, text_columns: list[str] | None = None) -> tuple[Dataset, dict[str, str]]:
+    """The input's rows, and the renaming {input column: run's text column} that --text-column asks for."""
     columns = run.data.text_columns
     if spec == "-":
         if len(columns) != 1:
@@ -51,14 +52,38 @@ def read_input(spec: str, run: TrainedRun) -> Dataset:
         if path.suffix.lower() not in DATA_FORMATS:
             raise RecipeError(f"--input: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}")
         ds = read_file(str(path))
-    ds = run.head.as_input(ds) if all(c in ds.column_names for c in columns) else ds
-    missing = [c for c in columns if c not in ds.column_names]
+    rename = text_renaming(ds, run, text_columns, spec)
+    readable = [rename.get(c, c) for c in ds.column_names]
+    # Renamed inputs keep their own form (and names) for the output; the model's copy takes the head's form.
+    ds = run.head.as_input(ds) if not rename and all(c in readable for c in columns) else ds
+    missing = [c for c in columns if c not in readable]
     if missing:
         raise RecipeError(
             f"--input {spec}: no text column {', '.join(map(repr, missing))} (the run {run.folder} reads "
-            f"{', '.join(columns)}); columns: {', '.join(ds.column_names) or 'none'}"
+            f"{', '.join(columns)}); columns: {', '.join(ds.column_names) or 'none'}; name yours with --text-column NAME"
         )
-    return ds
+    return ds, rename
+
+
+def text_renaming(ds: Dataset, run: TrainedRun, text_columns: list[str] | None, spec: str) -> dict[str, str]:
+    """--text-column NAME (once per text column of the run, in its order): the input's NAME is read as the run's column."""
+    if not text_columns:
+        return {}
+    wanted = run.data.text_columns
+    if len(text_columns) != len(wanted):
+        raise RecipeError(f"--text-column: the run {run.folder} reads {len(wanted)} text column(s) ({', '.join(wanted)}); "
+                          f"got {len(text_columns)} ({', '.join(text_columns)})")
+    absent = [c for c in text_columns if c not in ds.column_names]
+    if absent:
+        raise RecipeError(f"--text-column: {absent[0]!r} is not a column of {spec}; columns: {', '.join(ds.column_names) or 'none'}")
+    return {given: own for given, own in zip(text_columns, wanted) if given != own}
+
+
+def as_run_columns(ds: Dataset, rename: dict[str, str]) -> Dataset:
+    """The input with its text under the run's names; a column already holding such a name steps aside (the model
+    reads the one --text-column names)."""
+    clash = [c for c in rename.values() if c in ds.column_names and c not in rename]
+    return ds.remove_columns(clash).rename_columns(rename)
 
 
 def check_output(output: str | None, spec: str, run: TrainedRun, option: str, formats: list[str] | None) -> None:
@@ -76,10 +101,11 @@ def check_output(output: str | None, spec: str, run: TrainedRun, option: str, fo
         raise RecipeError(f"--{option}: {output!r} is the input file; choose another path")
 
 
-def predictions(run: TrainedRun, ds: Dataset, batch_size: int | None, with_gold: bool):
-    """Yield (rows of the input, the head's Prediction) chunk by chunk: the model reads the cleaned text; the
-    rows yielded are the input's own, so the output shows what the user gave."""
-    view = model_input(run, ds, run.data.text_columns + ([run.data.label_column] if with_gold else []))
+def predictions(run: TrainedRun, ds: Dataset, batch_size: int | None, with_gold: bool, rename: dict | None = None):
+    """Yield (rows of the input, the head's Prediction) chunk by chunk: the model reads the cleaned text (from the
+    columns `rename` names, --text-column); the rows yielded are the input's own, so the output shows what the user gave."""
+    source = as_run_columns(ds, rename) if rename else ds
+    view = model_input(run, source, run.data.text_columns + ([run.data.label_column] if with_gold else []))
     if with_gold:
         try:
             view = run.head.encode_split(view)
@@ -114,7 +140,7 @@ def run_predictions(args, run: TrainedRun, with_gold: bool):
     """Write the input's columns plus the head's prediction columns; with_gold: return the Prediction of all rows."""
     for option in ("output", "metrics", "plots"):
         check_output(getattr(args, option, None), args.input, run, option, formats=OUTPUT_FORMATS if option == "output" else None)
-    ds = read_input(args.input, run)
+    ds, rename = read_input(args.input, run, getattr(args, "text_column", None))
     if with_gold:
         check_gold(ds, run.data.label_column, args.input)
     if not len(ds):
@@ -123,7 +149,7 @@ def run_predictions(args, run: TrainedRun, with_gold: bool):
     fmt = Path(args.output).suffix.lower() if args.output else Path(run.head.predictions_file).suffix
     last = None
     with open_output(args.output, to_stdout=not with_gold) as f:
-        for i, (rows, prediction) in enumerate(predictions(run, ds, args.batch_size, with_gold)):
+        for i, (rows, prediction) in enumerate(predictions(run, ds, args.batch_size, with_gold, rename)):
             if f is not None:
                 frame = pd.DataFrame(rows.to_dict())
                 for name, values in prediction.columns.items():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
 from transformers import TrainerCallback
 
 from ..core.errors import RecipeError
@@ -75,7 +76,8 @@ def finished(recipe) -> bool:
     out = Path(recipe.training.output_dir)
     if not (out / FINISHED_MARKER).exists():
         return False
-    if (out / "recipe.yaml").read_text() != recipe.to_yaml():
+    # Compared as data: the comments (TrainingArguments values in effect) follow from the recipe and the machine.
+    if yaml.safe_load((out / "recipe.yaml").read_text()) != yaml.safe_load(recipe.to_yaml()):
         raise RecipeError(
             f"sweep: {out} holds a finished run of a different recipe (the sweep changed since); "
             "choose another sweep.output_dir or remove that folder"

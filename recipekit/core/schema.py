@@ -29,13 +29,23 @@ class Problem(Exception):
     """A value that does not fit its field; the message names what was expected."""
 
 
-def did_you_mean(word: str, choices) -> str:
+def spelling(word) -> str:
+    """A word as synonym tables list it: `Multi-Label`, `multi label` and `multi_label` are one spelling."""
+    return re.sub(r"[\s-]+", "_", str(word).strip().lower())
+
+
+def did_you_mean(word: str, choices, synonyms: dict | None = None) -> str:
+    """The choice the user meant: by meaning first (a synonym table: `epochs` is `num_train_epochs`, `classification`
+    is `sequence_classification`), else by spelling. A synonym may name a key of another section (`training.x`)."""
+    meant = (synonyms or {}).get(spelling(word))
+    if meant is not None and meant != word:
+        return f"; did you mean '{meant}'?"
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def not_one_of(value, choices, what: str = "valid") -> str:
-    hint = did_you_mean(value, choices)
+def not_one_of(value, choices, what: str = "valid", synonyms: dict | None = None) -> str:
+    hint = did_you_mean(value, choices, synonyms)
     return f"{show(value)} is not {what}{hint or '.'} Choices: {', '.join(map(str, choices))}"
 
 
@@ -105,6 +115,9 @@ def coerce(value, tp):
         raise Problem(not_one_of(value, values))
     if origin is list or tp is list:
         (inner,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            # One item where a list goes (`text_columns: review_body`) is a list of that one item.
+            value = [value]
         if not isinstance(value, list):
             raise Problem(f"expected {describe(tp)}, got {show(value)}")
         out = []
@@ -150,8 +163,10 @@ def coerce(value, tp):
     raise Problem(f"expected {describe(tp)}, got {show(value)}")
 
 
-def build_kwargs(cls, raw, path: str, errors: list[str], list_valid_keys: bool = True) -> dict:
-    """Check `raw` against dataclass `cls`; return the coerced keyword arguments that were given."""
+def build_kwargs(cls, raw, path: str, errors: list[str], list_valid_keys: bool = True, synonyms: dict | None = None) -> dict:
+    """Check `raw` against dataclass `cls`; return the coerced keyword arguments that were given. `synonyms`
+    (spelling -> key) names the key an unknown one most likely meant; a field's metadata `synonyms` does the
+    same for its choices."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -162,7 +177,7 @@ def build_kwargs(cls, raw, path: str, errors: list[str], list_valid_keys: bool =
     out = {}
     for key, value in raw.items():
         if key not in fields:
-            hint = did_you_mean(key, fields)
+            hint = did_you_mean(key, fields, synonyms)
             valid = f" Valid keys: {', '.join(fields)}" if list_valid_keys else ""
             errors.append(f"{path}.{key}: unknown key{hint or '.'}{valid}")
             continue
@@ -174,10 +189,13 @@ def build_kwargs(cls, raw, path: str, errors: list[str], list_valid_keys: bool =
         choices = fields[key].metadata.get("choices")
         if choices is not None:
             choices = choices() if callable(choices) else choices
+            meanings = fields[key].metadata.get("synonyms")
+            meanings = meanings() if callable(meanings) else meanings
             items = out[key] if isinstance(out[key], list) else [out[key]]
             for item in items:
                 if item is not None and item not in choices:
-                    errors.append(f"{path}.{key}: {not_one_of(item, choices)}")
+                    what = fields[key].metadata.get("what", "valid")
+                    errors.append(f"{path}.{key}: {not_one_of(item, choices, what, synonyms=meanings)}")
     return out
 
 

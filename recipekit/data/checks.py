@@ -129,6 +129,7 @@ class Checks:
     """Always run first: rows no step could use are dropped, each counted under its reason."""
 
     max_chars: int = 1_000_000
+    blank_label_is_missing: bool = True  # False where the head reads an empty cell as a value (multi_label)
     name = "checks"
     effect = "removed"
     reason = "rows no step could use"
@@ -142,7 +143,7 @@ class Checks:
             row = [as_checked_text(batch[c][i]) for c in columns]
             if any(not isinstance(t, str) or not t.strip() for t in row):
                 out.append("missing or empty text")
-            elif label in batch and batch[label][i] is None:
+            elif label in batch and (batch[label][i] is None or (self.blank_label_is_missing and is_empty(batch[label][i]))):
                 out.append("missing label")
             elif sum(len(t) for t in row) > self.max_chars:
                 out.append(f"text over data.max_chars ({self.max_chars:,} characters)")
@@ -164,7 +165,7 @@ class Checks:
 
 
 def is_empty(value) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
+    return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, float) and np.isnan(value))
 
 
 def as_checked_text(value):

@@ -46,26 +46,26 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
     raw, sources = load_sources(args, seed, head.needs_labels, head.stratify)
     check_columns(raw, args, head.needs_labels)
     raw = texts_as_text(raw, list(args.text_columns))
-    notes = []
+    # One rule for every head: a row with an empty label cell is dropped and counted ("missing label"), never fatal.
+    notes = empty_label_notes(raw, args) if head.needs_labels and not head.empty_label_is_value else []
     if head.text_labels:
-        notes = empty_label_notes(raw, args)
         raw, label_notes = labels_as_text(raw, args.label_column)
         notes += label_notes
     raw = DatasetDict({name: ds.add_column(ROW, np.arange(len(ds))) for name, ds in raw.items()})  # an array hashes at once, a list row by row
     label = args.label_column if head.needs_labels else None  # a pretraining corpus's label column is ignored
     ctx = Context(list(args.text_columns), label, seed, args.num_proc, tokenizer)
     rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
-    checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars)], raw, ctx, first=-1)
+    checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars, blank_label_is_missing=not head.empty_label_is_value)], raw, ctx, first=-1)
     carved, carve_rows = carve(checked, args, seed, head.stratify)
     processed, step_rows = run_pipeline(steps, carved, ctx)
     splits = head.encode(processed, lambda split, row: place(args, split, row))
-    splits = subsample(splits, args, seed)
+    splits, sample_rows = subsample(splits, args, seed)
     head.learn(splits["train"])
     counts = {name: head.label_counts(ds) for name, ds in splits.items() if "labels" in ds.column_names}
     report = {
         "sources": sources,
         "notes": notes,
-        "steps": rows + check_rows_report + carve_rows + step_rows,
+        "steps": rows + check_rows_report + carve_rows + step_rows + sample_rows,
         "sizes": {name: len(ds) for name, ds in splits.items()},
         "labels": {name: c for name, c in counts.items() if c is not None},
     }
@@ -206,11 +206,21 @@ def check_columns(splits: DatasetDict, args, needs_labels: bool = True) -> None:
         raise RecipeError(problems)
 
 
-def subsample(splits: DatasetDict, args, seed: int) -> DatasetDict:
+SAMPLE_KEYS = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}
+
+
+def subsample(splits: DatasetDict, args, seed: int) -> tuple[DatasetDict, list[dict]]:
+    """The data.max_*_samples subsets, with a report row for each split they cut (the report's rows then add up
+    to the sizes trained and scored on)."""
     # A seeded random subset, not the first N rows: many sources are sorted by label.
-    limits = {"train": args.max_train_samples, "validation": args.max_eval_samples, "test": args.max_test_samples}
-    out = {}
+    out, rows = {}, []
     for name, ds in splits.items():
-        n = limits.get(name)
-        out[name] = ds.shuffle(seed=seed).select(range(n)) if n is not None and n < len(ds) else ds
-    return DatasetDict(out)
+        key = SAMPLE_KEYS.get(name)
+        n = getattr(args, key) if key else None
+        if n is not None and n < len(ds):
+            out[name] = ds.shuffle(seed=seed).select(range(n))
+            rows.append({"step": "sample", "split": name, "rows_in": len(ds), "rows_out": n, "removed": len(ds) - n,
+                         "reason": f"data.{key}: {n:,} seeded random rows kept"})
+        else:
+            out[name] = ds
+    return DatasetDict(out), rows

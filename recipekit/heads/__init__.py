@@ -14,9 +14,9 @@ from . import language_model  # noqa: F401
 from . import regression  # noqa: F401
 from . import tagging  # noqa: F401
 # isort: on
-from .base import DEFAULT_HEAD, HEADS, Head, Prediction, State, register, saved_state
+from .base import DEFAULT_HEAD, HEADS, Head, Prediction, State, head_synonyms, register, saved_state
 
-__all__ = ["DEFAULT_HEAD", "HEADS", "Head", "Prediction", "State", "build_head", "register", "saved_state"]
+__all__ = ["DEFAULT_HEAD", "HEADS", "Head", "Prediction", "State", "build_head", "head_synonyms", "register", "saved_state"]
 
 
 def build_head(name: str, options: dict | None = None, head_config: dict | None = None, data=None,

@@ -68,6 +68,11 @@ STATE_FILE = "head_state.json"
 register = registrar(HEADS, "head")
 
 
+def head_synonyms() -> dict[str, str]:
+    """What users call each head (`classification`, `ner`, `mlm`) -> its name: `model.head` suggests by meaning."""
+    return {alias: name for name, head in HEADS.items() for alias in head.aliases}
+
+
 @dataclass
 class NoOptions:
     def problems(self) -> list[str]:
@@ -212,6 +217,7 @@ class Head:
     """A task head. Subclasses override what differs; every hook a caller may use is declared here."""
 
     name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()  # other names users give the task, lowercase with underscores
     Options: ClassVar[type] = NoOptions  # the dataclass of `model.head_options`
     State: ClassVar[type[State]] = State  # the dataclass of what a run learns about the head; a subclass's adds fields
     pipeline_task: ClassVar[str | None] = None  # the transformers pipeline that loads a finished run's model
@@ -223,6 +229,9 @@ class Head:
     stratify: ClassVar[bool] = False  # carve validation by label
     needs_labels: ClassVar[bool] = True  # False for self-supervised heads: the label column may be absent
     text_labels: ClassVar[bool] = False  # labels read as text by data.py (so 1 and "1" are one class)
+    # An empty label cell (blank, null, NaN) is a missing label, dropped and counted by data.py for every head;
+    # True where an empty cell is a value of the head's own (multi_label: a row with no label).
+    empty_label_is_value: ClassVar[bool] = False
     metric_names: ClassVar[tuple[str, ...] | None] = None  # the metrics it accepts; None: metrics.py's classification registry
     default_metrics: ClassVar[tuple[str, ...]] = ()
     training_defaults: ClassVar[dict] = {}  # TrainingArguments values this head needs unless the recipe sets them

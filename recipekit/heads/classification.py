@@ -176,7 +176,7 @@ class ClassLabels(PooledHead):
         return {name: counts.get(i, 0) for i, name in enumerate(self.labels)}
 
     def gold(self, split):
-        return {"label": [self.labels[i] for i in column_values(split, "labels")]} if "labels" in split.column_names else {}
+        return {self.data.label_column: [self.labels[i] for i in column_values(split, "labels")]} if "labels" in split.column_names else {}
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """The predicted label id of each row: the run's decision rule, used by every score, table and file."""
@@ -229,7 +229,7 @@ class ClassLabels(PooledHead):
         return np.asarray([index[str(v)] for v in names])
 
     def file_scores(self, metric_names, frame):
-        return M.classification_scores(metric_names, self.ids(frame["label"]), self.file_probabilities(frame), self.labels,
+        return M.classification_scores(metric_names, self.ids(frame[self.data.label_column]), self.file_probabilities(frame), self.labels,
                                        self.ids(frame["predicted"]))
 
     def fold_average(self, folds, frames, metric_names):
@@ -237,7 +237,7 @@ class ClassLabels(PooledHead):
         probs = np.mean([self.file_probabilities(f) for f in frames], axis=0)
         decided = self.decide(probs)
         columns = {"predicted": [self.labels[i] for i in decided], **{f"prob_{name}": probs[:, i] for i, name in enumerate(self.labels)}}
-        return columns, M.classification_scores(metric_names, self.ids(frames[0]["label"]), probs, self.labels, decided)
+        return columns, M.classification_scores(metric_names, self.ids(frames[0][self.data.label_column]), probs, self.labels, decided)
 
 
 @dataclass
@@ -258,6 +258,7 @@ class ClassificationOptions:
 @register("sequence_classification")
 class SequenceClassification(ClassLabels):
     """Softmax over the labels of the training split, cross-entropy loss (optionally class-weighted)."""
+    aliases = ('classification', 'classifier', 'text_classification', 'multiclass', 'multi_class', 'multi_class_classification', 'softmax', 'sentiment', 'single_label')
 
     @dataclass
     class State(ClassLabels.State):
@@ -333,6 +334,7 @@ class BinaryOptions:
 @register("binary")
 class Binary(ClassLabels):
     """Two classes, one logit, BCEWithLogitsLoss; probability of the positive label = sigmoid(logit)."""
+    aliases = ('binary_classification', 'two_class', 'sigmoid', 'yes_no')
 
     @dataclass
     class State(ClassLabels.State):

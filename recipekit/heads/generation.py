@@ -93,6 +93,7 @@ class Seq2Seq(Head):
     Trained with Seq2SeqTrainer; `training.predict_with_generate` (on by default for this head) makes
     evaluation generate, with `training.generation_max_length` / `generation_num_beams`, and score ROUGE.
     """
+    aliases = ('summarization', 'summarisation', 'translation', 'text2text', 'text_to_text', 'encoder_decoder')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 
@@ -178,7 +179,7 @@ class Seq2Seq(Head):
         return compute
 
     def gold(self, split):
-        return {"target": column_values(split, self.target)} if self.target in split.column_names else {}
+        return {self.target: column_values(split, self.target)} if self.target in split.column_names else {}
 
     def predict(self, trainer, tokenized, split, prefix="test"):
         output = trainer.predict(tokenized, metric_key_prefix=prefix)
@@ -210,6 +211,7 @@ class CausalLMCompletion(Head):
     loss (the prompt's labels are -100), so it learns to answer, not to repeat prompts. `causal_lm` is
     left to plain language-model pretraining on raw text.
     """
+    aliases = ('sft', 'instruction_tuning', 'completion', 'chat', 'fine_tune_lm')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 
@@ -284,7 +286,7 @@ class CausalLMCompletion(Head):
         return metrics
 
     def gold(self, split):
-        return {"completion": column_values(split, self.completion)} if self.completion in split.column_names else {}
+        return {self.completion: column_values(split, self.completion)} if self.completion in split.column_names else {}
 
     def predict(self, trainer, tokenized, split, prefix="test"):
         # The loss (and perplexity) needs completions; the generated text needs only the prompts.

@@ -129,7 +129,7 @@ class LanguageModel(Head):
             model = self.auto_class.from_config(scratch_config(model_args, tokenizer, self.options.block_size, BLOCK_KEY))
         else:
             model = self.auto_class.from_pretrained(model_args.path, **load_kwargs(model_args))
-            problems = shape_problems(model.config, self.options.block_size, BLOCK_KEY)
+            problems = shape_problems(model.config, self.options.block_size, BLOCK_KEY, pretrained=True)
             if problems:
                 raise RecipeError(problems)
         self.record(model)
@@ -176,6 +176,7 @@ class LanguageModel(Head):
 @register("masked_lm")
 class MaskedLM(LanguageModel):
     """BERT's objective: predict `mlm_probability` of the tokens from both sides; accuracy = masked tokens right."""
+    aliases = ('mlm', 'masked_language_model', 'masked_language_modeling', 'bert_pretraining')
 
     Options = MaskedLMOptions
     pipeline_task = "fill-mask"
@@ -200,6 +201,7 @@ class MaskedLM(LanguageModel):
 @register("causal_lm")
 class CausalLM(LanguageModel):
     """GPT's objective: predict every next token (labels = inputs; the model shifts them by one)."""
+    aliases = ('clm', 'lm', 'language_model', 'language_modeling', 'gpt', 'next_token')
 
     Options = LMOptions
     auto_class = AutoModelForCausalLM

@@ -81,6 +81,7 @@ def tune_thresholds(y: np.ndarray, probs: np.ndarray, min_positives: int) -> tup
 @register("multi_label")
 class MultiLabel(PooledHead):
     """N independent sigmoids + BCE; a row's labels are a list or a delimited string."""
+    aliases = ('multilabel', 'multi_label_classification', 'multilabel_classification', 'multi_labels')
 
     @dataclass
     class State(PooledHead.State):
@@ -89,6 +90,7 @@ class MultiLabel(PooledHead):
 
     Options = MultiLabelOptions
     labels_are_classes = True
+    empty_label_is_value = True  # an empty cell is a row with no label (head_options.allow_empty decides)
     problem_type = "multi_label_classification"
     metric_names = tuple(M.MULTI_LABEL)
     default_metrics = ("f1_micro", "f1_macro", "subset_accuracy", "roc_auc_macro", "f1_per_label")
@@ -205,7 +207,7 @@ class MultiLabel(PooledHead):
         if "labels" not in split.column_names:
             return {}
         d = self.options.label_delimiter
-        return {"label": [d.join(n for n, v in zip(self.labels, row) if v) for row in column_values(split, "labels")]}
+        return {self.data.label_column: [d.join(n for n, v in zip(self.labels, row) if v) for row in column_values(split, "labels")]}
 
     def prediction_columns(self, predictions, split, tokenizer):
         probs = self.predictions_of(predictions)

@@ -43,6 +43,7 @@ def as_number(value) -> float | None:
 @register("regression")
 class Regression(PooledHead):
     """One output, MSE or Huber loss; optional target standardisation, undone at prediction."""
+    aliases = ('regressor', 'regress', 'score', 'scoring', 'rating', 'scalar')
 
     @dataclass
     class State(PooledHead.State):
@@ -130,7 +131,7 @@ class Regression(PooledHead):
         return compute
 
     def gold(self, split):
-        return {"label": column_values(split, "labels")} if "labels" in split.column_names else {}
+        return {self.data.label_column: column_values(split, "labels")} if "labels" in split.column_names else {}
 
     def prediction_columns(self, predictions, split, tokenizer):
         return {"predicted": self.predictions_of(predictions).tolist()}
@@ -154,9 +155,9 @@ class Regression(PooledHead):
         return value, f"always the training mean {mean:.4g}"
 
     def file_scores(self, metric_names, frame):
-        return pick(metric_names, M.regression_scores(frame["label"].to_numpy(dtype=float), frame["predicted"].to_numpy(dtype=float)))
+        return pick(metric_names, M.regression_scores(frame[self.data.label_column].to_numpy(dtype=float), frame["predicted"].to_numpy(dtype=float)))
 
     def fold_average(self, folds, frames, metric_names):
         columns = {f"predicted_fold_{i}": frame["predicted"] for i, frame in enumerate(frames, 1)}
         columns["predicted"] = np.stack([f["predicted"].to_numpy(dtype=float) for f in frames]).mean(axis=0)
-        return columns, pick(metric_names, M.regression_scores(frames[0]["label"].to_numpy(dtype=float), columns["predicted"]))
+        return columns, pick(metric_names, M.regression_scores(frames[0][self.data.label_column].to_numpy(dtype=float), columns["predicted"]))

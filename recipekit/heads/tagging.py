@@ -42,6 +42,7 @@ class TokenClassification(Head):
     Only a word's first sub-token carries its tag; the others get -100, which the loss and metrics skip.
     Metrics are entity-level (seqeval's default rules) plus per-word tag accuracy.
     """
+    aliases = ('ner', 'tagging', 'token_tagging', 'pos', 'pos_tagging', 'sequence_labeling', 'sequence_labelling', 'named_entity_recognition')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
 
@@ -174,7 +175,7 @@ class TokenClassification(Head):
         return compute
 
     def gold(self, split):
-        return {"tags": [[self.labels[i] for i in row] for row in column_values(split, "labels")]} if "labels" in split.column_names else {}
+        return {self.data.label_column: [[self.labels[i] for i in row] for row in column_values(split, "labels")]} if "labels" in split.column_names else {}
 
     def prediction_columns(self, predictions, split, tokenizer):
         predicted = predictions.argmax(-1)

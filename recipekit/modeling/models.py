@@ -240,12 +240,21 @@ def kept_layers_problems(model_args, config) -> list[str]:
     return []
 
 
-def shape_problems(config, length: int, length_key: str) -> list[str]:
+def shape_problems(config, length: int, length_key: str, pretrained: bool = False, long_text: tuple = ()) -> list[str]:
+    """A length the model cannot hold, and a fix that works for it: a scratch model may get more positions; a
+    pretrained model's are learned and fixed, so the length comes down, and long texts are read in windows."""
     out = []
     positions = usable_positions(config)
     if positions is not None and length > positions:
-        out.append(f"{length_key}: {length} is above the model's {positions} positions "
-                   f"({config.model_type} max_position_embeddings); lower it or raise model.config.max_position_embeddings")
+        if not pretrained:
+            fix = "lower it or raise model.config.max_position_embeddings"
+        else:
+            fix = f"lower it to {positions} or less (a pretrained model's position embeddings are fixed)"
+            ways = [w for w in ("chunks", "head_tail") if w in long_text]
+            if ways:
+                fix += (f"; to use more of a long text, keep {length_key}: {positions} and set data.long_text: "
+                        + " or ".join(ways) + " (chunks: overlapping windows pooled per document; head_tail: its start and end)")
+        out.append(f"{length_key}: {length} is above the model's {positions} positions ({config.model_type} max_position_embeddings); {fix}")
     hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
     if hidden and heads and hidden % heads:
         out.append(f"model.config: hidden_size {hidden} is not divisible by num_attention_heads {heads}")

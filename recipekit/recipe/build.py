@@ -31,17 +31,21 @@ from ..modeling.models import (
     shape_problems,
     usable_positions,
 )
-from .data import DEFAULT_MAX_LENGTH, DataArgs, SourceArgs, file_kind
-from .model import ModelArgs
+from .data import DATA_SYNONYMS, DEFAULT_MAX_LENGTH, DataArgs, SourceArgs, file_kind
+from .model import MODEL_SYNONYMS, ModelArgs
 from .sections import BatchingArgs, RegularizationArgs, ReportArgs, SanityArgs
 from .sweep import SweepArgs, build_sweep
 from .training import (
+    SET_BECAUSE,
+    SHOWN_IN_EFFECT,
+    TRAINING_SYNONYMS,
     derive_accumulation,
     early_stopping_problems,
     training_problems,
     with_best_model_default,
     with_checkpoint_limit,
     with_device_defaults,
+    with_run_length_defaults,
 )
 
 
@@ -63,6 +67,7 @@ class Recipe:
     hub_token: str | None = field(default=None, repr=False)
     tokenizer: TokenizerArgs = field(default_factory=TokenizerArgs)
     report: ReportArgs = field(default_factory=ReportArgs)
+    training_set: list = field(default_factory=list)  # TrainingArguments keys recipekit set that the recipe did not write
 
     def to_dict(self) -> dict:
         steps = [{s.name: dataclasses.asdict(s)} for s in self.preprocess]
@@ -83,7 +88,29 @@ class Recipe:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        """The recipe with every default spelled out; under `training:`, as comments, the TrainingArguments values
+        in effect that the recipe did not write (recipekit's, marked with why, and Trainer's): the file loads back
+        as the same recipe, and the comments follow from it."""
+        parts = []
+        for section, value in self.to_dict().items():
+            parts.append(yaml.safe_dump({section: value}, sort_keys=False, allow_unicode=True))
+            if section == "training":
+                parts.append(self.training_comments())
+        return "".join(parts)
+
+    def training_comments(self) -> str:
+        written = {k for k in self.training_keys if k not in self.training_set}
+        keys = [k for k in dict.fromkeys([*self.training_set, *SHOWN_IN_EFFECT]) if k not in written and hasattr(self.training, k)]
+        lines = ["  # In effect, not written above (recipekit's choices say why; the rest are Trainer's defaults):"]
+        for key in keys:
+            value = getattr(self.training, key)
+            value = getattr(value, "value", value)  # enums as written in a recipe
+            if value is None and key not in self.training_set:
+                continue  # a Trainer setting that is off (eval_steps without step evaluations)
+            shown = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
+            why = f"  # recipekit: {SET_BECAUSE[key]}" if key in self.training_set and key in SET_BECAUSE else ""
+            lines.append(f"  # {key}: {shown}{why}")
+        return "\n".join(lines) + "\n"
 
 
 SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "batching", "sanity", "report", "sweep"}
@@ -140,7 +167,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         if key not in SECTIONS:
             errors.append(f"{key}: {not_one_of(key, sorted(SECTIONS), 'a recipe section')}")
 
-    model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors))
+    model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors, synonyms=MODEL_SYNONYMS))
     errors += [f"model.{p}" for p in model.problems()]
     head = HEADS.get(model.head, HEADS[DEFAULT_HEAD])
     tokenizer = build_tokenizer_args(raw.get("tokenizer"), errors, head.tokenizer_algorithm)
@@ -149,7 +176,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     if "length_split_cost" in raw_data:
         errors.append("data.length_split_cost: a training-step setting, now batching.length_split_cost; move it there")
         raw_data = {k: v for k, v in raw_data.items() if k != "length_split_cost"}
-    data = DataArgs(**build_kwargs(DataArgs, raw_data if raw.get("data") is not None else None, "data", errors))
+    data = DataArgs(**build_kwargs(DataArgs, raw_data if raw.get("data") is not None else None, "data", errors, synonyms=DATA_SYNONYMS))
     data.sources = build_sources(data.sources, errors)
     errors += [f"data.{p}" for p in data.problems()]
     if head.needs_labels and data.label_column in data.text_columns:
@@ -161,7 +188,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     names = build_metrics(raw.get("metrics"), errors, head)
 
     arguments = head.training_args_class
-    training_keys = build_kwargs(arguments, raw.get("training"), "training", errors, list_valid_keys=False)
+    training_keys = build_kwargs(arguments, raw.get("training"), "training", errors, list_valid_keys=False, synonyms=TRAINING_SYNONYMS)
     for key, value in head.training_defaults.items():
         training_keys.setdefault(key, value)
     errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
@@ -176,7 +203,8 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors.append(f"batching.length_split_cost: head {model.head!r} trains whole batches (its loss is not a sum over "
                       "examples); only the pooled heads split them; leave it out")
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
-    passed = with_checkpoint_limit(with_best_model_default({k: v for k, v in training_keys.items() if k != "hub_token"}, data))
+    written = {k: v for k, v in training_keys.items() if k != "hub_token"}
+    passed = with_checkpoint_limit(with_best_model_default(with_run_length_defaults(dict(written)), data))
     errors += early_stopping_problems(regularization, passed)
     # Into what TrainingArguments gets, not training_keys: recipe.yaml keeps the global batch, so the same file
     # derives the accumulation again on another number of processes.
@@ -199,13 +227,16 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         errors += fit_model(model, data)
     if errors:
         raise RecipeError(errors)
+    effective = with_device_defaults(passed)
     try:
-        training = arguments(**with_device_defaults(passed))
+        training = arguments(**effective)
     except (ValueError, TypeError, ImportError) as e:
         raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
+    # A head's training_defaults are written under training: (as the recipe needs them); these are the rest.
+    training_set = sorted(k for k, v in effective.items() if k not in written or written[k] != v)
     return Recipe(
         model, data, steps, names, training, training_keys, regularization, sanity, batching, sweep, raw.get("sweep"),
-        source, training_keys.get("hub_token"), tokenizer, report,
+        source, training_keys.get("hub_token"), tokenizer, report, training_set,
     )
 
 
@@ -228,11 +259,13 @@ def fit_model(model: ModelArgs, data: DataArgs, config=None) -> list[str]:
     problems = kept_layers_problems(model, config)
     block = getattr(model.options(), "block_size", None)
     if block:
-        return problems + shape_problems(config, block, BLOCK_KEY)
+        return problems + shape_problems(config, block, BLOCK_KEY, pretrained=model.init == "pretrained")
     positions = usable_positions(config)
     if data.max_length == DEFAULT_MAX_LENGTH and positions is not None and positions < data.max_length:
         data.max_length = positions
-    return problems + shape_problems(config, data.max_length, "data.max_length")
+    head = HEADS.get(model.head)
+    return problems + shape_problems(config, data.max_length, "data.max_length", pretrained=model.init == "pretrained",
+                                     long_text=head.long_text if head else ())
 
 
 def tokenizer_problems(model: ModelArgs, tokenizer: TokenizerArgs) -> list[str]:

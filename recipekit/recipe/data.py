@@ -13,6 +13,19 @@ from ..data.files import DATA_FORMATS
 
 DEFAULT_MAX_LENGTH = 256
 
+# What users write for a `data:` key -> the key (see recipe/training.py's TRAINING_SYNONYMS).
+DATA_SYNONYMS = {
+    **dict.fromkeys(["text_column", "text", "text_field", "input_column", "inputs", "sentence_column", "columns"], "text_columns"),
+    **dict.fromkeys(["label", "labels", "target", "target_column", "label_field", "labels_column", "y"], "label_column"),
+    **dict.fromkeys(["max_seq_length", "max_len", "seq_len", "max_tokens", "maxlen", "truncation", "max_source_length"], "max_length"),
+    **dict.fromkeys(["train", "train_path", "training_file", "train_data", "file", "path", "data_file"], "train_file"),
+    **dict.fromkeys(["validation", "valid_file", "val_file", "eval_file", "dev_file", "validation_path"], "validation_file"),
+    **dict.fromkeys(["test", "test_path", "testing_file"], "test_file"),
+    **dict.fromkeys(["dataset_name", "hub_dataset", "name"], "dataset"),
+    **dict.fromkeys(["val_split", "eval_split", "valid_split", "dev_split"], "validation_split"),
+    **dict.fromkeys(["max_samples", "train_samples", "limit", "max_rows"], "max_train_samples"),
+}
+
 
 @dataclass
 class SourceArgs:

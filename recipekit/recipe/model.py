@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.schema import Problem, build_kwargs
-from ..heads import DEFAULT_HEAD, HEADS, saved_state
+from ..heads import DEFAULT_HEAD, HEADS, head_synonyms, saved_state
 from ..heads.custom import HeadConfig
 from ..heads.distillation import DEFAULT_TEMPERATURE
 from ..modeling.adapters import peft_problems
@@ -19,6 +19,16 @@ from ..modeling.models import (
 from ..outputs.folder import FINISHED_MARKER
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
+# What users write for a `model:` key -> the key (see recipe/training.py's TRAINING_SYNONYMS).
+MODEL_SYNONYMS = {
+    **dict.fromkeys(["name", "model_name", "model_name_or_path", "pretrained_model_name_or_path", "model", "checkpoint", "path", "model_id"],
+                    "name_or_path"),
+    **dict.fromkeys(["task", "head_type", "type", "problem_type"], "head"),
+    **dict.fromkeys(["dropout", "hidden_dropout_prob"], "hidden_dropout"),
+    **dict.fromkeys(["attention_probs_dropout_prob"], "attention_dropout"),
+    **dict.fromkeys(["lora", "adapter", "adapters"], "peft"),
+    **dict.fromkeys(["options", "head_args"], "head_options"),
+}
 
 
 @dataclass
@@ -27,7 +37,8 @@ class ModelArgs:
         default=None, metadata={"help": "Hub id (org/name), local folder, or package:NAME/path inside an installed package"}
     )
     head: str = field(
-        default=DEFAULT_HEAD, metadata={"help": "task head; see the heads table", "choices": lambda: list(HEADS)}
+        default=DEFAULT_HEAD,
+        metadata={"help": "task head; see the heads table", "choices": lambda: list(HEADS), "synonyms": head_synonyms, "what": "a head"},
     )
     revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit to load"})
     dtype: str = field(

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from ..core.schema import build_kwargs, did_you_mean, not_one_of, show
-from .data import DataArgs
-from .model import ModelArgs
+from .data import DATA_SYNONYMS, DataArgs
+from .model import MODEL_SYNONYMS, ModelArgs
 from .sections import RegularizationArgs
+from .training import TRAINING_SYNONYMS
 
 SWEEP_METHODS = ["grid", "list", "optuna"]
 
@@ -60,6 +61,7 @@ SWEEPABLE = {"model": ModelArgs, "data": DataArgs, "training": TrainingArguments
 
 
 LOWER_IS_BETTER = ("loss", "ece")
+SYNONYMS = {"model": MODEL_SYNONYMS, "data": DATA_SYNONYMS, "training": TRAINING_SYNONYMS}
 
 
 def sweep_key_problem(key) -> str | None:
@@ -68,7 +70,7 @@ def sweep_key_problem(key) -> str | None:
         return f"{show(key)}: {not_one_of(section, list(SWEEPABLE), 'a section a sweep can vary')}"
     names = [f.name for f in dataclasses.fields(SWEEPABLE[section]) if f.init]
     if name not in names:
-        return f"unknown key{did_you_mean(name, names) or '.'}"
+        return f"unknown key{did_you_mean(name, names, SYNONYMS.get(section)) or '.'}"
     return None
 
 

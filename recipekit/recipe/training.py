@@ -34,6 +34,36 @@ TRAINING_RANGES = {
 }
 
 
+# What users write for a TrainingArguments key (other trainers' names, older transformers, shorthand) -> the key:
+# an unknown `training.epochs` suggests num_train_epochs, which spelling alone does not find. A name of another
+# section is given with its section.
+TRAINING_SYNONYMS = {
+    **dict.fromkeys(["epochs", "num_epochs", "n_epochs", "max_epochs", "train_epochs", "epoch"], "num_train_epochs"),
+    **dict.fromkeys(["lr", "learningrate", "rate", "base_lr", "max_lr"], "learning_rate"),
+    **dict.fromkeys(["batch_size", "train_batch_size", "bs", "batchsize", "per_device_batch_size", "micro_batch_size"],
+                    "per_device_train_batch_size"),
+    **dict.fromkeys(["eval_batch_size", "test_batch_size", "valid_batch_size", "validation_batch_size"], "per_device_eval_batch_size"),
+    **dict.fromkeys(["grad_accum", "gradient_accumulation", "accumulation_steps", "grad_accumulation_steps", "accumulate_grad_batches"],
+                    "gradient_accumulation_steps"),
+    **dict.fromkeys(["steps", "num_steps", "train_steps", "total_steps", "max_iters", "iterations"], "max_steps"),
+    **dict.fromkeys(["warmup", "warmup_ratio", "num_warmup_steps", "warmup_proportion"], "warmup_steps"),
+    **dict.fromkeys(["evaluation_strategy", "eval_every", "evaluate_every"], "eval_strategy"),
+    **dict.fromkeys(["scheduler", "lr_scheduler", "schedule", "lr_schedule"], "lr_scheduler_type"),
+    **dict.fromkeys(["optimizer", "optimiser", "opt"], "optim"),
+    **dict.fromkeys(["clip", "grad_clip", "gradient_clipping", "clip_grad_norm", "max_norm"], "max_grad_norm"),
+    **dict.fromkeys(["output", "out_dir", "outdir", "output_path", "save_dir", "output_folder"], "output_dir"),
+    **dict.fromkeys(["log_every", "log_steps", "logging_interval", "log_interval"], "logging_steps"),
+    **dict.fromkeys(["save_every", "checkpoint_steps", "save_interval"], "save_steps"),
+    **dict.fromkeys(["decay", "wd", "l2"], "weight_decay"),
+    **dict.fromkeys(["label_smoothing"], "label_smoothing_factor"),
+    **dict.fromkeys(["random_seed", "rng_seed"], "seed"),
+    **dict.fromkeys(["mixed_precision", "half", "amp"], "bf16"),
+    **dict.fromkeys(["early_stopping", "early_stopping_patience", "patience"], "regularization.early_stopping_patience"),
+    **dict.fromkeys(["dropout"], "model.hidden_dropout"),
+    **dict.fromkeys(["max_length", "max_seq_length", "max_len", "seq_len"], "data.max_length"),
+}
+
+
 # Upper bounds that are open: a decay rate or a smoothing factor of exactly 1 learns nothing.
 OPEN_ABOVE = ("adam_beta1", "adam_beta2", "label_smoothing_factor")
 
@@ -103,6 +133,51 @@ def tracker_problems(report_to) -> list[str]:
                 f"{', '.join(['none', *installed])}"
             )
     return out
+
+
+# Trainer logs the training loss every 500 steps by default, so a 60-step run logs none (an empty loss.png).
+# Unset, the cadence is a share of the run: TrainingArguments reads logging_steps / eval_steps below 1 as a ratio
+# of the total optimizer steps (transformers' TrainerState.compute_steps: ceil(max_steps * ratio)).
+LOG_SHARE = 0.02  # about 50 training-loss points per run, whatever its length
+EVAL_SHARE = 0.1  # about 10 step-based evaluations per run: enough for a curve and for early stopping
+
+
+def with_run_length_defaults(kw: dict) -> dict:
+    """Logging (and step-based evaluation) cadence fitted to the run's length where the recipe sets none. With
+    logging_steps written, Trainer's own rule stands (eval_steps unset evaluates every logging_steps)."""
+    if str(kw.get("logging_strategy", "steps")) == "steps" and "logging_steps" not in kw:
+        kw["logging_steps"] = LOG_SHARE
+        if str(kw.get("eval_strategy", "no")) == "steps" and kw.get("eval_steps") is None:
+            # A written checkpoint interval is kept as the evaluation's (Trainer refuses a ratio beside a step count).
+            saves = kw.get("save_steps")
+            kw["eval_steps"] = saves if saves is not None and saves >= 1 else EVAL_SHARE
+    return kw
+
+
+# Why recipekit sets a TrainingArguments value the recipe did not write: recipe.yaml and --check say it.
+SET_BECAUSE = {
+    "logging_steps": f"a ratio of the run's steps: ~{round(1 / LOG_SHARE)} loss points (Trainer's default: every 500 steps)",
+    "eval_steps": f"a ratio of the run's steps: ~{round(1 / EVAL_SHARE)} evaluations (or training.save_steps, where written)",
+    "save_strategy": "checkpoints at each evaluation, to restore the best one",
+    "save_steps": "checkpoints at each evaluation, to restore the best one",
+    "load_best_model_at_end": "a validation set is evaluated during training: the run ends on its best evaluation",
+    "use_cpu": "no accelerator on this machine",
+    "ddp_backend": "CPU processes talk over gloo",
+    "bf16": "the launcher's mixed precision",
+    "fp16": "the launcher's mixed precision",
+    "save_total_limit": "keep the best and the last checkpoint (null: keep every one)",
+    "gradient_accumulation_steps": "batching.global_batch_size over the per-device batch and the processes",
+}
+
+# TrainingArguments values recipe.yaml and --check show in effect even where nobody set them: the ones a
+# recipe most often changes. Every other field keeps Trainer's default.
+SHOWN_IN_EFFECT = (
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim",
+    "max_grad_norm", "seed", "logging_strategy", "logging_steps", "eval_strategy", "eval_steps", "save_strategy",
+    "save_steps", "save_total_limit", "load_best_model_at_end", "metric_for_best_model", "bf16", "fp16", "use_cpu",
+    "report_to",
+)
 
 
 def with_best_model_default(kw: dict, data: DataArgs) -> dict:

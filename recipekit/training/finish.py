@@ -1,5 +1,6 @@
 """Finishing a run, in one place: tune the head's decision rule, save the model with its head state, score
-every split, write the predictions, the report and model card, then metrics.json last.
+every split, write the predictions (the test file's columns, its gold label under data.label_column, then the
+head's prediction columns), the report and model card, then metrics.json last.
 
 Every score of a split comes from the head's one scoring code with the decision rule the run chose (a tuned
 threshold, per-label cuts), whether it lands in the console, metrics.json, report.md, the model card or
@@ -94,10 +95,17 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
         # Loading a model for prediction is timed too; a timing is no score and differs between equal runs.
         results["test"] = {k: v for k, v in head.scores(strip_prefix(output.metrics, "test_")).items() if k != "model_preparation_time"}
         outputs["test"] = (output.label_ids, output.predictions)
-    frame = pd.DataFrame({c: column_values(test, c) for c in head.data.text_columns})
+    frame = pd.DataFrame({c: column_values(test, c) for c in user_columns(test)})
     for name, values in {**head.gold(test), **prediction.columns}.items():
         frame[name] = values
     return results, frame, outputs
+
+
+def user_columns(split) -> list[str]:
+    """The test file's own columns, in its order (ids, metadata and the text): the predictions file keeps them, so
+    a prediction joins back to its row. The gold label follows under its own name (the head decodes it from
+    `labels`); internal columns (`labels`, `__row`) are left out."""
+    return [c for c in split.column_names if c != "labels" and not c.startswith("__")]
 
 
 def run_record(recipe, results: dict, data, head, outputs: dict, started: float) -> dict:
