@@ -6,7 +6,7 @@ Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is
 Cross-validation: python run.py cv RECIPE --folds 5 [--label-issues] (each fold is fine_tune below, in this process).
 A new recipe: python run.py new my.yaml [--from quickstart]; a LoRA run as a full model: python run.py merge OUTPUT_DIR NEW_DIR.
 """
-# The command line is read is read before torch and transformers load (4-8 s): --help and usage errors answer at once
+# The command line is read before torch and transformers load (4-8 s): --help and usage errors answer at once
 
 import sys
 
