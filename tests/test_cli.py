@@ -178,6 +178,11 @@ def test_piped_progress_is_a_line_per_tenth_and_evaluations_are_readable_lines()
     ]
     # A run of 7 steps prints at most one line per step, never more than ten.
     assert len(drive(QuietProgress(terminal=False), 7)[1].splitlines()) == 7
+    # The evaluations after training (the best checkpoint on validation, then test) are the run summary's lines.
+    after = io.StringIO()
+    with redirect_stdout(after):
+        QuietProgress(terminal=False).on_log(None, state(40), None, logs=EVALUATIONS[1][1])
+    assert after.getvalue() == ""
     # training.disable_tqdm: no progress at all, the same evaluation lines (never Trainer's raw dicts).
     quiet_out, quiet_err = drive(QuietProgress(show_progress=False, terminal=False), 40, EVALUATIONS)
     assert quiet_err == "" and quiet_out == out

@@ -316,3 +316,33 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(binary_run, tmp_path)
     finally:
         if server.poll() is None:
             server.kill()
+
+
+@pytest.mark.slow
+def test_workers_serve_quietly_and_stop_cleanly(tmp_path):
+    # Two processes on one socket: each loads its own model (long on a busy machine: past uvicorn's 5 s health check).
+    run = ROOT / "tests" / "fixtures" / "run_v1" / "binary"
+    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", str(run), "--port", "0", "--workers", "2"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        first = server.stdout.readline().decode()
+        port = int(first.split(" (docs")[0].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "no start"
+            try:
+                if call(port, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        status, body = call(port, "POST", "/predict", {"text": "a good film"})
+        assert status == 200 and body["predictions"][0]["predicted"] in ("negative", "positive")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=120) in (0, -signal.SIGTERM)
+        rest = server.stdout.read().decode()
+        # No bar or load report per worker, no leaked semaphore at shutdown, no temporary folder left.
+        assert rest == "", rest
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        if server.poll() is None:
+            server.kill()

@@ -115,8 +115,10 @@ class QuietProgress(TrainerCallback):
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.training_bar = None
         self.tenths = 0
+        self.training = False  # the evaluations after training are the run's summary's to print
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
         if not (state.is_world_process_zero and self.show_progress):
             return
         self.start_step, self.started = state.global_step, time.monotonic()
@@ -140,7 +142,7 @@ class QuietProgress(TrainerCallback):
                   f"{elapsed(spent)} elapsed, about {elapsed(left)} left", file=sys.stderr, flush=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not (state.is_world_process_zero and logs and any(k.startswith("eval_") for k in logs)):
+        if not (self.training and state.is_world_process_zero and logs and any(k.startswith("eval_") for k in logs)):
             return
         line = evaluation_line(logs, state.global_step)
         if self.training_bar is not None:
@@ -149,6 +151,7 @@ class QuietProgress(TrainerCallback):
             print(line, flush=True)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
         if self.training_bar is not None:
             self.training_bar.close()
             self.training_bar = None
