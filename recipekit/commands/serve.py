@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
+from tqdm.std import TqdmDefaultWriteLock
 
 from ..core import console
 from ..core.errors import RecipeError
@@ -102,6 +103,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 def app_from_environment():
     console.configure(False)  # each worker is a fresh process: quiet, as the parent is
+    # tqdm's first bar (datasets' disabled ones, at the first request) makes a multiprocessing lock: in a spawned worker
+    # a named semaphore, which uvicorn's re-raised SIGTERM leaves behind ("1 leaked semaphore" at shutdown). No bar is
+    # shown here, so its thread lock is enough.
+    TqdmDefaultWriteLock.mp_lock = None
     return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
