@@ -4,19 +4,29 @@ Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python ru
 Deployment: python run.py export OUTPUT_DIR --format onnx [--quantize int8], python run.py serve OUTPUT_DIR [--port 8000].
 Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
 Cross-validation: python run.py cv RECIPE --folds 5 [--label-issues] (each fold is fine_tune below, in this process).
+A new recipe: python run.py new my.yaml [--from quickstart]; a LoRA run as a full model: python run.py merge OUTPUT_DIR NEW_DIR.
 """
+# The command line is read before torch and transformers load (4-8 s): --help and usage errors answer at once
+
+import sys
+
+from recipekit.commands.cli import check_usage
+
+if __name__ == "__main__" and check_usage(sys.argv[1:]):
+    sys.exit(2)
 
 import os
-import sys
 import time
 from pathlib import Path
 
 from transformers import set_seed
 
-from recipekit.commands.cli import COMMANDS, guarded, parse_args, parse_command
+from recipekit.commands.cli import guarded, parse
 from recipekit.commands.compare import compare_command
 from recipekit.commands.cv import cv_command
 from recipekit.commands.export import export_command
+from recipekit.commands.merge import merge_command
+from recipekit.commands.new import new_command
 from recipekit.commands.predict import evaluate_command, predict_command
 from recipekit.commands.serve import serve_command
 from recipekit.commands.sweep import sweep_command
@@ -42,13 +52,10 @@ from recipekit.training.trainer import build_trainer
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in COMMANDS:
-        args = parse_command(argv)
-        console.configure(getattr(args, "verbose", False))
+    args = parse(sys.argv[1:] if argv is None else argv)
+    console.configure(getattr(args, "verbose", False))
+    if args.command:
         return run_command(args)
-    args = parse_args(argv)
-    console.configure(args.verbose)
     recipe = load_recipe(args.recipe, args.overrides)
     if args.check:
         print(recipe.to_yaml(), end="")
@@ -126,7 +133,7 @@ def run_command(args) -> int:
     if args.command == "cv":
         return cv_command(args, fine_tune)
     return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command,
-            "export": export_command, "serve": serve_command}[args.command](args)
+            "export": export_command, "serve": serve_command, "merge": merge_command, "new": new_command}[args.command](args)
 
 
 if __name__ == "__main__":

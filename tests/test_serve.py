@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -284,13 +285,15 @@ def test_export_and_serve_say_how_to_install_a_missing_extra(binary_run, monkeyp
     ]
 
 
-def test_sigterm_finishes_the_request_in_flight_then_exits(binary_run):
+def test_sigterm_finishes_the_request_in_flight_then_exits(binary_run, tmp_path):
     out = binary_run
-    port = free_port()
-    # A long batching wait keeps the request in flight when SIGTERM comes.
-    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", str(out), "--port", str(port), "--max-wait-ms", "1500"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A long batching wait keeps the request in flight when SIGTERM comes. --port 0: the first line says which port.
+    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", str(out), "--port", "0", "--max-wait-ms", "1500"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
+        first = server.stdout.readline().decode()
+        port = int(first.split(" (docs")[0].rsplit(":", 1)[1])
+        assert first.startswith(f"serving {out} on http://127.0.0.1:{port} ") and port > 0, first
         deadline = time.monotonic() + 120
         while True:
             assert server.poll() is None and time.monotonic() < deadline, server.stdout.read().decode() if server.poll() is not None else "no start"
@@ -307,9 +310,39 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(binary_run):
         assert status == 200 and body["predictions"][0]["predicted"] in json.loads((out / "head_state.json").read_text())["labels"]
         # uvicorn drains, then ends the process by the signal it caught (newer versions) or returns (older ones).
         assert server.wait(timeout=60) in (0, -signal.SIGTERM)
-        assert f"on http://127.0.0.1:{port}" in server.stdout.read().decode()
         with pytest.raises(OSError):
             call(port, "GET", "/health")
+        assert list(tmp_path.iterdir()) == []  # the model's temporary folder is gone with it
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+@pytest.mark.slow
+def test_workers_serve_quietly_and_stop_cleanly(tmp_path):
+    # Two processes on one socket: each loads its own model (long on a busy machine: past uvicorn's 5 s health check).
+    run = ROOT / "tests" / "fixtures" / "run_v1" / "binary"
+    server = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "serve", str(run), "--port", "0", "--workers", "2"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        first = server.stdout.readline().decode()
+        port = int(first.split(" (docs")[0].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "no start"
+            try:
+                if call(port, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        status, body = call(port, "POST", "/predict", {"text": "a good film"})
+        assert status == 200 and body["predictions"][0]["predicted"] in ("negative", "positive")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=120) in (0, -signal.SIGTERM)
+        rest = server.stdout.read().decode()
+        # No bar or load report per worker, no leaked semaphore at shutdown, no temporary folder left.
+        assert rest == "", rest
+        assert list(tmp_path.iterdir()) == []
     finally:
         if server.poll() is None:
             server.kill()

@@ -37,7 +37,7 @@ def compare_table(folders: list[str], split: str | None) -> tuple[list[str], str
         values = [(r.get("training") or {}).get(key) for r, _ in runs]
         if any(v is not None for v in values):
             rows.append([f"training.{key}", *("" if v is None else number(v) for v in values)])
-    rows.append(["wall time (s)", *(rec.get("wall_time_s") for _, rec in runs)])
+    rows.append(["wall time (s)", *(seconds(rec.get("wall_time_s")) for _, rec in runs)])
     scores = [split_scores(rec, split) for _, rec in runs]
     for name in dict.fromkeys(k for s in scores for k in s):
         rows.append([f"{split} {name}", *(s.get(name, "") for s in scores)])
@@ -46,13 +46,21 @@ def compare_table(folders: list[str], split: str | None) -> tuple[list[str], str
 
 
 def number(value):
-    """recipe.yaml may hold a rate as text ('1e-05' is a string to PyYAML); shown as the number it is."""
+    """recipe.yaml may hold a rate as text ('1e-05' is a string to PyYAML); shown as the number it is, and a whole
+    number (num_train_epochs is a float to TrainingArguments) as an integer: `4`, never `4.0000`."""
     if isinstance(value, str):
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             return value
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return int(value)
     return value
+
+
+def seconds(value):
+    """Wall time to a tenth of a second (`62.5`), not with a metric's four decimals."""
+    return f"{value:.1f}" if isinstance(value, (int, float)) else ""
 
 
 def compare_command(args) -> int:

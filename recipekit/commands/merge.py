@@ -1,4 +1,4 @@
-"""`python -m recipekit.commands.merge RUN OUT`: merge a LoRA run's adapter into an ordinary model.
+"""`run.py merge RUN OUT` (or `python -m recipekit.commands.merge RUN OUT`): merge a LoRA run's adapter into an ordinary model.
 
 The merged folder is a finished run like any other: the model and tokenizer (`transformers.pipeline`
 loads them), its head state, the run's recipe.yaml (with `model.peft` cleared) and metrics.json, so
@@ -7,7 +7,6 @@ loads them), its head state, the run's recipe.yaml (with `model.peft` cleared) a
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..core.errors import RecipeError
 from ..core.files import follow_umask, write_atomic
 from ..inference.runs import open_run
 from ..modeling.loading import load_tokenizer
+from .cli import guarded, parse_command
 
 
 def merge(run_dir: str, out_dir: str) -> None:
@@ -41,17 +41,15 @@ def merge(run_dir: str, out_dir: str) -> None:
         shutil.copyfile(run.folder / "metrics.json", out / "metrics.json")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recipekit.commands.merge", description="Merge a LoRA run's adapter into a full model.")
-    parser.add_argument("run_dir", help="output_dir of a run trained with model.peft")
-    parser.add_argument("out_dir", help="new folder for the merged model (loads with transformers.pipeline and run.py predict)")
-    args = parser.parse_args(argv)
+def merge_command(args) -> int:
     merge(args.run_dir, args.out_dir)
     print(f"merged model written to {args.out_dir}")
     return 0
 
 
-if __name__ == "__main__":
-    from .cli import guarded
+def main(argv=None) -> int:
+    return merge_command(parse_command(["merge", *(sys.argv[1:] if argv is None else argv)]))
 
+
+if __name__ == "__main__":
     sys.exit(guarded(main))

@@ -12,15 +12,20 @@ refusing) requests meanwhile. SIGTERM or Ctrl-C: uvicorn stops accepting, finish
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's annotations, and the request model is local.
 import asyncio
+import errno
+import inspect
 import json
 import os
+import socket
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
+from tqdm.std import TqdmDefaultWriteLock
 
+from ..core import console
 from ..core.errors import RecipeError
 from ..inference.onnxmodel import EXPORT_FILE, require
 from ..inference.predictor import Predictor
@@ -30,6 +35,7 @@ from .cli import MAX_BATCH, MAX_WAIT_MS
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: 32 texts of 30,000 characters; anything larger is a mistake or an attack
 DRAIN_SECONDS = 30  # after SIGTERM, requests still in flight this long are cut
+WORKER_START_SECONDS = 120
 SETTINGS_ENV = "RECIPEKIT_SERVE"  # how `--workers N` hands the settings to each worker process
 
 
@@ -43,20 +49,64 @@ class Settings:
 def serve_command(args) -> int:
     require("fastapi", "serve")
     uvicorn = require("uvicorn", "serve")
+    from uvicorn.supervisors import Multiprocess
+
     settings = Settings(args.run, args.max_batch, args.max_wait_ms)
     open_run(args.run)  # a folder that is no run is refused here, in one line, before any port is taken
-    common = {"host": args.host, "port": args.port, "timeout_graceful_shutdown": DRAIN_SECONDS, "log_level": "warning"}
-    print(f"serving {args.run} on http://{args.host}:{args.port} (docs: /docs); SIGTERM or Ctrl-C to stop", flush=True)
-    if args.workers == 1:
-        uvicorn.run(create_app(settings), **common)
-    else:
-        # Several processes need an import string; each builds its app (and loads the model) from the environment.
-        os.environ[SETTINGS_ENV] = json.dumps(settings.__dict__)
-        uvicorn.run("recipekit.serve:app_from_environment", factory=True, workers=args.workers, **common)
+    # The port is taken before the model loads (seconds): a port in use is refused at once, and --port 0's pick is known.
+    sock = listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {args.run} on http://{shown}:{port} (docs: /docs); SIGTERM or Ctrl-C to stop", flush=True)
+    common = {"host": args.host, "port": port, "timeout_graceful_shutdown": DRAIN_SECONDS, "log_level": "warning"}
+    try:
+        if args.workers == 1:
+            server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
+            server.run(sockets=[sock])
+            if not server.started:
+                return 3  # uvicorn has logged why (the app failed to start)
+        else:
+            # Several processes need an import string; each builds its app (and loads the model) from the environment.
+            os.environ[SETTINGS_ENV] = json.dumps(settings.__dict__)
+            # A worker answers uvicorn's health pings once its imports are done: seconds on a busy machine, more than
+            # uvicorn's 5, after which it kills and restarts the worker, forever. (Older uvicorn neither pings nor takes this.)
+            if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+                common["timeout_worker_healthcheck"] = WORKER_START_SECONDS
+            config = uvicorn.Config("recipekit.commands.serve:app_from_environment", factory=True, workers=args.workers, **common)
+            older = {"target": uvicorn.Server(config).run} if "target" in inspect.signature(Multiprocess).parameters else {}
+            Multiprocess(config, sockets=[sock], **older).run()
+    finally:
+        sock.close()
     return 0
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound as uvicorn binds its own; a port in use or an address not of this machine is a RecipeError."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise RecipeError(f"serve --host: {host!r} is not an address of this machine ({e})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise RecipeError(f"serve --port: {port} is in use on {host}; choose another, or --port 0 for any free port") from None
+        if e.errno == errno.EACCES:
+            raise RecipeError(f"serve --port: {port} needs administrator rights on {host} (below 1024); choose 1024 or above") from None
+        raise RecipeError(f"serve --host {host} --port {port}: cannot listen there: {e.strerror}") from None
+    sock.set_inheritable(True)  # the --workers processes accept on it
+    return sock
+
+
 def app_from_environment():
+    console.configure(False)  # each worker is a fresh process: quiet, as the parent is
+    # tqdm's first bar (datasets' disabled ones, at the first request) makes a multiprocessing lock: in a spawned worker
+    # a named semaphore, which uvicorn's re-raised SIGTERM leaves behind ("1 leaked semaphore" at shutdown). No bar is
+    # shown here, so its thread lock is enough.
+    TqdmDefaultWriteLock.mp_lock = None
     return create_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
@@ -241,12 +291,14 @@ def create_app(settings: Settings):
     @asynccontextmanager
     async def lifespan(app):
         state["model"] = Model(run, settings.max_batch)
-        state["batcher"] = Batcher(state["model"], settings.max_batch, settings.max_wait_ms / 1000)
-        task = asyncio.create_task(state["batcher"].run())
-        yield
-        # uvicorn has answered every request in flight by now (graceful shutdown); the batcher is idle.
-        task.cancel()
-        state["model"].close()
+        try:
+            state["batcher"] = Batcher(state["model"], settings.max_batch, settings.max_wait_ms / 1000)
+            task = asyncio.create_task(state["batcher"].run())
+            yield
+            # uvicorn has answered every request in flight by now (graceful shutdown); the batcher is idle.
+            task.cancel()
+        finally:
+            state["model"].close()  # its temporary folder goes on every way out
 
     info = run_info(run)
     app = FastAPI(title=f"recipekit: {Path(settings.run).name}", lifespan=lifespan,

@@ -7,7 +7,7 @@
 The head decides peft's task type, and with it which new modules train in full and are saved with the
 adapter (for classification: the `classifier`/`score` layer). A run saves the adapter (a few MB) and its
 head state (head_state.json) beside it; `run.py predict` uses it as it is, and
-`python -m recipekit.commands.merge RUN OUT` merges it into an ordinary model (commands/merge.py).
+`python run.py merge RUN OUT` merges it into an ordinary model (commands/merge.py).
 """
 
 from __future__ import annotations
