@@ -66,6 +66,8 @@ def parse_command(argv) -> argparse.Namespace:
         default = "CSV on stdout" if name == "predict" else "not written"
         sub.add_argument("--output", help=f"predictions file, .csv or .jsonl (default: {default})")
         sub.add_argument("--batch-size", type=int, help="texts per forward pass (default: the run's per_device_eval_batch_size, else 64)")
+        sub.add_argument("--encoding", help="the input's text encoding, e.g. cp1252 (default: the run's data.encoding, else the byte-order mark's or utf-8)")
+        sub.add_argument("--delimiter", help="the input's csv field separator, e.g. ';' (default: the run's data.delimiter, else the one its header uses)")
     evaluate = commands.choices["evaluate"]
     evaluate.add_argument("--metrics", help="also write the scores, per-class table and confusion matrix to this JSON file")
     evaluate.add_argument("--plots", help="also write confusion matrix, ROC, precision-recall and reliability PNGs into this folder")

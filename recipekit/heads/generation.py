@@ -95,6 +95,7 @@ class Seq2Seq(Head):
     """
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+    written_columns = ()  # the target stays text until tokenize, which writes labels in place of every column
 
     pipeline_task = "text2text-generation"
     training_args_class = Seq2SeqTrainingArguments
@@ -212,6 +213,7 @@ class CausalLMCompletion(Head):
     """
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+    written_columns = ()  # the target stays text until tokenize, which writes labels in place of every column
 
     pipeline_task = "text-generation"
     predictions_file = "predictions.jsonl"
