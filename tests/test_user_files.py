@@ -40,7 +40,7 @@ def test_text_that_is_not_utf8_is_refused_naming_file_line_and_key(tmp_path, tin
     error = one_error(capsys)
     # Line 2 holds "café": its é is the single byte e9 in cp1252, never valid UTF-8 there.
     assert f"{path} line 2: byte(s) e9 are not utf-8 text; set data.encoding" in error
-    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert not (tmp_path / "run").exists()  # refused while reading, before the run folder is made
 
 
 @pytest.mark.parametrize("encoding", ["cp1252", "latin-1", "utf-16"])
@@ -135,3 +135,12 @@ def test_a_section_that_is_not_a_mapping_is_named_as_such(tmp_path, section, val
     assert e.value.problems == [f"{section}: the section must be a mapping of keys to values (e.g. {section}: {{key: value}}), got {value!r}"
                                 if isinstance(value, str) else
                                 f"{section}: the section must be a mapping of keys to values (e.g. {section}: {{key: value}}), got {value}"]
+
+
+def test_json_lines_in_another_encoding_are_read_with_data_encoding(tmp_path, capsys):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes("".join(json.dumps({"text": t, "label": label}, ensure_ascii=False) + "\n" for t, label in ROWS).encode("latin-1"))
+    with pytest.raises(Exception, match=f"{path} line 1: byte\\(s\\) e9 are not utf-8 text; set data.encoding"):
+        load_splits(data_recipe(tmp_path, {"train_file": str(path)}).data, [], seed=0)
+    data = load_splits(data_recipe(tmp_path, {"train_file": str(path), "encoding": "latin-1"}).data, [], seed=0)
+    assert data.splits["train"]["text"] == [t for t, _ in ROWS]

@@ -147,7 +147,8 @@ def read_file(spec: str, encoding: str | None = None, delimiter: str | None = No
         cause = e.__cause__ or e
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         hint = f"; if its fields are not separated by {delimiter!r}, set {keys[1]}" if builder == "csv" else ""
-        raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')} ({encoding}): {clip(first)}{hint}") from None
+        shown = f" ({encoding})" if encoding not in (None, "utf-8") else ""
+        raise RecipeError(f"{spec}: cannot read as {path.suffix.lstrip('.')}{shown}: {clip(first)}{hint}") from None
     finally:
         csv_logger.setLevel(level)
 
