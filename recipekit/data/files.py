@@ -56,6 +56,15 @@ def text_encoding(path: Path) -> str | None:
     return next((name for bom, name in BOMS if start.startswith(bom)), None)
 
 
+def file_encoding(path: Path, encoding: str | None) -> str:
+    """The encoding given, else the byte-order mark's, else UTF-8; a UTF-8 mark is skipped under `utf-8` too, so it
+    never becomes part of the first column's name."""
+    bom = text_encoding(path)
+    if encoding is None:
+        return bom or "utf-8"
+    return bom if bom == "utf-8-sig" and codecs.lookup(encoding).name == "utf-8" else encoding
+
+
 # What a spreadsheet's "CSV" export separates fields with: a comma, or a semicolon where the comma is the decimal mark.
 DELIMITERS = ",;\t|"
 
@@ -119,7 +128,7 @@ def read_file(spec: str, encoding: str | None = None, delimiter: str | None = No
     if builder == "parquet":
         encoding = None  # Arrow stores text as UTF-8 itself
     else:
-        encoding = encoding or text_encoding(path) or "utf-8"
+        encoding = file_encoding(path, encoding)
         check_decodes(path, spec, encoding, keys[0])
     if builder == "conll":
         return read_conll(path, encoding)
