@@ -150,3 +150,11 @@ def test_cv_and_serve_take_a_labels_column_and_a_document_text_column(request, t
     with serving(fold) as port:
         status, body = call(port, "POST", "/predict", {"texts": texts})
     assert status == 200 and [p["predicted"] for p in body["predictions"]] == want
+
+
+def test_long_texts_as_windows_with_a_document_text_column_and_a_labels_column(request, tmp_path):
+    """Windows write `document` (the row each came from) and `labels` per window, beside the user's columns of those names."""
+    recipe = make_recipe(request, "chunks", tmp_path / "data", tmp_path / "run")
+    works_end_to_end(tmp_path / "run", renamed(recipe, text="document", label="labels"), tmp_path)
+    windows = metrics_of(tmp_path / "run")["data"]["tokens"]["splits"]["test"]["windows"]
+    assert windows > 10  # test rows cut into several windows each, pooled back to one prediction per row
