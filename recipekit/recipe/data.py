@@ -75,7 +75,7 @@ class DataArgs:
     )
     delimiter: str | None = field(
         default=None,
-        metadata={"help": "csv field separator (',', ';', '|', a tab); null: a tab for .tsv, else the one the header uses (printed when not a comma)"},
+        metadata={"help": "csv field separator (',', ';', a tab, a vertical bar); null: a tab for .tsv, else the one the header uses (printed when not a comma)"},
     )
     text_columns: list[str] = field(
         default_factory=lambda: ["text"], metadata={"help": "one text column, or two for sentence pairs"}
