@@ -162,7 +162,7 @@ def data_recipe(tmp_path, data: dict, steps=None):
 def test_bad_input_is_reported_and_the_run_goes_on(tmp_path):
     path = tmp_path / "bad.csv"
     rows = ["text,label", "good film,pos", ",neg", "   ,pos", "no label,", "ok film,1", "bad film,neg", f"{'x' * 5_000_000},pos"]
-    path.write_bytes(("\n".join(rows) + "\n").encode() + b"caf\xe9 film,neg\n")
+    path.write_bytes(("\n".join(rows) + "\n").encode() + "caf\ufffd film,neg\n".encode())  # text damaged before it was saved
     recipe = data_recipe(tmp_path, {"train_file": str(path)})
     data = load_splits(recipe.data, recipe.preprocess, seed=0)
     checks = next(r for r in data.report["steps"] if r["step"] == "checks")
@@ -171,7 +171,7 @@ def test_bad_input_is_reported_and_the_run_goes_on(tmp_path):
         "missing or empty text": 2,
         "missing label": 1,
         "text over data.max_chars (1,000,000 characters)": 1,
-        "kept: undecodable bytes, replaced by U+FFFD": 1,
+        "kept: holds U+FFFD, characters lost before the file was written": 1,
     }
     assert data.report["notes"] == [
         f"train: empty label cell in column 'label' at {path} line 5; dropped as missing label",

@@ -123,6 +123,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--batch-size", type=int, help="texts per forward pass (default: the run's per_device_eval_batch_size, else 64)")
         parser.add_argument("--text-column", action="append", metavar="NAME",
                             help="the input's column holding the text, where its name is not the run's text column (twice for a pair run)")
+        parser.add_argument("--encoding", help="the input's text encoding, e.g. cp1252 (default: the run's data.encoding, else the byte-order mark's or utf-8)")
+        parser.add_argument("--delimiter", help="the input's csv field separator, e.g. ';' (default: the run's data.delimiter, else the one its header uses)")
     if name == "evaluate":
         parser.add_argument("--metrics", help="also write the scores, per-class table and confusion matrix to this JSON file")
         parser.add_argument("--plots", help="also write confusion matrix, ROC, precision-recall and reliability PNGs into this folder")

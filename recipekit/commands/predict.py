@@ -20,10 +20,12 @@ from ..core.errors import RecipeError
 from ..core.files import atomic_file, write_json
 from ..core.schema import Problem, not_one_of
 from ..core.tables import markdown_table
+from ..data.checks import column, file_place, is_empty
 from ..data.files import DATA_FORMATS, read_file
 from ..evaluation.metrics import strip_prefix
 from ..inference.predictor import predict_rows
 from ..inference.runs import TrainedRun, model_input, open_run
+from ..recipe.data import encoding_problems
 
 OUTPUT_FORMATS = [".csv", ".jsonl"]
 # Rows per trainer.predict call: bounds memory on big inputs; a multiple of any usual batch size, so the
@@ -31,7 +33,18 @@ OUTPUT_FORMATS = [".csv", ".jsonl"]
 CHUNK_ROWS = 4096
 
 
-def read_input(spec: str, run: TrainedRun, text_columns: list[str] | None = None) -> tuple[Dataset, dict[str, str]]:
+def input_format(args, run: TrainedRun) -> tuple[str | None, str | None]:
+    """The input's encoding and csv delimiter: the flags', else the run's recipe values (a file like its training files reads alike)."""
+    encoding = getattr(args, "encoding", None) or run.data.encoding
+    delimiter = getattr(args, "delimiter", None) or run.data.delimiter
+    problems = encoding_problems(encoding, delimiter, ("--encoding", "--delimiter"))
+    if problems:
+        raise RecipeError(problems)
+    return encoding, delimiter
+
+
+def read_input(spec: str, run: TrainedRun, text_columns: list[str] | None = None, encoding: str | None = None,
+               delimiter: str | None = None) -> tuple[Dataset, dict[str, str]]:
     """The input's rows, and the renaming {input column: run's text column} that --text-column asks for."""
     columns = run.data.text_columns
     if spec == "-":
@@ -51,7 +64,7 @@ def read_input(spec: str, run: TrainedRun, text_columns: list[str] | None = None
             raise RecipeError(f"--input: {spec!r} does not exist or is not a file")
         if path.suffix.lower() not in DATA_FORMATS:
             raise RecipeError(f"--input: {not_one_of(path.suffix or '(no extension)', list(DATA_FORMATS), 'a supported format')}")
-        ds = read_file(str(path))
+        ds = read_file(str(path), encoding, delimiter, ("--encoding", "--delimiter"))
     rename = text_renaming(ds, run, text_columns, spec)
     readable = [rename.get(c, c) for c in ds.column_names]
     # Renamed inputs keep their own form (and names) for the output; the model's copy takes the head's form.
@@ -140,9 +153,10 @@ def run_predictions(args, run: TrainedRun, with_gold: bool):
     """Write the input's columns plus the head's prediction columns; with_gold: return the Prediction of all rows."""
     for option in ("output", "metrics", "plots"):
         check_output(getattr(args, option, None), args.input, run, option, formats=OUTPUT_FORMATS if option == "output" else None)
-    ds, rename = read_input(args.input, run, getattr(args, "text_column", None))
+    encoding, delimiter = input_format(args, run)
+    ds, rename = read_input(args.input, run, getattr(args, "text_column", None), encoding, delimiter)
     if with_gold:
-        check_gold(ds, run.data.label_column, args.input)
+        ds = without_empty_gold(ds, run, args.input, encoding, delimiter)
     if not len(ds):
         raise RecipeError(f"--input {args.input}: no rows to {'evaluate' if with_gold else 'predict'}")
     # Lists (tags) and long generated text read best as JSON lines: the head's own format unless --output says otherwise.
@@ -164,15 +178,21 @@ def run_predictions(args, run: TrainedRun, with_gold: bool):
     return last
 
 
-def check_gold(ds: Dataset, column: str, spec: str) -> None:
-    """Refuse a missing gold column or empty gold cells; labels the run never saw are refused by the head."""
-    if column not in ds.column_names:
+def without_empty_gold(ds: Dataset, run: TrainedRun, spec: str, encoding: str | None = None, delimiter: str | None = None) -> Dataset:
+    """Refuse a missing gold column; rows with no gold label are dropped and counted, as training drops them
+    ("missing label"); labels the run never saw are refused by the head."""
+    label = run.data.label_column
+    if label not in ds.column_names:
         raise RecipeError(
-            f"--input {spec}: no gold label column {column!r} (the run's data.label_column); columns: {', '.join(ds.column_names)}"
+            f"--input {spec}: no gold label column {label!r} (the run's data.label_column); columns: {', '.join(ds.column_names)}"
         )
-    missing = sum(v is None for v in ds[column])
-    if missing:
-        raise RecipeError(f"--input {spec}: {missing} rows have no gold label in column {column!r}")
+    empty = [i for i, v in enumerate(column(ds, label)) if v is None or (run.head.text_labels and is_empty(v))]
+    if not empty:
+        return ds
+    more = f" and {len(empty) - 1} more" if len(empty) > 1 else ""
+    print(f"evaluate: {len(empty)} of {len(ds)} rows have an empty gold label in column {label!r} (first at "
+          f"{file_place(spec, empty[0], encoding, delimiter)}{more}); dropped as missing label, as training drops them", file=sys.stderr)
+    return ds.select(sorted(set(range(len(ds))) - set(empty)))
 
 
 def load_run(folder: str) -> TrainedRun:

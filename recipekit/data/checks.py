@@ -43,10 +43,15 @@ def place(args, split: str, row: int) -> str:
     spec = {"train": args.train_file, "validation": args.validation_file, "test": args.test_file}.get(split)
     if spec is None:  # carved from train: the row index is train's
         spec = args.train_file
+    return file_place(spec, row, args.encoding, args.delimiter)
+
+
+def file_place(spec: str, row: int, encoding: str | None = None, delimiter: str | None = None) -> str:
+    """Where row `row` (0-based) of the data file `spec` is, as a user finds it: a file line where the format has lines."""
     suffix = Path(spec).suffix.lower()
     if suffix in (".csv", ".tsv"):
         path = Path(paths.resolve(spec)).expanduser()
-        lines = csv_row_lines(str(path), path.stat().st_mtime) if path.is_file() else []
+        lines = csv_row_lines(str(path), path.stat().st_mtime, encoding, delimiter) if path.is_file() else []
         return f"{spec} line {lines[row] if row < len(lines) else row + 2}"
     if suffix == ".jsonl":
         return f"{spec} line {row + 1}"
@@ -148,7 +153,8 @@ class Checks:
             elif sum(len(t) for t in row) > self.max_chars:
                 out.append(f"text over data.max_chars ({self.max_chars:,} characters)")
             elif any("\ufffd" in t for t in row):
-                out.append("kept: undecodable bytes, replaced by U+FFFD")
+                # Undecodable bytes are refused when a file is read (data.encoding); a U+FFFD is then in the text itself.
+                out.append("kept: holds U+FFFD, characters lost before the file was written")
             else:
                 out.append("")
         return {"__verdict": out}

@@ -27,6 +27,9 @@ from .steps import Context, run_pipeline
 SPLITS = ("train", "validation", "test")
 
 
+# Columns the pipeline adds for its own bookkeeping (the row number, a row's source, a check's verdict) start with
+# this; a user column of such a name is refused as a recipe column and left out otherwise.
+INTERNAL_PREFIX = "__"
 ROW = "__row"  # each row's index in its source, kept through checks and steps so errors name the file line
 
 
@@ -45,9 +48,10 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
     """
     raw, sources = load_sources(args, seed, head.needs_labels, head.stratify)
     check_columns(raw, args, head.needs_labels)
+    raw, notes = without_colliding_columns(raw, args, head)
     raw = texts_as_text(raw, list(args.text_columns))
     # One rule for every head: a row with an empty label cell is dropped and counted ("missing label"), never fatal.
-    notes = empty_label_notes(raw, args) if head.needs_labels and not head.empty_label_is_value else []
+    notes += empty_label_notes(raw, args) if head.needs_labels and not head.empty_label_is_value else []
     if head.text_labels:
         raw, label_notes = labels_as_text(raw, args.label_column)
         notes += label_notes
@@ -84,7 +88,7 @@ def load_sources(args, seed: int, needs_labels: bool = True, stratify: bool = Tr
     keep = list(args.text_columns) + ([args.label_column] if needs_labels else [])
     parts = []
     for i, source in enumerate(args.sources):
-        ds = read_file(source.file) if source.file else load_hub_split(source.dataset, source.dataset_config, source.dataset_revision, source.split)
+        ds = read_file(source.file, args.encoding, args.delimiter) if source.file else load_hub_split(source.dataset, source.dataset_config, source.dataset_revision, source.split)
         missing = [k for k in source.columns if k not in ds.column_names]
         if missing:
             raise RecipeError(f"data.sources[{i}].columns: {missing} not in {source.label}; columns: {', '.join(ds.column_names)}")
@@ -120,7 +124,7 @@ def load_sources(args, seed: int, needs_labels: bool = True, stratify: bool = Tr
         {"source": s.label, "rows_read": len(parts[i]), "rows_used": counts.get(i, 0), "share": round(counts.get(i, 0) / max(len(train), 1), 4)}
         for i, s in enumerate(args.sources)
     ]
-    others = {split: read_file(spec) for split, spec in (("validation", args.validation_file), ("test", args.test_file)) if spec}
+    others = {split: read_file(spec, args.encoding, args.delimiter) for split, spec in (("validation", args.validation_file), ("test", args.test_file)) if spec}
     return DatasetDict({"train": train.remove_columns("__source"), **held, **others}), shares
 
 
@@ -204,6 +208,20 @@ def check_columns(splits: DatasetDict, args, needs_labels: bool = True) -> None:
                 )
     if problems:
         raise RecipeError(problems)
+
+
+def without_colliding_columns(splits: DatasetDict, args, head) -> tuple[DatasetDict, list[str]]:
+    """Leave out the columns the recipe does not use whose names the pipeline writes itself (`labels` beside a
+    label column of another name, `__row`): each would be overwritten, or read as the pipeline's own."""
+    used = {*args.text_columns, args.label_column}
+    out, notes = {}, []
+    for name, ds in splits.items():
+        extra = [c for c in ds.column_names if c not in used and (c in head.written_columns or c.startswith(INTERNAL_PREFIX))]
+        if extra:
+            notes.append(f"{name}: column(s) {', '.join(map(repr, extra))} left out: the recipe does not use them and the pipeline writes columns of those names")
+            ds = ds.remove_columns(extra)
+        out[name] = ds
+    return DatasetDict(out), notes
 
 
 SAMPLE_KEYS = {"train": "max_train_samples", "validation": "max_eval_samples", "test": "max_test_samples"}

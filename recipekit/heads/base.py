@@ -256,6 +256,9 @@ class Head:
     one_class_per_row: ClassVar[bool] = False
     # Labels are classes (the report's opening line counts them); False where they name outputs or tags.
     labels_are_classes: ClassVar[bool] = False
+    # The columns `encode` writes into a split beside the user's text columns; a text column of the same name
+    # would be overwritten, so the recipe refuses it (tokenize replaces every column, so its names never collide).
+    written_columns: ClassVar[tuple[str, ...]] = ("labels",)
 
     def __init__(self, options: dict | None = None, head_config: dict | None = None, data=None, state: State | None = None):
         """`data` is the recipe's `data:` section (DataArgs): its columns and max_length; `state` a finished run's."""

@@ -96,6 +96,7 @@ class Seq2Seq(Head):
     aliases = ('summarization', 'summarisation', 'translation', 'text2text', 'text_to_text', 'encoder_decoder')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+    written_columns = ()  # the target stays text until tokenize, which writes labels in place of every column
 
     pipeline_task = "text2text-generation"
     training_args_class = Seq2SeqTrainingArguments
@@ -214,6 +215,7 @@ class CausalLMCompletion(Head):
     aliases = ('sft', 'instruction_tuning', 'completion', 'chat', 'fine_tune_lm')
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+    written_columns = ()  # the target stays text until tokenize, which writes labels in place of every column
 
     pipeline_task = "text-generation"
     predictions_file = "predictions.jsonl"

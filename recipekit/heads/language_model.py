@@ -57,6 +57,7 @@ class LanguageModel(Head):
     """Self-supervised heads on one unlabelled text column: the labels come from the text itself."""
 
     long_text = ("head",)  # its own tokenize: inputs and targets, words or blocks, not one cut text
+    written_columns = ()  # encode keeps the text column; tokenize writes labels in place of every column
 
     needs_labels = False
     predictions_file = None  # a corpus has nothing to predict; test and validation report loss and perplexity

@@ -19,6 +19,7 @@ from ..core.errors import RecipeError
 from ..core.launch import launch_problems
 from ..core.safety import parse_yaml, read_yaml_file, yaml_problem
 from ..core.schema import Problem, build_kwargs, not_one_of, show
+from ..data.loading import INTERNAL_PREFIX
 from ..data.steps import STEPS
 from ..evaluation import metrics as metric_registry
 from ..heads import DEFAULT_HEAD, HEADS
@@ -114,6 +115,7 @@ class Recipe:
 
 
 SECTIONS = {"model", "tokenizer", "data", "preprocess", "metrics", "training", "regularization", "batching", "sanity", "report", "sweep"}
+MAPPING_SECTIONS = ("model", "tokenizer", "data", "training", "regularization", "batching", "sanity", "report", "sweep")
 
 
 def read_yaml(path: str) -> dict:
@@ -166,6 +168,12 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     for key in raw:
         if key not in SECTIONS:
             errors.append(f"{key}: {not_one_of(key, sorted(SECTIONS), 'a recipe section')}")
+    # A section given as a scalar or a list reads as an empty one, whose missing keys would be blamed instead.
+    for key in MAPPING_SECTIONS:
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            errors.append(f"{key}: the section must be a mapping of keys to values (e.g. {key}: {{key: value}}), got {show(raw[key])}")
+    if errors:
+        raise RecipeError(errors)
 
     model = ModelArgs(**build_kwargs(ModelArgs, raw.get("model"), "model", errors, synonyms=MODEL_SYNONYMS))
     errors += [f"model.{p}" for p in model.problems()]
@@ -184,6 +192,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
             f"data.text_columns: {data.text_columns} includes data.label_column {data.label_column!r}; "
             "the model would read the answer; name the text column(s) and the label column apart"
         )
+    errors += column_name_problems(data, head)
     steps = build_steps(raw.get("preprocess"), errors)
     names = build_metrics(raw.get("metrics"), errors, head)
 
@@ -238,6 +247,21 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
         model, data, steps, names, training, training_keys, regularization, sanity, batching, sweep, raw.get("sweep"),
         source, training_keys.get("hub_token"), tokenizer, report, training_set,
     )
+
+
+def column_name_problems(data: DataArgs, head) -> list[str]:
+    """Recipe columns named as the pipeline names its own: a text column where the head writes the encoded label
+    would be overwritten, and `__` names are its bookkeeping (row numbers, sources, check verdicts). A label column
+    named `labels`, as many Hub data sets name it, is the head's own input and works."""
+    rename = "rename the column in the file, or read it through data.sources with columns: {old: new}"
+    out = []
+    for column in data.text_columns:
+        if column in head.written_columns:
+            out.append(f"data.text_columns: {column!r} is the column head {head.name!r} writes the encoded label into; {rename}")
+    for key, column in [*(("text_columns", c) for c in data.text_columns), ("label_column", data.label_column)]:
+        if column.startswith(INTERNAL_PREFIX):
+            out.append(f"data.{key}: {column!r}: names starting with {INTERNAL_PREFIX!r} are the data pipeline's own columns; {rename}")
+    return out
 
 
 def same_folder(a: str, b: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,14 @@ class DataArgs:
     train_file: str | None = field(default=None, metadata={"help": "local training file: csv, tsv, json, jsonl or parquet"})
     validation_file: str | None = field(default=None, metadata={"help": "local validation file, same formats"})
     test_file: str | None = field(default=None, metadata={"help": "local test file, same formats"})
+    encoding: str | None = field(
+        default=None,
+        metadata={"help": "text encoding of local csv, tsv, json, jsonl and conll files (cp1252, latin-1, utf-16 ...); null: the byte-order mark's, else utf-8"},
+    )
+    delimiter: str | None = field(
+        default=None,
+        metadata={"help": "csv field separator (',', ';', a tab, a vertical bar); null: a tab for .tsv, else the one the header uses (printed when not a comma)"},
+    )
     text_columns: list[str] = field(
         default_factory=lambda: ["text"], metadata={"help": "one text column, or two for sentence pairs"}
     )
@@ -162,6 +171,7 @@ class DataArgs:
             out.append("validation_split: a validation set is already given; set one or the other")
         if self.test_split and (self.test_file or self.test_split_name):
             out.append("test_split: a test set is already given; set one or the other")
+        out += encoding_problems(self.encoding, self.delimiter)
         if self.max_chars <= 0:
             out.append(f"max_chars: {self.max_chars} must be a positive number of characters")
         if self.num_proc is not None and self.num_proc < 1:
@@ -175,6 +185,18 @@ class DataArgs:
 
     def has_validation(self) -> bool:
         return bool(self.validation_file or self.validation_split_name or self.validation_split)
+
+
+def encoding_problems(encoding: str | None, delimiter: str | None, keys: tuple[str, str] = ("encoding", "delimiter")) -> list[str]:
+    out = []
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            out.append(f"{keys[0]}: {show(encoding)} is not a text encoding Python knows; e.g. utf-8, cp1252, latin-1, utf-16")
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\"\r\n"):
+        out.append(f"{keys[1]}: {show(delimiter)} must be one character other than a quote or a line break, e.g. ',', ';', '|' or a tab")
+    return out
 
 
 def file_problems(spec: str | None) -> list[str]:

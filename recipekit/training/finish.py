@@ -82,7 +82,7 @@ def evaluate_splits(trainer, head, tokenized, data, output_dir) -> tuple[dict, p
         return results, None, outputs
     # Every process takes part: the predicting Trainer shares the test rows among them and gathers the result.
     test = data.splits["test"]
-    gold = [c for c in ("labels", head.data.label_column) if c in test.column_names]
+    gold = [c for c in dict.fromkeys(("labels", head.data.label_column)) if c in test.column_names]  # a label column may be named labels
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         # A sharded engine predicts in its own Trainer (a second Trainer would start a second engine).
         # In length order, as the saved run predicts it (the same batches, so the same loss).
