@@ -59,7 +59,8 @@ def main() -> None:
         with quiet():  # the settings export used before per-token scales
             quantize_dynamic(str(work / "fp32" / "model.onnx"), str(work / "dynamic.onnx"), weight_type=QuantType.QInt8, per_channel=True)
 
-    rows = list(csv.DictReader(open(DATA / "sst2" / "validation.csv", encoding="utf-8")))
+    with open(DATA / "sst2" / "validation.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     texts, gold = [r["text"] for r in rows], [r["label_name"] for r in rows]
     tokenizer = load_tokenizer(run.model_args_for_tokenizer)
 
