@@ -1,8 +1,9 @@
 """`run.py export RUN --format onnx [--quantize int8]`: a finished run's model as an ONNX graph that predicts as the run.
 
 The graph is torch.onnx.export's (the dynamo exporter) of the model's one forward pass, inputs to logits, with the
-batch and sequence dimensions left free; int8 is onnxruntime's dynamic quantization (int8 weights, activations
-quantized per batch at run time). Everything after the logits stays in Python: the exported folder carries the
+batch and sequence dimensions left free; int8 is inference/quantize.py's (int8 weights, each token's activations
+quantized with its own scale at run time, so an answer never depends on what it is batched with). Everything after
+the logits stays in Python: the exported folder carries the
 run's recipe.yaml, head state (labels, thresholds, target scale), tokenizer and metrics, so `run.py predict`,
 `evaluate` and `serve` read it as a run, through the same tokenization and decision rule (recipekit/inference/).
 """
@@ -26,6 +27,7 @@ from ..core.errors import RecipeError
 from ..core.files import follow_umask, usual_mode
 from ..heads.base import STATE_FILE
 from ..inference.onnxmodel import EXPORT_FILE, ONNX_FILE, OnnxModel, require
+from ..inference.quantize import quantize_per_token
 from ..inference.runs import TrainedRun, open_run
 from ..modeling.loading import load_tokenizer
 from ..outputs.folder import FINISHED_MARKER
@@ -56,7 +58,7 @@ def export_command(args) -> int:
     require("onnx", "export")
     require("onnxscript", "export")  # torch.onnx.export's dynamo exporter writes the graph with it
     if args.quantize:
-        require("onnxruntime.quantization", "export --quantize")
+        require("onnxruntime", "export --quantize")  # the check below runs the quantized graph
     out = Path(args.output or default_output(run.folder, args.quantize)).expanduser()
     if out.resolve().is_relative_to(run.folder.resolve()):
         raise RecipeError(f"--output: {str(out)!r} is inside the run folder {run.folder}; a trained run is never written to")
@@ -119,13 +121,8 @@ def write_export(run: TrainedRun, folder: Path, quantize: str | None) -> float:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RecipeError(f"export: torch.onnx.export failed on {type(model).__name__}: {type(e).__name__}: {first}") from None
     if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         with quiet():
-            # QInt8 weights: the integer matmul kernels onnxruntime has for x86 (VNNI) and ARM. One scale per output
-            # channel rather than per tensor: on MiniLM/SST-2 it halved the largest probability change (0.28 -> 0.12)
-            # at the same speed and accuracy.
-            quantize_dynamic(str(fp32), str(folder / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_per_token(str(fp32), str(folder / ONNX_FILE))
         fp32.unlink()
     model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
