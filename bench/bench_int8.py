@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 DATA = Path(os.environ.get("RECIPEKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+from record import record
 
 
 def main() -> None:
@@ -37,7 +37,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the alternating speed measurement")
     parser.add_argument("--probe", type=int, default=50, help="texts predicted alone and inside a batch")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for onnxruntime and torch")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "int8.json"))
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -131,16 +130,26 @@ def main() -> None:
         r = results[name]
         print(f"| {name} | {r['samples_per_s']:.1f} | {r['vs PyTorch fp32']:.2f}x | {r['vs ONNX fp32']:.2f}x | {r['accuracy']:.2f} "
               f"| {r['batch_drift_median']:.1e} / {r['batch_drift_max']:.1e} | {r['labels_changed']} / {args.probe} |")
-    load = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.1f}",
-        "command": "python bench/bench_int8.py " + " ".join(sys.argv[1:]), "run": str(Path(args.run).resolve()),
-        "sentences": len(texts), "batch": 32, "threads": args.threads, "repeats": args.repeats, "probe": args.probe,
-        "formats": results,
-    }, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    load = os.getloadavg()[0]
+    record("int8", flat(results, names), note=f"{len(texts)} sentences, batch 32, {args.threads} threads, {args.repeats} rounds, "
+           f"{args.probe} probe texts, load average {load:.1f} at the end")
+
+
+# The key of each format in bench/results/int8.json, in the order `names` lists them.
+KEYS = ("pytorch_fp32", "onnx_fp32", "int8_per_token", "int8_dynamic")
+
+
+def flat(results: dict, names: list[str]) -> dict:
+    """{format_key}_{figure}: the numbers the docs quote, one flat level as bench/record.py files hold them."""
+    out = {}
+    for key, name in zip(KEYS, names):
+        r = results[name]
+        out.update({
+            f"{key}_samples_per_s": round(r["samples_per_s"], 1), f"{key}_vs_pytorch": round(r["vs PyTorch fp32"], 2),
+            f"{key}_vs_onnx_fp32": round(r["vs ONNX fp32"], 2), f"{key}_accuracy": round(r["accuracy"], 2),
+            f"{key}_drift_max": float(f"{r['batch_drift_max']:.1e}"), f"{key}_labels_changed": r["labels_changed"],
+        })
+    return out
 
 
 if __name__ == "__main__":
