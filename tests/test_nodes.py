@@ -82,8 +82,10 @@ def pooled_recipe(model: str, out: Path) -> dict:
 
 
 def scores(out: Path) -> dict:
+    """A run's validation and test scores, without its timings (seconds, samples per second)."""
     run = json.loads((out / "metrics.json").read_text())
-    return {split: run[split] for split in ("validation", "test") if split in run}
+    return {split: {k: v for k, v in run[split].items() if k != "runtime" and not k.endswith("_per_second")}
+            for split in ("validation", "test") if split in run}
 
 
 def single_node_reference(recipe: dict, tmp: Path) -> tuple[dict, Path]:
