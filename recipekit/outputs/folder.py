@@ -21,8 +21,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..core.errors import LostRank, RecipeError
-from ..core.launch import lost_rank_problem
 from ..core.files import write_atomic, write_json
+from ..core.launch import lost_rank_problem
 from ..core.safety import clip, read_json_file, read_yaml_file, redact
 from .checkpoints import checkpoints, resume_checkpoint
 

@@ -6,6 +6,7 @@ import functools
 
 from transformers import Trainer
 
+from .each_node import EachNodeSave
 from .evaluations import EvaluationCache
 from .head_loss import BatchMeanLoss
 from .length_split import LengthSplit
@@ -28,6 +29,8 @@ class RecipeTrainer(
     BatchMeanLoss,
     # A learning-rate schedule made by a function (the learning-rate range test's).
     CustomSchedule,
+    # Model weights on every node's disk with training.save_on_each_node.
+    EachNodeSave,
     Trainer,
 ):
     """Trainer with recipekit's parts, each configured by its keyword argument and inert without it:
