@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import ROOT
 from test_distributed import BIN, launch, ranks, recipe_for
@@ -219,6 +220,14 @@ def test_node_local_disks_a_killed_node_and_resume_on_each(pooled_reference, tin
         assert (folder / "model.safetensors").is_file() and (folder / "trainer_state.json").is_file()
     steps = [h["step"] for h in rank0["log_history"] if "loss" in h]
     assert steps == [1, 2, 3, 4, 5, 6]  # steps 1-4 restored from checkpoint-4, 5-6 trained after the restart
+
+    # Node 1's folder is a run like any other: `run.py predict` on it reproduces its predictions file.
+    written = pd.read_csv(folders[1] / "predictions.csv")
+    written[["text", "label"]].to_csv(tmp_path / "test.csv", index=False)
+    again = subprocess.run([sys.executable, str(ROOT / "run.py"), "predict", str(folders[1]), "--input", str(tmp_path / "test.csv"),
+                            "--output", str(tmp_path / "again.csv")], capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert list(pd.read_csv(tmp_path / "again.csv")["predicted"]) == list(written["predicted"])
 
 
 def test_node_rank_out_of_range_is_one_line_before_anything_is_written(tiny_model, tmp_path):
