@@ -230,6 +230,7 @@ def test_node_local_disks_a_killed_node_and_resume_on_each(pooled_reference, tin
     assert list(pd.read_csv(tmp_path / "again.csv")["predicted"]) == list(written["predicted"])
 
 
+@pytest.mark.slow  # a real run.py process (imports: ~20 s on 2 busy cores); test_launch checks the same line in-process
 def test_node_rank_out_of_range_is_one_line_before_anything_is_written(tiny_model, tmp_path):
     # What a launcher that numbers the nodes itself (srun exporting SLURM_NODEID, a hand-written script) would
     # pass with a third node on a 2-node job.
