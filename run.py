@@ -33,14 +33,14 @@ from recipekit.commands.sweep import sweep_command
 from recipekit.core import console
 from recipekit.core.errors import RecipeError
 from recipekit.core.files import write_json
-from recipekit.core.launch import choose_threads
+from recipekit.core.launch import choose_threads, open_lifeline
 from recipekit.data.loading import load_splits
 from recipekit.data.report import format_report
 from recipekit.heads import head_for
 from recipekit.modeling.adapters import apply_peft
 from recipekit.modeling.loading import load_tokenizer
 from recipekit.modeling.models import parameter_counts, train_tokenizer
-from recipekit.outputs.checkpoints import check_resumable, resume_checkpoint, whole_run_loss
+from recipekit.outputs.checkpoints import check_resumable, common_checkpoint, whole_run_loss
 from recipekit.outputs.folder import check_output_dir, guard_run, start_run
 from recipekit.recipe.build import load_recipe
 from recipekit.recipe.hub import check_hub, fit_hub_model
@@ -76,8 +76,9 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
     fit_hub_model(recipe)  # data.max_length against a Hub model's positions
     if not data_only:
-        check_output_dir(training.output_dir, overwrite, resume, training=training)
-    threads = choose_threads(on_cpu=training.device.type == "cpu")
+        check_output_dir(training.output_dir, overwrite, resume, training=training, writer=training.should_save)
+    threads = choose_threads(on_cpu=training.device.type == "cpu")  # training.device starts the process group
+    open_lifeline()  # so that a rank that dies is named by the others, not only seen as a closed connection
     if threads and training.process_index == 0:
         print(threads)
 
@@ -94,9 +95,11 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         teacher = open_teacher(recipe.model, head, recipe.data) if recipe.model.teacher else None  # refused before anything is written
         if training.process_index == 0:
             print(format_report(data.report))
-            if not data_only:
-                start_run(training.output_dir, recipe.to_yaml(), clear=overwrite, resume=resume)
-                write_json(Path(training.output_dir) / "data_report.json", data.report)
+        # Process 0 writes the run folder; with training.save_on_each_node the first process of every node
+        # writes its own node's folder (node-local disks).
+        if training.should_save and not data_only:
+            start_run(training.output_dir, recipe.to_yaml(), clear=overwrite, resume=resume)
+            write_json(Path(training.output_dir) / "data_report.json", data.report)
     if data_only and not sanity:
         return 0
 
@@ -118,7 +121,7 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         trainer.add_callback(callback)
     with StopOnSignal() as stop:
         trainer.add_callback(stop)
-        checkpoint = resume_checkpoint(training.output_dir) if resume else None  # the newest complete one
+        checkpoint = common_checkpoint(training.output_dir) if resume else None  # the newest complete one, on every node
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
     if checkpoint:
         train_result.metrics.update(whole_run_loss(trainer.state, int(Path(checkpoint).name.split("-")[-1]), train_result.metrics))

@@ -3,7 +3,8 @@
 Each process runs the real `run.main` and then writes PROBE_DIR/rank<N>.json: a hash of its final weights,
 how many texts it tokenized, how many training forward passes it ran, which files it wrote through recipekit.core.files, and the Trainer's log
 history. With PROBE_KILL_AT_STEP=N the process kills itself with SIGKILL right after checkpoint N is saved,
-the way an out-of-memory killer or a pre-empted node would stop it: no cleanup, no exception.
+the way an out-of-memory killer or a pre-empted node would stop it: no cleanup, no exception; it first
+writes the time to PROBE_DIR/killed-rank<N>.
 """
 
 import hashlib
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +35,10 @@ class KillAfterSave(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.global_step == self.step:
+            # When, for the survivors' tests: how soon after this kill they stopped.
+            probe_dir = Path(sys.argv[1])
+            probe_dir.mkdir(parents=True, exist_ok=True)
+            (probe_dir / f"killed-rank{RANK}").write_text(str(time.time()))
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -51,6 +57,8 @@ def build_trainer(*args, **kwargs):
 
 def load_tokenizer(*args, **kwargs):
     tokenizer = original_load_tokenizer(*args, **kwargs)
+    if tokenizer is None:  # tokenizer.train: run.py learns one from the data, uncounted
+        return None
     cls = type(tokenizer)
     encode = cls.__call__
 

@@ -22,8 +22,9 @@ SAMPLE = ROOT / "recipekit" / "sample_data"
 
 def test_every_launch_config_is_shipped():
     assert [p.stem for p in CONFIGS] == [
-        "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_bf16", "fsdp", "multi_gpu", "single_gpu",
+        "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_bf16", "fsdp", "multi_gpu", "multi_node", "single_gpu",
     ]
+    assert [p.name for p in sorted((ROOT / "recipes" / "slurm").iterdir())] == ["multi_node.sbatch"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -37,8 +38,12 @@ def test_accelerate_config_loads_and_says_how_to_use_it(path):
     expected = {
         "single_gpu": ("NO", 1), "multi_gpu": ("MULTI_GPU", 2), "fsdp": ("FSDP", 2),
         "deepspeed_zero2": ("DEEPSPEED", 2), "deepspeed_zero3": ("DEEPSPEED", 2), "deepspeed_zero3_bf16": ("DEEPSPEED", 2),
+        "multi_node": ("MULTI_GPU", 16),
     }[path.stem]
     assert (str(config.distributed_type.value), config.num_processes) == expected
+    # Machines meet through a c10d rendezvous, which assigns the ranks: a static one hangs, before any of our
+    # code runs, on a machine_rank out of range.
+    assert (config.num_machines, config.rdzv_backend) == ((2, "c10d") if path.stem == "multi_node" else (1, "static"))
     if path.stem.startswith("deepspeed"):
         assert config.deepspeed_config["zero_stage"] == (2 if "zero2" in path.stem else 3)
         # Accumulation and clipping come from the recipe ("auto"), never from two places at once.
@@ -320,3 +325,72 @@ def test_a_global_batch_with_its_own_accumulation_or_below_one_is_refused(base, 
     base["training"].pop("gradient_accumulation_steps")
     base["batching"] = {"global_batch_size": 0}
     assert problems(base) == ["batching.global_batch_size: 0 must be 1 or more (or null)"]
+
+
+SBATCH = ROOT / "recipes" / "slurm" / "multi_node.sbatch"
+
+
+def fake_slurm(tmp_path: Path) -> dict:
+    """srun that runs its command once, scontrol that lists the job's two nodes, torchrun that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "srun": '#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n',
+        "scontrol": "#!/bin/bash\necho gpu-node-07\necho gpu-node-08\n",
+        "torchrun": f'#!/bin/bash\nprintf "%s\\n" "$@" > {tmp_path / "torchrun.args"}\n',
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return {**env, "PATH": f"{bin_dir}:{env['PATH']}", "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "8", "SLURM_CPUS_PER_TASK": "32",
+            "SLURM_JOB_NODELIST": "gpu-node-[07-08]", "SLURM_JOB_ID": "4242"}
+
+
+def test_slurm_script_is_valid_bash_and_runs_torchrun_with_a_c10d_rendezvous_from_the_slurm_variables(tmp_path):
+    assert subprocess.run(["bash", "-n", str(SBATCH)], check=False).returncode == 0
+    text = SBATCH.read_text()
+    for variable in ("SLURM_NNODES", "SLURM_GPUS_ON_NODE", "SLURM_JOB_NODELIST", "SLURM_JOB_ID"):
+        assert f"${variable}" in text or f"${{{variable}" in text, variable
+    # Every #SBATCH setting says what it is for, on the comment line above it.
+    lines = text.splitlines()
+    assert all(lines[i - 1].startswith("# ") for i, line in enumerate(lines) if line.startswith("#SBATCH"))
+    env = fake_slurm(tmp_path)
+    env.pop("OMP_NUM_THREADS", None)
+    done = subprocess.run(["bash", str(SBATCH), "recipes/quickstart.yaml", "training.max_steps=5", "--resume"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "torchrun.args").read_text().splitlines() == [
+        "--nnodes", "2", "--nproc_per_node", "8", "--rdzv_backend", "c10d", "--rdzv_endpoint", "gpu-node-07:29742",
+        "--rdzv_id", "4242", "--max_restarts", "0", "run.py", "recipes/quickstart.yaml", "training.max_steps=5", "--resume",
+    ]
+
+
+@pytest.mark.parametrize(("variables", "message"), [
+    ({"SLURM_NNODES": None}, "SLURM_NNODES: not inside a SLURM job: submit with sbatch"),
+    ({"SLURM_NNODES": "two"}, "error: SLURM_NNODES=two: the node count must be a whole number, 1 or more"),
+    ({"SLURM_GPUS_ON_NODE": "0"}, "error: SLURM_GPUS_ON_NODE=0: the processes per node must be a whole number, 1 or more (set #SBATCH --gpus-per-node)"),
+])
+def test_slurm_script_refuses_a_job_it_cannot_run_in_one_line(tmp_path, variables, message):
+    env = fake_slurm(tmp_path)
+    for key, value in variables.items():
+        if value is None:
+            env.pop(key)
+        else:
+            env[key] = value
+    done = subprocess.run(["bash", str(SBATCH), "recipes/quickstart.yaml"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.strip().endswith(message), done.stderr
+    assert not (tmp_path / "torchrun.args").exists()
+
+
+def test_a_node_or_process_rank_out_of_range_is_refused(base, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert problems(base) == [
+        ("launch: process rank 3 (RANK) is out of range for 2 (WORLD_SIZE); valid: 0 to 1; "
+         "number the nodes from 0 (torchrun --node_rank, accelerate --machine_rank, SLURM_NODEID)")
+    ]
+    monkeypatch.setenv("GROUP_RANK", "x")
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    assert problems(base) == ["launch: GROUP_RANK='x', GROUP_WORLD_SIZE='2': a node rank and a count must be whole numbers, the count 1 or more"]

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from ..core.errors import RecipeError
+from ..core.errors import LostRank, RecipeError
 from ..core.schema import did_you_mean
 
 VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
@@ -179,7 +179,7 @@ def guarded(main, argv=None) -> int:
         return main(argv)
     except RecipeError as e:
         # Every process of a multi-process launch finds the same problems; one copy is enough.
-        if os.environ.get("RANK", "0") != "0":
+        if os.environ.get("RANK", "0") != "0" and not isinstance(e, LostRank):
             return 2
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)

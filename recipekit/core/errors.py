@@ -21,3 +21,8 @@ class RecipeError(Exception):
         # One line per problem, whatever a library's message looked like.
         self.problems = [one_line(p) for p in problems]
         super().__init__("\n".join(self.problems))
+
+
+class LostRank(RecipeError):
+    """Another process of a multi-process launch died: every survivor says so (not only process 0), since
+    the dead one may have been process 0."""

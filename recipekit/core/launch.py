@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import threading
 import time
 
 import torch
@@ -52,7 +54,28 @@ def launch_problems(kw: dict) -> list[str]:
             "(on a CPU-only machine it starts CPU processes that train with gloo), "
             "or pass --config_file recipes/accelerate/multi_gpu.yaml"
         )
+    out += rank_problems(env)
     return out
+
+
+def rank_problems(env) -> list[str]:
+    """A rank the launch cannot have: a launcher that sets RANK and WORLD_SIZE itself (srun exporting
+    SLURM_PROCID, a hand-written script) would otherwise wait for a peer that never comes, or fail deep in
+    torch.distributed. (torchrun's static rendezvous hangs before our code runs on a --node_rank out of
+    range; with --rdzv_backend c10d the rendezvous assigns the ranks, so no node rank can be wrong.)"""
+    out = []
+    for rank_key, size_key, what in (("GROUP_RANK", "GROUP_WORLD_SIZE", "node rank"), ("RANK", "WORLD_SIZE", "process rank")):
+        rank, size = env.get(rank_key), env.get(size_key)
+        if rank is None or size is None:
+            continue
+        if not (rank.isdigit() and size.isdigit() and int(size) >= 1):
+            out.append(f"launch: {rank_key}={rank!r}, {size_key}={size!r}: a {what} and a count must be whole numbers, the count 1 or more")
+        elif int(rank) >= int(size):
+            out.append(
+                f"launch: {what} {rank} ({rank_key}) is out of range for {size} ({size_key}); valid: 0 to {int(size) - 1}; "
+                "number the nodes from 0 (torchrun --node_rank, accelerate --machine_rank, SLURM_NODEID)"
+            )
+    return out[:1]  # a node rank out of range puts the process rank out of range too: one line says it
 
 
 def busy_elsewhere(samples: int = 5, interval_s: float = 0.05) -> int:
@@ -88,3 +111,80 @@ def choose_threads(on_cpu: bool) -> str | None:
     busy = f", {others} runnable elsewhere" if others else ""
     share = f" for each of {local} processes" if local > 1 else ""
     return f"threads: {threads} of {cores} cores{share}{busy} (set OMP_NUM_THREADS to choose)"
+
+
+# What gloo and NCCL raise in a process whose peer died (SIGKILL, out of memory, a node gone): the
+# connection closes at once, so the survivors fail in seconds, not after TrainingArguments.ddp_timeout.
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Connection refused",
+             "NCCL communicator was aborted", "remote process exited", "Socket Timeout")
+
+# (host, port) of every rank's lifeline, gathered when the process group starts.
+_lifelines: list[tuple[str, int]] = []
+
+
+def open_lifeline() -> None:
+    """A listening socket per process, its address shared with every rank: the kernel closes it when the
+    process dies, so after a failed collective a survivor can tell which ranks are gone (connection refused,
+    or no answer from a node that went down) and name them."""
+    import torch.distributed as dist
+
+    if _lifelines or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("0.0.0.0", 0))
+    server.listen(64)
+
+    def answer():
+        while True:
+            try:
+                server.accept()[0].close()
+            except OSError:
+                return
+
+    threading.Thread(target=answer, daemon=True, name="recipekit-lifeline").start()
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, (reachable_address(), server.getsockname()[1]))
+    _lifelines.extend(everyone)
+
+
+def reachable_address() -> str:
+    """This node's address as the main node reaches it: the interface that routes to MASTER_ADDR (a UDP
+    'connect' sends nothing)."""
+    master = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((master, 9))
+            return probe.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
+
+
+def lost_ranks(timeout_s: float = 3.0) -> list[int]:
+    me = int(os.environ.get("RANK", "0"))
+    lost = []
+    for rank, (host, port) in enumerate(_lifelines):
+        if rank == me:
+            continue
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        except OSError:
+            lost.append(rank)
+    return lost
+
+
+def lost_rank_problem(e: BaseException) -> str | None:
+    """One line for a collective that failed because another process died, naming the lost rank(s); None
+    for any other error."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 2 or not any(marker in str(e) for marker in PEER_LOST):
+        return None
+    lost = lost_ranks()
+    if not lost:
+        return None  # every rank still answers: not a lost process; the error stays as it was
+    me = int(os.environ.get("RANK", "0"))
+    who = ("rank " if len(lost) == 1 else "ranks ") + ", ".join(map(str, lost))
+    return (
+        f"launch: lost {who} of {world} (its process died: killed, out of memory, or its node went down; see that "
+        f"node's log); rank {me} stopped, the run is marked failed; relaunch every node with --resume to continue "
+        "from the last checkpoint complete on every node"
+    )

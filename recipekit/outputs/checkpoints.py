@@ -69,6 +69,30 @@ def resume_checkpoint(output_dir: str, announce: bool = True) -> str:
     raise RecipeError(f"--resume: {output_dir!r} has no complete checkpoint-* folder to resume from")
 
 
+def common_checkpoint(output_dir: str) -> str:
+    """resume_checkpoint, agreed by every process: with node-local disks (training.save_on_each_node) a node
+    killed mid-save holds a newer checkpoint than the others, so each process resumes from the newest one
+    complete on every node, never from different steps."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return resume_checkpoint(output_dir)
+    complete = {int(c.name.split("-")[-1]) for c in checkpoints(output_dir) if c.name.split("-")[-1].isdigit() and checkpoint_problem(c) is None}
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, sorted(complete))
+    common = set.intersection(*(set(steps) for steps in everyone))
+    if not common:
+        raise RecipeError(
+            f"--resume: no checkpoint is complete on every process's {output_dir!r} "
+            f"(complete steps by rank: {', '.join(f'{r}: {steps or None}' for r, steps in enumerate(everyone))})"
+        )
+    step = max(common)
+    newest = resume_checkpoint(output_dir)
+    if int(Path(newest).name.split("-")[-1]) != step and os.environ.get("RANK", "0") == "0":
+        print(f"resume: checkpoint-{step}, the newest complete on every node", file=sys.stderr)
+    return str(Path(output_dir) / f"checkpoint-{step}")
+
+
 def whole_run_loss(state, resumed_step: int, metrics: dict) -> dict:
     """After --resume, Trainer's train_loss covers only the resumed segment (0.0 when nothing was left to
     train): combine it with the losses logged before the resume into the mean over the whole run.

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..core.errors import RecipeError
+from ..core.errors import LostRank, RecipeError
 from ..core.files import write_atomic, write_json
+from ..core.launch import lost_rank_problem
 from ..core.safety import clip, read_json_file, read_yaml_file, redact
 from .checkpoints import checkpoints, finished_run_problem, resume_checkpoint
 
@@ -74,12 +75,14 @@ def holds_our_run(out: Path) -> bool:
     return (out / "recipe.yaml").is_file() and ((out / STATUS).is_file() or (out / FINISHED_MARKER).is_file())
 
 
-def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: bool = False, training=None) -> None:
+def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: bool = False, training=None,
+                     writer: bool | None = None) -> None:
     """Refuse an output_dir that is unusable or holds a run the user did not say to replace or continue.
 
     Run once before any work, with the recipe's `training` arguments (a finished run is resumed only to train
     further), and again by start_run once the folder is locked (`locked`): another run may have written into it
-    in between.
+    in between. `writer`: this process will write the folder (TrainingArguments.should_save: process 0, or with
+    save_on_each_node the first process of each node); by default process 0.
     """
     out = Path(output_dir)
     if overwrite and resume:
@@ -94,8 +97,9 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, locked: boo
             raise RecipeError(f"--resume: {output_dir!r} has no checkpoint-* folder to resume from")
         writable(output_dir)
         return
-    # Other processes of this launch check while process 0 may already hold the lock.
-    holder = lock_holder(out) if os.environ.get("RANK", "0") == "0" and not locked else None
+    # Other processes of this launch check while the writer may already hold the lock.
+    writer = os.environ.get("RANK", "0") == "0" if writer is None else writer
+    holder = lock_holder(out) if writer and not locked else None
     if holder:
         raise RecipeError(f"training.output_dir: {output_dir!r} is in use by another run ({holder}); wait for it, or choose another output_dir")
     ours = holds_our_run(out)
@@ -237,6 +241,9 @@ def as_recipe_error(e: BaseException) -> RecipeError | None:
     """Problems of the machine rather than the code (a full disk, a read-only mount) as one line."""
     if isinstance(e, RecipeError):
         return e
+    lost = lost_rank_problem(e)
+    if lost:
+        return LostRank(lost)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
         where = f" ({e.filename})" if e.filename else ""
         return RecipeError(f"training.output_dir: {e.strerror or e}{where}; the run is marked failed")

@@ -8,6 +8,7 @@ from pathlib import Path
 from transformers import Trainer
 
 from ..core.files import follow_umask
+from .each_node import EachNodeSave
 from .evaluations import EvaluationCache
 from .head_loss import BatchMeanLoss
 from .length_split import LengthSplit
@@ -30,6 +31,8 @@ class RecipeTrainer(
     BatchMeanLoss,
     # A learning-rate schedule made by a function (the learning-rate range test's).
     CustomSchedule,
+    # Model weights on every node's disk with training.save_on_each_node.
+    EachNodeSave,
     Trainer,
 ):
     """Trainer with recipekit's parts, each configured by its keyword argument and inert without it:

@@ -40,13 +40,15 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     tuned = head.after_training(trainer, tokenized)
     head.record(trainer.model)  # the state, as the run ends, in the saved config.json
     trainer.save_model()  # with model.peft: the adapter and the head layer only
-    trainer.save_state()
     output_dir = recipe.training.output_dir
-    if trainer.is_world_process_zero():
+    # should_save: process 0, or with training.save_on_each_node the first process of every node, each
+    # writing the whole run into its own node's output_dir (Trainer's save_state is process 0's alone).
+    if trainer.args.should_save:
+        trainer.state.save_to_json(str(Path(output_dir) / "trainer_state.json"))
         head.save_state(output_dir)  # beside the model, and beside a LoRA adapter, which has no config.json
     trainer.accelerator.wait_for_everyone()  # every process reads the saved run to predict its test split
     results, predictions, outputs = evaluate_splits(trainer, head, tokenized, data, output_dir)
-    if not trainer.is_world_process_zero():
+    if not trainer.args.should_save:
         return 0
     results = {"train": train_result.metrics, **({"tuned": tuned} if tuned else {}), **results}
     record = run_record(recipe, results, data, head, outputs, started)
@@ -56,7 +58,8 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     record["model"] = {**model_size, "parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
     write_report(output_dir, recipe.to_dict(), head, record, outputs, plots_on=recipe.report.plots)
     write_run(recipe, record, predictions, head.predictions_file)
-    print(summary(results))
+    if trainer.is_world_process_zero():
+        print(summary(results))
     return 0
 
 
@@ -141,8 +144,9 @@ def write_run(recipe, record: dict, predictions, predictions_file: str | None) -
 def interrupted(trainer, signum: int) -> int:
     """After a signal: the checkpoint is saved; say how to continue and exit as a signalled program does."""
     step = trainer.state.global_step
-    if trainer.is_world_process_zero():
+    if trainer.args.should_save:
         mark(trainer.args.output_dir, "interrupted", step=step, signal=signum)
+    if trainer.is_world_process_zero():
         print(f"interrupted at step {step}: checkpoint saved in {trainer.args.output_dir}; continue with --resume", file=sys.stderr)
     return 128 + signum
 
