@@ -54,7 +54,7 @@ def read_rows(path: Path, columns: list[str]):
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line.strip())
                 except json.JSONDecodeError as e:
                     raise RecipeError(f"{path} line {number}: not valid JSON ({e.msg}): {clip(line.strip(), 80)!r}") from None
                 if not isinstance(record, dict):

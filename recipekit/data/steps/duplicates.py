@@ -66,8 +66,8 @@ class Dedupe(Normalised):
 
 
 class FirstSeen:
-    """`dedupe` on a stream: a 16-byte digest per distinct row held in memory (about 100 bytes a row with the
-    set's overhead, 1 GB per 10 million distinct rows), within what one process reads. It starts afresh at
+    """`dedupe` on a stream: a 16-byte digest per distinct row held in memory (plus a Python set's overhead per
+    entry), within what one process reads. It starts afresh at
     each pass over the stream (index 0), so a second epoch is not dropped as copies of the first."""
 
     def __init__(self, step: Normalised, columns: list[str]):
@@ -150,28 +150,6 @@ class NearDedupe(NearOptions):
 
         keep, _ = cached_indices(ds, self, ctx.columns, compute)
         return select(ds, keep), len(ds) - len(keep)
-
-    def stream(self, ds, ctx: Context):
-        return ds.filter(FirstSeen(self, ctx.columns), batched=True, with_indices=True)
-
-
-class FirstSeen:
-    """`dedupe` on a stream: a 16-byte digest per distinct row held in memory (about 100 bytes a row with the
-    set's overhead, 1 GB per 10 million distinct rows), within what one process reads. It starts afresh at
-    each pass over the stream (index 0), so a second epoch is not dropped as copies of the first."""
-
-    def __init__(self, step: Normalised, columns: list[str]):
-        self.step, self.columns, self.seen = step, columns, set()
-
-    def __call__(self, batch, indices):
-        if indices and indices[0] == 0:
-            self.seen.clear()
-        keep = []
-        for row in zip(*(batch[c] for c in self.columns)):
-            key = normal_key(row, self.step.ignore_case, self.step.ignore_whitespace, self.step.ignore_punctuation)
-            keep.append(key not in self.seen)
-            self.seen.add(key)
-        return keep
 
 
 LABEL_POLICIES = ["keep", "drop", "majority"]
