@@ -58,6 +58,8 @@ def build_trainer(*args, **kwargs):
 
 def load_tokenizer(*args, **kwargs):
     tokenizer = original_load_tokenizer(*args, **kwargs)
+    if tokenizer is None:  # tokenizer.train: learned from the data later, not counted
+        return None
     cls = type(tokenizer)
     encode = cls.__call__
 
