@@ -60,10 +60,10 @@ def test_what_a_stream_cannot_do_is_refused_by_name_before_anything_is_written(t
     assert errors_of(write_recipe, raw, capsys) == [
         "error: training.max_steps: a streamed corpus has no length to count epochs by; set max_steps (data.streaming: true)",
         "error: data.validation_split: a stratified carve needs every row, which a stream never holds; give data.validation_file instead",
-        "error: preprocess[1] near_dedupe: needs the whole training split at once, which a stream never holds; "
-        "run it on a copy of the corpus first, or leave it out (data.streaming: true)",
-        "error: preprocess[2] balance: needs the whole training split at once, which a stream never holds; "
-        "run it on a copy of the corpus first, or leave it out (data.streaming: true)",
+        ("error: preprocess[1] near_dedupe: needs the whole training split at once, which a stream never holds; "
+        "run it on a copy of the corpus first, or leave it out (data.streaming: true)"),
+        ("error: preprocess[2] balance: needs the whole training split at once, which a stream never holds; "
+        "run it on a copy of the corpus first, or leave it out (data.streaming: true)"),
     ]
     raw = recipe(tmp_path, train)
     raw["model"] = {"name_or_path": "bert-base-uncased", "head": "sequence_classification"}
