@@ -1,7 +1,7 @@
 """`run.py` with instruments, for the multi-process and resume tests: python tests/probe_run.py PROBE_DIR RECIPE [args].
 
 Each process runs the real `run.main` and then writes PROBE_DIR/rank<N>.json: a hash of its final weights,
-how many texts it tokenized, how many training forward passes it ran, which files it wrote through recipekit.core.files, and the Trainer's log
+how many texts it tokenized, how many training forward passes it ran and on which rows, which files it wrote through recipekit.core.files, and the Trainer's log
 history. With PROBE_KILL_AT_STEP=N the process kills itself with SIGKILL right after checkpoint N is saved,
 the way an out-of-memory killer or a pre-empted node would stop it: no cleanup, no exception; it first
 writes the time to PROBE_DIR/killed-rank<N>.
@@ -25,7 +25,7 @@ import run
 from recipekit.core import files
 
 RANK = int(os.environ.get("RANK", "0"))
-probe = {"rank": RANK, "tokenized_texts": 0, "writes": [], "training_forwards": 0}
+probe = {"rank": RANK, "tokenized_texts": 0, "writes": [], "training_forwards": 0, "training_rows": []}
 captured = {}
 
 
@@ -52,6 +52,13 @@ def build_trainer(*args, **kwargs):
         probe["training_forwards"] += module.training
 
     trainer.model.register_forward_pre_hook(count_training_forward)
+
+    def record_training_rows(module, args, kwargs):
+        # Which examples this process trained on, in order: a short digest of each row's input_ids.
+        if module.training and kwargs.get("input_ids") is not None:
+            probe["training_rows"] += [hashlib.sha256(row.numpy().tobytes()).hexdigest()[:16] for row in kwargs["input_ids"]]
+
+    trainer.model.register_forward_pre_hook(record_training_rows, with_kwargs=True)
     return trainer
 
 

@@ -68,7 +68,7 @@ def test_a_label_column_of_any_internal_name_works_or_is_refused_in_one_line(req
         assert not (tmp_path / "run").exists()
         return
     works_end_to_end(tmp_path / "run", recipe, tmp_path)
-    gold = pd.read_csv(predictions_file(tmp_path / "run"), dtype=str)["label"].tolist()
+    gold = pd.read_csv(predictions_file(tmp_path / "run"), dtype=str)[name].tolist()
     assert gold == pd.read_csv(recipe["data"]["test_file"], dtype=str)[name].tolist()  # the gold labels, as written
 
 

@@ -159,6 +159,12 @@ class Checks:
                 out.append("")
         return {"__verdict": out}
 
+    def usable(self, batch, columns, label):
+        return [v == "" or v.startswith("kept") for v in self.verdict(batch, columns, label)["__verdict"]]
+
+    def stream(self, ds, ctx):
+        return ds.filter(self.usable, batched=True, fn_kwargs={"columns": ctx.columns, "label": ctx.label})
+
     def __call__(self, ds: Dataset, ctx):
         kw = {"columns": ctx.columns, "label": ctx.label}
         ds = ds.map(self.verdict, batched=True, fn_kwargs=kw, num_proc=ctx.num_proc, desc="checks")

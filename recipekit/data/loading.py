@@ -23,6 +23,7 @@ from ..core.errors import RecipeError
 from .checks import Checks, as_text, column, empty_label_notes, labels_as_text, place, texts_as_text
 from .files import load_files, load_hub, load_hub_split, read_file
 from .steps import Context, run_pipeline
+from .streaming import is_streamed, stream_file
 
 SPLITS = ("train", "validation", "test")
 
@@ -55,10 +56,12 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
     if head.text_labels:
         raw, label_notes = labels_as_text(raw, args.label_column)
         notes += label_notes
-    raw = DatasetDict({name: ds.add_column(ROW, np.arange(len(ds))) for name, ds in raw.items()})  # an array hashes at once, a list row by row
+    # An array hashes at once, a list row by row; a stream has no row count to number by.
+    raw = DatasetDict({name: ds if is_streamed(ds) else ds.add_column(ROW, np.arange(len(ds))) for name, ds in raw.items()})
     label = args.label_column if head.needs_labels else None  # a pretraining corpus's label column is ignored
     ctx = Context(list(args.text_columns), label, seed, args.num_proc, tokenizer)
-    rows = [{"step": "load", "split": name, "rows_in": len(ds), "rows_out": len(ds), "reason": "rows read"} for name, ds in raw.items()]
+    rows = [{"step": "load", "split": name, "rows_in": size(ds), "rows_out": size(ds), "reason": "rows read" if size(ds) is not None else
+             f"streamed from {ds.n_shards} shard(s) as training reads them"} for name, ds in raw.items()]
     checked, check_rows_report = run_pipeline([Checks(max_chars=args.max_chars, blank_label_is_missing=not head.empty_label_is_value)], raw, ctx, first=-1)
     carved, carve_rows = carve(checked, args, seed, head.stratify)
     processed, step_rows = run_pipeline(steps, carved, ctx)
@@ -70,7 +73,7 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
         "sources": sources,
         "notes": notes,
         "steps": rows + check_rows_report + carve_rows + step_rows + sample_rows,
-        "sizes": {name: len(ds) for name, ds in splits.items()},
+        "sizes": {name: size(ds) if size(ds) is not None else "streamed" for name, ds in splits.items()},
         "labels": {name: c for name, c in counts.items() if c is not None},
     }
     target = splits["train"].features.get("labels")
@@ -80,8 +83,17 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
     return Splits(splits, head.labels, report)
 
 
+def size(ds) -> int | None:
+    return None if is_streamed(ds) else len(ds)
+
+
 def load_sources(args, seed: int, needs_labels: bool = True, stratify: bool = True) -> tuple[DatasetDict, list[dict]]:
     """The splits a recipe names; several `data.sources` are mixed into one training split."""
+    if getattr(args, "streaming", False):
+        # Only train streams: validation and test are read whole (evaluation needs their length and order).
+        keep = list(args.text_columns) + ([args.label_column] if needs_labels else [])
+        held = {split: read_file(spec) for split, spec in (("validation", args.validation_file), ("test", args.test_file)) if spec}
+        return DatasetDict({"train": stream_file(args.train_file, keep), **held}), []
     if args.sources is None:
         raw = load_hub(args) if args.dataset else load_files(args)
         return raw, []

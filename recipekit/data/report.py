@@ -23,7 +23,7 @@ def format_report(report: dict) -> str:
             reason = "; ".join(f"{k}: {v:,}" for k, v in extra.pop("reasons").items())
         if extra:
             reason += " (" + ", ".join(f"{k} {v}" for k, v in extra.items()) + ")"
-        lines.append(f"  {row['step']:<20} {row['split']:<10} {row['rows_in']:>9,} {row['rows_out']:>9,} {count:>16}  {reason}")
+        lines.append(f"  {row['step']:<20} {row['split']:<10} {rows(row['rows_in']):>9} {rows(row['rows_out']):>9} {count:>16}  {reason}")
     for split, counts in report.get("labels", {}).items():
         total = sum(counts.values()) or 1
         shown = ", ".join(f"{name} {n:,} ({n / total:.1%})" for name, n in counts.items())
@@ -36,8 +36,12 @@ def format_report(report: dict) -> str:
         for split, s in tokens["splits"].items():
             if s:
                 lines.append(
-                    f"  tokens {split}: p50 {s['p50']} p90 {s['p90']} p95 {s['p95']} p99 {s['p99']} max {s['max']}; "
+                    f"  tokens {split}{' (first ' + format(s['sample_rows'], ',') + ' rows of the stream)' if 'sample_rows' in s else ''}: p50 {s['p50']} p90 {s['p90']} p95 {s['p95']} p99 {s['p99']} max {s['max']}; "
                     f"{s['truncated']:.1%} {cut if 'windows' not in s else 'cut into windows'} at {limit}"
                     + (f" ({s['windows']:,} windows)" if "windows" in s else "")
                 )
     return "\n".join(lines)
+
+
+def rows(n) -> str:
+    return "streamed" if n is None else f"{n:,}"  # a streamed split is counted by nothing before training reads it

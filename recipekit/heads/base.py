@@ -227,6 +227,7 @@ class Head:
     trainer_base: ClassVar[type] = Trainer  # what trainer/trainer.py's RecipeTrainer sits on (Seq2SeqTrainer to generate)
     predictions_file: ClassVar[str | None] = "predictions.csv"  # .jsonl for lists and free text; None: nothing to predict
     stratify: ClassVar[bool] = False  # carve validation by label
+    streams: ClassVar[bool] = False  # trains on a streamed split (data.streaming): tokenize takes an IterableDataset
     needs_labels: ClassVar[bool] = True  # False for self-supervised heads: the label column may be absent
     text_labels: ClassVar[bool] = False  # labels read as text by data.py (so 1 and "1" are one class)
     # An empty label cell (blank, null, NaN) is a missing label, dropped and counted by data.py for every head;

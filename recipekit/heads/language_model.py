@@ -25,11 +25,15 @@ from transformers import (
 )
 
 from ..core.errors import RecipeError
+from ..data.streaming import SAMPLE_ROWS, is_streamed
 from ..data.tokenizing import length_stats, tokenizer_identity
 from ..modeling.models import pack, scratch_config, shape_problems
 from .base import Head, load_kwargs, register
 
 BLOCK_KEY = "model.head_options.block_size"
+# Texts of a stream packed together: blocks never cross from one such group to the next, so each group may lose a
+# partial block: fewer than block_size tokens per PACK_ROWS texts.
+PACK_ROWS = 1000
 
 
 @dataclass
@@ -60,6 +64,7 @@ class LanguageModel(Head):
     written_columns = ()  # encode keeps the text column; tokenize writes labels in place of every column
 
     needs_labels = False
+    streams = True
     predictions_file = None  # a corpus has nothing to predict; test and validation report loss and perplexity
     pipeline_use = ""  # what the head's transformers pipeline does with the model, named when `predict` refuses
     metric_names = ("perplexity", "accuracy")
@@ -89,7 +94,7 @@ class LanguageModel(Head):
         return DatasetDict({name: ds.select_columns([self.text]) for name, ds in splits.items()})
 
     def learn(self, train):
-        if len(train) == 0:
+        if not is_streamed(train) and len(train) == 0:
             raise RecipeError(f"data: the training corpus is empty after preprocessing; nothing to pretrain on (column {self.text!r})")
 
     def encode_texts(self, tokenizer, texts: list[str]) -> dict:
@@ -100,6 +105,9 @@ class LanguageModel(Head):
         o = self.options
         out, stats = {}, {}
         for name, ds in splits.items():
+            if is_streamed(ds):
+                out[name], stats[name] = self.stream_blocks(ds, tokenizer)
+                continue
             fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), self.name, o.block_size, o.packing,
                                        getattr(o, "whole_word_mask", False), "lm"])
             ds = ds.map(lambda b: self.encode_texts(tokenizer, b[self.text]), batched=True, remove_columns=ds.column_names,
@@ -119,6 +127,32 @@ class LanguageModel(Head):
             out[name] = ds
         # Texts over a block are split across blocks when packing, cut when not.
         return DatasetDict(out), {"block_size": o.block_size, "packing": o.packing, "splits": stats}
+
+    def stream_blocks(self, ds, tokenizer):
+        """A streamed corpus as blocks, made lazily as training reads it. The token-length report is measured on
+        the stream's first SAMPLE_ROWS rows (the whole would mean reading the corpus twice), and says so."""
+        sample = [row[self.text] for row in ds.take(SAMPLE_ROWS)]
+        if not sample:
+            raise RecipeError(f"data: the training corpus is empty after preprocessing; nothing to pretrain on (column {self.text!r})")
+        lengths = np.asarray([len(ids) for ids in self.encode_texts(tokenizer, sample)["input_ids"]])
+        stats = {**length_stats(lengths, self.options.block_size), "sample_rows": len(sample)}
+        blocks = ds.map(self.blocks, batched=True, batch_size=PACK_ROWS, fn_kwargs={"tokenizer": tokenizer}, remove_columns=[self.text])
+        return blocks, stats
+
+    def blocks(self, batch, tokenizer):
+        """One batch of texts as training examples: packed into full blocks (the batch's last partial block is
+        dropped: fewer than block_size tokens per PACK_ROWS texts), or each text cut at block_size."""
+        size = self.options.block_size
+        enc = self.encode_texts(tokenizer, batch[self.text])
+        if self.options.packing:
+            total = sum(len(ids) for ids in enc["input_ids"]) // size * size
+            joined = {k: [x for row in v for x in row][:total] for k, v in enc.items()}
+            out = {k: [v[i:i + size] for i in range(0, total, size)] for k, v in joined.items()}
+        else:
+            out = {k: [row[:size] for row in v] for k, v in enc.items()}
+        if not self.masked:
+            out["labels"] = out["input_ids"]
+        return out
 
     def prepare_tokenizer(self, tokenizer):
         # The masked objective pads with the tokenizer's own [PAD]; only a decoder's tokenizer needs EOS for it.

@@ -127,12 +127,15 @@ def train_tokenizer(args: TrainTokenizerArgs, train: Dataset, text_column: str, 
             vocab_size=args.vocab_size, min_frequency=args.min_frequency, special_tokens=unique,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
-    texts = train.with_format("arrow")[text_column]
-    if args.max_texts is not None:
-        texts = texts[: args.max_texts]
-    n = len(texts)
-    batches = (texts[i:i + 1000].to_pylist() for i in range(0, n, 1000))
-    tok.train_from_iterator(batches, trainer, length=n)
+    if isinstance(train, Dataset):
+        texts = train.with_format("arrow")[text_column]
+        if args.max_texts is not None:
+            texts = texts[: args.max_texts]
+        n = len(texts)
+        tok.train_from_iterator((texts[i:i + 1000].to_pylist() for i in range(0, n, 1000)), trainer, length=n)
+    else:  # data.streaming: one pass over the stream (or its first max_texts rows); the trainer keeps counts, not texts
+        rows = train if args.max_texts is None else train.take(args.max_texts)
+        tok.train_from_iterator((batch[text_column] for batch in rows.iter(batch_size=1000)), trainer)
 
     steps = []
     if args.algorithm == "byte_level_bpe":

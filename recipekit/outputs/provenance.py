@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.safety import redact
+from ..data.streaming import shard_paths
 from .folder import FINISHED_MARKER
 
 
@@ -25,11 +26,17 @@ def manifest(recipe, data) -> dict:
         "git": git_state(),
         "seed": recipe.training.seed,
         "batch": batch_size(recipe.training),
-        "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec},
-        "dataset_fingerprints": {name: ds._fingerprint for name, ds in data.splits.items()},
+        "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec and not (recipe.data.streaming and spec == recipe.data.train_file)},
+        **({"streamed_shards": shards(recipe.data.train_file)} if recipe.data.streaming else {}),
+        "dataset_fingerprints": {name: getattr(ds, "_fingerprint", "streamed") for name, ds in data.splits.items()},
         "hardware": hardware(),
         **({"teacher": teacher_identity(recipe.model)} if recipe.model.teacher else {}),
     }
+
+
+def shards(spec: str) -> dict:
+    """A streamed corpus by each shard's size and modification time: hashing it would read the corpus a second time."""
+    return {str(p): {"bytes": p.stat().st_size, "modified": int(p.stat().st_mtime)} for p in shard_paths(spec)}
 
 
 def batch_size(args) -> dict:

@@ -201,6 +201,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     for key, value in head.training_defaults.items():
         training_keys.setdefault(key, value)
     errors += [f"training.{p}" for p in training_problems(training_keys, names, data)]
+    errors += data.streaming_problems(head, sorted(n for n, h in HEADS.items() if h.streams), steps, training_keys)
     regularization = RegularizationArgs(**build_kwargs(RegularizationArgs, raw.get("regularization"), "regularization", errors))
     errors += [f"regularization.{p}" for p in regularization.problems()]
     sanity = SanityArgs(**build_kwargs(SanityArgs, raw.get("sanity"), "sanity", errors))
@@ -215,6 +216,10 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     written = {k: v for k, v in training_keys.items() if k != "hub_token"}
     passed = with_checkpoint_limit(with_best_model_default(with_run_length_defaults(dict(written)), data))
     errors += early_stopping_problems(regularization, passed)
+    if data.streaming and passed.get("accelerator_config") is None:
+        # Each process reads its own shards: accelerate's default for an IterableDataset has process 0 read every
+        # batch and send it on, and refuses batches padded to different lengths.
+        passed["accelerator_config"] = {"dispatch_batches": False}
     # Into what TrainingArguments gets, not training_keys: recipe.yaml keeps the global batch, so the same file
     # derives the accumulation again on another number of processes.
     errors += derive_accumulation(batching, passed)

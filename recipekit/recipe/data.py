@@ -132,6 +132,11 @@ class DataArgs:
         default="mean",
         metadata={"help": "chunks: a document's logits are its windows' mean, or their maximum per output"},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "read train_file (a path or a glob over shards: txt, csv, tsv, json, jsonl, parquet) row by row as training "
+                          "goes, never whole; needs training.max_steps"},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
     max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
@@ -148,8 +153,8 @@ class DataArgs:
             for key in ("dataset_config", "dataset_revision", "validation_split_name", "test_split_name"):
                 if getattr(self, key) is not None:
                     out.append(f"{key}: only applies to a Hub dataset (data.dataset)")
-            for key in ("train_file", "validation_file", "test_file"):
-                out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]
+            for key in ("validation_file", "test_file") if self.streaming else ("train_file", "validation_file", "test_file"):
+                out += [f"{key}: {p}" for p in file_problems(getattr(self, key))]  # a stream's glob is read at load
         if not 1 <= len(self.text_columns) <= 2 or len(set(self.text_columns)) != len(self.text_columns):
             out.append(f"text_columns: {self.text_columns} must name one column, or two different ones for pairs")
         if self.long_text != "head" and len(self.text_columns) != 1:
@@ -181,6 +186,31 @@ class DataArgs:
         for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 out.append(f"{key}: {getattr(self, key)} must be positive (or null for all rows)")
+        return out
+
+    def streaming_problems(self, head, streaming_heads: list[str], steps: list, training: dict) -> list[str]:
+        """What a stream cannot do: it is read once, row by row, as training goes, so nothing sees the whole corpus first."""
+        if not self.streaming:
+            return []
+        out = []
+        if not head.streams:
+            out.append(f"data.streaming: head {head.name!r} learns from its whole training split before training; "
+                       f"heads that stream: {', '.join(streaming_heads)}")
+        if training.get("max_steps", -1) <= 0:
+            out.append("training.max_steps: a streamed corpus has no length to count epochs by; set max_steps (data.streaming: true)")
+        if not self.train_file:
+            out.append("data.streaming: reads local shards (data.train_file, a path or a glob); not data.dataset or data.sources")
+        for key, what in (("validation_split", "a stratified carve needs every row"), ("test_split", "a stratified carve needs every row"),
+                          ("max_train_samples", "a seeded random subset needs every row")):
+            if getattr(self, key):
+                out.append(f"data.{key}: {what}, which a stream never holds; give data.{key.replace('_split', '_file')} instead"
+                           if key.endswith("_split") else f"data.{key}: {what}, which a stream never holds; leave it out")
+        if self.long_text == "chunks":
+            out.append("data.long_text: chunks pools windows per document over the whole split; use head or head_tail with data.streaming")
+        for i, step in enumerate(steps):
+            if step.applies_to("train") and not step.streams():
+                out.append(f"preprocess[{i}] {step.name}: needs the whole training split at once, which a stream never holds; "
+                           "run it on a copy of the corpus first, or leave it out (data.streaming: true)")
         return out
 
     def has_validation(self) -> bool:

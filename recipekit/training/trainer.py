@@ -21,7 +21,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized, schedule=None) -> R
     multiple = pad_multiple(args)
     regularize.freeze(model, recipe.regularization)
     loss = head.loss(args)
-    teacher = TEACHER_COLUMN in tokenized["train"].column_names
+    teacher = TEACHER_COLUMN in (tokenized["train"].column_names or [])  # a stream after map names no columns
     if teacher:
         loss = DistillationLoss(loss, head.teacher_term, recipe.model.teacher_temperature, recipe.model.teacher_weight)
     trainer = trainer_class(head.trainer_base)(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset
 from datasets.fingerprint import Hasher
 from datasets.table import InMemoryTable, MemoryMappedTable
 
@@ -56,6 +56,14 @@ class Step:
             return [f"splits: {self.splits} - this step changes the class mix or adds rows, so it applies to train only"]
         bad = [s for s in self.splits or [] if s not in ("train", "validation", "test")]
         return [f"splits: {bad} - choices: train, validation, test"] if bad else []
+
+    def stream(self, ds, ctx: Context):
+        """The step on a streamed split (data.streaming), lazily; steps that need every row at once leave this out."""
+        raise NotImplementedError
+
+    @classmethod
+    def streams(cls) -> bool:
+        return cls.stream is not Step.stream
 
     def applies_to(self, split: str) -> bool:
         chosen = self.splits or self.default_splits or (["train"] if self.train_only else None)
@@ -131,6 +139,10 @@ def run_pipeline(steps: list, splits: DatasetDict, ctx: Context, first: int = 0)
             if not step.applies_to(split):
                 continue
             ctx.splits = out
+            if isinstance(ds, IterableDataset):  # data.streaming: applied row by row as training reads; counts unknown
+                out[split] = step.stream(ds, ctx)
+                report.append({"step": step.name, "split": split, "rows_in": None, "rows_out": None, "reason": f"{step.reason} (streamed: not counted)"})
+                continue
             rows_in = len(ds)
             ds, count, *details = step(ds, ctx)
             ds = flat(ds)  # a filtering step leaves an indices mapping that would slow every later step

@@ -37,6 +37,9 @@ class Clean(Step):
         count = sum(ds.with_format("arrow")["__changed"].to_pylist())
         return ds.remove_columns("__changed"), count
 
+    def stream(self, ds, ctx: Context):
+        return ds.map(self.rewrite, batched=True, fn_kwargs={"columns": ctx.columns}, remove_columns=["__changed"], features=ds.features)
+
 
 @register("regex_replace")
 @dataclass

@@ -61,6 +61,28 @@ class Dedupe(Normalised):
         keep, _ = cached_indices(ds, self, ctx.columns, compute)
         return select(ds, keep), len(ds) - len(keep)
 
+    def stream(self, ds, ctx: Context):
+        return ds.filter(FirstSeen(self, ctx.columns), batched=True, with_indices=True)
+
+
+class FirstSeen:
+    """`dedupe` on a stream: a 16-byte digest per distinct row held in memory (plus a Python set's overhead per
+    entry), within what one process reads. It starts afresh at
+    each pass over the stream (index 0), so a second epoch is not dropped as copies of the first."""
+
+    def __init__(self, step: Normalised, columns: list[str]):
+        self.step, self.columns, self.seen = step, columns, set()
+
+    def __call__(self, batch, indices):
+        if indices and indices[0] == 0:
+            self.seen.clear()
+        keep = []
+        for row in zip(*(batch[c] for c in self.columns)):
+            key = normal_key(row, self.step.ignore_case, self.step.ignore_whitespace, self.step.ignore_punctuation)
+            keep.append(key not in self.seen)
+            self.seen.add(key)
+        return keep
+
 
 def shingles(text: str, unit: str, n: int) -> list[bytes]:
     tokens = text.lower().split() if unit == "words" else list(" ".join(text.lower().split()))

@@ -24,6 +24,9 @@ class DropEmpty(Step):
         kept = ds.filter(self.keep, batched=True, fn_kwargs={"columns": ctx.columns}, num_proc=ctx.num_proc, desc=self.name)
         return kept, len(ds) - len(kept)
 
+    def stream(self, ds, ctx: Context):
+        return ds.filter(self.keep, batched=True, fn_kwargs={"columns": ctx.columns})
+
 
 @register("filter_length")
 @dataclass
@@ -60,6 +63,11 @@ class FilterLength(Step):
         kwargs = {"columns": ctx.columns, "tokenizer": ctx.tokenizer if self.unit == "tokens" else None}
         kept = ds.filter(self.keep, batched=True, fn_kwargs=kwargs, num_proc=ctx.num_proc, desc=self.name)
         return kept, len(ds) - len(kept)
+
+    def stream(self, ds, ctx: Context):
+        if self.unit == "tokens" and ctx.tokenizer is None:
+            raise RecipeError("preprocess.filter_length: unit 'tokens' needs the model's tokenizer")
+        return ds.filter(self.keep, batched=True, fn_kwargs={"columns": ctx.columns, "tokenizer": ctx.tokenizer if self.unit == "tokens" else None})
 
 
 @register("filter_labels")

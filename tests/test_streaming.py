@@ -1,0 +1,168 @@
+"""data.streaming: a corpus of shards read row by row as training goes, for the pretraining heads."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+from datasets import Dataset, DatasetDict
+from test_distributed import launch, ranks
+
+from recipekit.data.loading import load_splits
+from recipekit.data.steps import STEPS
+from recipekit.data.streaming import stream_file
+from recipekit.heads import build_head
+from recipekit.recipe.data import DataArgs
+
+WORDS = ["red", "green", "blue", "cat", "dog", "bird", "runs", "sleeps", "jumps", "the", "a", "over", "under", "house"]
+BIN = Path(sys.executable).parent
+
+
+def shards(folder: Path, n: int = 4, rows: int = 120, seed: int = 0) -> str:
+    """n jsonl shards of made-up sentences; every text distinct (its shard and row are in it)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(n):
+        lines = [json.dumps({"text": f"s{s} r{i} " + " ".join(rng.choices(WORDS, k=rng.randint(5, 20)))}) for i in range(rows)]
+        (folder / f"part-{s:02d}.jsonl").write_text("\n".join(lines) + "\n")
+    return str(folder / "part-*.jsonl")
+
+
+def recipe(tmp_path: Path, train: str, head: str = "causal_lm", out: str = "out", **training) -> dict:
+    config = ({"n_layer": 2, "n_embd": 32, "n_head": 2, "n_inner": 64, "n_positions": 64} if head == "causal_lm" else
+              {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64})
+    return {
+        "model": {"init": "scratch", "family": "gpt2" if head == "causal_lm" else "bert", "head": head,
+                  "head_options": {"block_size": 16}, "config": config},
+        "tokenizer": {"train": {"vocab_size": 400, "min_frequency": 1}},
+        "data": {"train_file": train, "streaming": True},
+        "preprocess": ["collapse_whitespace", "dedupe"],
+        "training": {"output_dir": str(tmp_path / out), "max_steps": 12, "per_device_train_batch_size": 4,
+                     "learning_rate": 1.0e-2, "logging_steps": 1, "save_strategy": "no", "report_to": "none", "seed": 0,
+                     "disable_tqdm": True, **training},
+    }
+
+
+def errors_of(write_recipe, raw, capsys) -> list[str]:
+    assert run_cli([write_recipe(raw)]) == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_what_a_stream_cannot_do_is_refused_by_name_before_anything_is_written(tmp_path, write_recipe, capsys):
+    train = shards(tmp_path / "corpus", n=1, rows=10)
+    raw = recipe(tmp_path, train)
+    del raw["training"]["max_steps"]
+    raw["data"]["validation_split"] = 0.1
+    raw["preprocess"] = ["dedupe", "near_dedupe", {"balance": {}}]
+    assert errors_of(write_recipe, raw, capsys) == [
+        "error: training.max_steps: a streamed corpus has no length to count epochs by; set max_steps (data.streaming: true)",
+        "error: data.validation_split: a stratified carve needs every row, which a stream never holds; give data.validation_file instead",
+        ("error: preprocess[1] near_dedupe: needs the whole training split at once, which a stream never holds; "
+        "run it on a copy of the corpus first, or leave it out (data.streaming: true)"),
+        ("error: preprocess[2] balance: needs the whole training split at once, which a stream never holds; "
+        "run it on a copy of the corpus first, or leave it out (data.streaming: true)"),
+    ]
+    raw = recipe(tmp_path, train)
+    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "sequence_classification"}
+    del raw["tokenizer"]
+    assert errors_of(write_recipe, raw, capsys)[0] == (
+        "error: data.streaming: head 'sequence_classification' learns from its whole training split before training; "
+        "heads that stream: causal_lm, masked_lm"
+    )
+    raw = recipe(tmp_path, str(tmp_path / "nowhere" / "*.jsonl"))
+    assert errors_of(write_recipe, raw, capsys) == [f"error: data.train_file: {str(tmp_path / 'nowhere' / '*.jsonl')!r} matches no file"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # ~50 steps before the bad line: 1-4 min on 2 busy cores
+def test_a_bad_json_line_past_the_first_rows_fails_the_run_naming_the_line(tiny_model, tmp_path, write_recipe, capsys):
+    train = shards(tmp_path / "corpus", n=2, rows=1500)  # the report's sample reads the first 1,000 rows (and a batch ahead)
+    second = tmp_path / "corpus" / "part-01.jsonl"
+    lines = second.read_text().splitlines()
+    lines[1000] = '{"text": "cut off'
+    second.write_text("\n".join(lines) + "\n")
+    raw = recipe(tmp_path, train, head="masked_lm", max_steps=1000, per_device_train_batch_size=64)
+    raw["tokenizer"] = {"name_or_path": tiny_model}  # a tokenizer trained here would read the stream, and meet the line, first
+    assert run_cli([write_recipe(raw)]) == 2
+    message = f"{second} line 1001: not valid JSON (Unterminated string starting at): '{{\"text\": \"cut off'"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status == {"status": "failed", "reason": message}
+
+
+def test_streamed_blocks_are_the_packed_blocks_of_the_same_texts(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    train = shards(tmp_path / "corpus", n=3, rows=100)  # 300 texts: one packing group of 1,000
+    head = build_head("masked_lm", {"block_size": 16}, data=DataArgs(train_file=train, streaming=True))
+    streamed, stats = head.tokenize(DatasetDict({"train": stream_file(train, ["text"])}), tokenizer)
+    texts = [json.loads(line)["text"] for p in sorted((tmp_path / "corpus").glob("*.jsonl")) for line in p.read_text().splitlines()]
+    whole, _ = head.tokenize(DatasetDict({"train": Dataset.from_dict({"text": texts})}), tokenizer)
+    assert [row["input_ids"] for row in streamed["train"]] == whole["train"]["input_ids"]
+    assert stats["splits"]["train"]["sample_rows"] == 300
+
+
+def test_streamed_dedupe_and_cleaning_drop_the_rows_the_whole_split_would(tmp_path):
+    rows = ["a  cat", "a cat", "the dog", "  ", "a cat", "the dog runs", "The dog"]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    args = DataArgs(train_file=str(tmp_path / "c.jsonl"), streaming=True)
+    steps = [STEPS["collapse_whitespace"](), STEPS["dedupe"](ignore_case=True)]
+    head = build_head("causal_lm", data=args)
+    streamed = load_splits(args, steps, 0, head=head).splits["train"]
+    args.streaming = False
+    whole = load_splits(args, steps, 0, head=build_head("causal_lm", data=args)).splits["train"]
+    assert [r["text"] for r in streamed] == whole["text"] == ["a cat", "the dog", "the dog runs"]
+    # A second pass (the next epoch) reads the same rows, not none: the seen set starts afresh.
+    assert [r["text"] for r in streamed] == ["a cat", "the dog", "the dog runs"]
+
+
+@pytest.mark.slow  # three 12-step runs of a 2-layer GPT-2, 30-60 s
+def test_a_run_killed_mid_stream_resumes_at_the_row_it_reached(tmp_path):
+    train = shards(tmp_path / "corpus")
+    raw = recipe(tmp_path, train, save_strategy="steps", save_steps=4)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(raw))
+    whole = launch([sys.executable], tmp_path / "probe-whole", str(path), "training.output_dir=whole", tmp=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = launch([sys.executable], tmp_path / "probe-killed", str(path), "training.output_dir=cut",
+                    env_extra={"PROBE_KILL_AT_STEP": "4"}, tmp=tmp_path)
+    assert killed.returncode == -9
+    resumed = launch([sys.executable], tmp_path / "probe-resumed", str(path), "training.output_dir=cut", "--resume", tmp=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    first, second = ranks(tmp_path / "probe-whole")[0], ranks(tmp_path / "probe-resumed")[0]
+    # The resumed process skipped the 4 steps x 4 blocks already trained on and went on with the next block.
+    assert len(first["training_rows"]) == 48 and len(set(first["training_rows"])) == 48
+    assert second["training_rows"] == first["training_rows"][16:]
+    assert second["weights_sha256"] == first["weights_sha256"]
+    assert json.loads((tmp_path / "cut" / "status.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow  # two gloo processes on CPU, 30-60 s
+def test_two_processes_read_disjoint_shards(tmp_path):
+    train = shards(tmp_path / "corpus")
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe(tmp_path, train)))
+    done = launch([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29571"], tmp_path / "probe", str(path), tmp=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = ranks(tmp_path / "probe")
+    assert len(one["training_rows"]) == len(two["training_rows"]) == 48
+    assert not set(one["training_rows"]) & set(two["training_rows"])
+    # Each process read two whole shards: together the first 48 blocks of each half of the corpus, as one process
+    # reading shards 0-1 (or 2-3) alone would make them.
+    alone = tmp_path / "alone"
+    for rank, record in enumerate((one, two)):
+        half = alone / f"half{rank}"
+        half.mkdir(parents=True)
+        for s in (2 * rank, 2 * rank + 1):
+            (half / f"part-{s:02d}.jsonl").write_text((tmp_path / "corpus" / f"part-{s:02d}.jsonl").read_text())
+        single = recipe(tmp_path, str(half / "part-*.jsonl"), out=f"alone{rank}", max_steps=12)
+        single["tokenizer"] = {"name_or_path": str(tmp_path / "out")}  # the two-process run's tokenizer: same ids
+        (half.parent / f"r{rank}.json").write_text(json.dumps(single))
+        run = subprocess.run([sys.executable, str(ROOT / "tests" / "probe_run.py"), str(alone / f"probe{rank}"), str(half.parent / f"r{rank}.json")],
+                             capture_output=True, text=True, cwd=tmp_path, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert ranks(alone / f"probe{rank}")[0]["training_rows"] == record["training_rows"]
