@@ -68,13 +68,15 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         os.environ["HF_TOKEN"] = recipe.hub_token  # read by huggingface_hub; never written to any output
     check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
     fit_hub_model(recipe)  # data.max_length against a Hub model's positions
+    head = head_for(recipe)
+    if resume and head.resume_refused:
+        raise RecipeError(f"--resume: head {recipe.model.head!r}: {head.resume_refused}")
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume)
     threads = choose_threads(on_cpu=training.device.type == "cpu")
     if threads and training.process_index == 0:
         print(threads)
 
-    head = head_for(recipe)
     tokenizer = load_tokenizer(recipe.model, recipe.tokenizer)  # None: tokenizer.train learns one from the data
     with training.main_process_first(desc="load, preprocess and tokenize data"):
         data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head=head)
