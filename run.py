@@ -4,6 +4,7 @@ Finished runs: python run.py predict|evaluate OUTPUT_DIR --input FILE, python ru
 Deployment: python run.py export OUTPUT_DIR --format onnx [--quantize int8], python run.py serve OUTPUT_DIR [--port 8000].
 Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
 Cross-validation: python run.py cv RECIPE --folds 5 [--label-issues] (each fold is fine_tune below, in this process).
+Learning curve: python run.py curve RECIPE --sizes 8,16,32,64,all --seeds 5 (each point is fine_tune below, in this process).
 """
 
 import os
@@ -15,6 +16,7 @@ from transformers import set_seed
 
 from recipekit.commands.cli import COMMANDS, guarded, parse_args, parse_command
 from recipekit.commands.compare import compare_command
+from recipekit.commands.curve import curve_command
 from recipekit.commands.cv import cv_command
 from recipekit.commands.export import export_command
 from recipekit.commands.predict import evaluate_command, predict_command
@@ -127,6 +129,8 @@ def run_command(args) -> int:
         return sweep_command(args, fine_tune)
     if args.command == "cv":
         return cv_command(args, fine_tune)
+    if args.command == "curve":
+        return curve_command(args, fine_tune)
     return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command,
             "export": export_command, "serve": serve_command}[args.command](args)
 

@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 VERBOSE_HELP = "print every library progress bar, load report and Trainer log line, on every process"
-COMMANDS = ("predict", "evaluate", "compare", "sweep", "cv", "export", "serve")
+COMMANDS = ("predict", "evaluate", "compare", "sweep", "cv", "curve", "export", "serve")
 # Server-side batching defaults: a batch goes when it holds this many texts or its first request has waited this long.
 MAX_BATCH = 32
 MAX_WAIT_MS = 5.0
@@ -95,6 +95,13 @@ def parse_command(argv) -> argparse.Namespace:
                     help="also write label_issues.csv: training rows whose label is likely wrong, ranked by cleanlab (pip install 'recipekit[cv]')")
     cv.add_argument("--check", action="store_true", help="load the data, print the folds' sizes, train nothing")
     cv.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    curve = commands.add_parser("curve", help="a learning curve: the recipe on seeded class-balanced subsets of each size, beside TF-IDF")
+    curve.add_argument("recipe", help="path to a YAML recipe (a head with one class per row)")
+    curve.add_argument("overrides", nargs="*", metavar="section.key=value", help="override recipe values (parsed as YAML)")
+    curve.add_argument("--sizes", default="8,16,32,64,all", help="training rows per class, increasing; 'all' last: every row (default: 8,16,32,64,all)")
+    curve.add_argument("--seeds", type=int, default=5, help="subsets (and training seeds) per size (default: 5)")
+    curve.add_argument("--check", action="store_true", help="load the data, check the sizes, train nothing")
+    curve.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     export = commands.add_parser(
         "export", help="write a finished classifier run as an ONNX graph (fp32, or int8) that predict, evaluate and serve read as the run",
         description="Export a finished run's model to ONNX; the folder also carries its tokenizer, head state, recipe and metrics.",
