@@ -70,8 +70,6 @@ class SetFitOptions:
         out = []
         if self.num_iterations is not None and self.num_iterations < 1:
             out.append(f"num_iterations: {self.num_iterations} must be at least 1 (or null)")
-        if self.sampling_strategy not in SAMPLING:
-            out.append(f"sampling_strategy: {self.sampling_strategy!r} is not one of {', '.join(SAMPLING)}")
         for key in ("num_epochs", "batch_size", "head_max_iter"):
             if getattr(self, key) < 1:
                 out.append(f"{key}: {getattr(self, key)} must be at least 1")
