@@ -5,6 +5,7 @@ Deployment: python run.py export OUTPUT_DIR --format onnx [--quantize int8], pyt
 Sweeps: python run.py sweep RECIPE (the recipe's `sweep:` section; each trial is fine_tune below, in this process).
 Cross-validation: python run.py cv RECIPE --folds 5 [--label-issues] (each fold is fine_tune below, in this process).
 A new recipe: python run.py new my.yaml [--from quickstart]; a LoRA run as a full model: python run.py merge OUTPUT_DIR NEW_DIR.
+Learning curve: python run.py curve RECIPE --sizes 8,16,32,64,all --seeds 5 (each point is fine_tune below, in this process).
 """
 # The command line is read before torch and transformers load (4-8 s): --help and usage errors answer at once
 
@@ -23,6 +24,7 @@ from transformers import set_seed
 
 from recipekit.commands.cli import guarded, parse
 from recipekit.commands.compare import compare_command
+from recipekit.commands.curve import curve_command
 from recipekit.commands.cv import cv_command
 from recipekit.commands.export import export_command
 from recipekit.commands.merge import merge_command
@@ -75,6 +77,9 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
         os.environ["HF_TOKEN"] = recipe.hub_token  # read by huggingface_hub; never written to any output
     check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
     fit_hub_model(recipe)  # data.max_length against a Hub model's positions
+    head = head_for(recipe)
+    if resume and head.resume_refused:
+        raise RecipeError(f"--resume: head {recipe.model.head!r}: {head.resume_refused}")
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume, training=training, writer=training.should_save)
     threads = choose_threads(on_cpu=training.device.type == "cpu")  # training.device starts the process group
@@ -82,7 +87,6 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     if threads and training.process_index == 0:
         print(threads)
 
-    head = head_for(recipe)
     tokenizer = load_tokenizer(recipe.model, recipe.tokenizer)  # None: tokenizer.train learns one from the data
     with training.main_process_first(desc="load, preprocess and tokenize data"):
         data = load_splits(recipe.data, recipe.preprocess, training.seed, tokenizer, head=head)
@@ -135,6 +139,8 @@ def run_command(args) -> int:
         return sweep_command(args, fine_tune)
     if args.command == "cv":
         return cv_command(args, fine_tune)
+    if args.command == "curve":
+        return curve_command(args, fine_tune)
     return {"predict": predict_command, "evaluate": evaluate_command, "compare": compare_command,
             "export": export_command, "serve": serve_command, "merge": merge_command, "new": new_command}[args.command](args)
 

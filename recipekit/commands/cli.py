@@ -22,6 +22,7 @@ COMMANDS = {
     "compare": "settings and metrics of finished runs side by side, and their validation curves",
     "sweep": "run every trial of the recipe's sweep: section, each into its own folder, and rank them",
     "cv": "k-fold cross-validation: one run per fold, metrics' mean and spread, out-of-fold predictions",
+    "curve": "a learning curve: the recipe on seeded class-balanced subsets of each size, beside TF-IDF",
     "export": "write a finished classifier run as an ONNX graph (fp32, or int8) that predict, evaluate and serve read as the run",
     "serve": "serve a finished run (or its ONNX export) over HTTP: POST /predict, GET /health, GET /info, docs at /docs",
     "merge": "fold a LoRA run's adapter into its base model, written as a finished run of its own",
@@ -146,6 +147,12 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--group-column", help="column of the training data naming groups (a speaker, a document) that no fold splits")
         parser.add_argument("--label-issues", action="store_true",
                             help="also write label_issues.csv: training rows whose label is likely wrong, ranked by cleanlab (pip install 'recipekit[cv]')")
+    elif name == "curve":
+        parser.description = ("Train the recipe on seeded, class-balanced subsets of each size into OUTPUT_DIR/size-N/seed-K, "
+                              "beside a TF-IDF baseline on the same subsets, and say whether the curve is still rising.")
+        recipe_arguments(parser, check="load the data, check the sizes, train nothing")
+        parser.add_argument("--sizes", default="8,16,32,64,all", help="training rows per class, increasing; 'all' last: every row (default: 8,16,32,64,all)")
+        parser.add_argument("--seeds", type=int, default=5, help="subsets (and training seeds) per size (default: 5)")
     elif name == "export":
         parser.description = "Export a finished run's model to ONNX; the folder also carries its tokenizer, head state, recipe and metrics."
         parser.add_argument("run", metavar="OUTPUT_DIR", help="output_dir of a finished run (read, never written)")

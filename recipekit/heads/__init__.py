@@ -13,6 +13,7 @@ from . import generation  # noqa: F401
 from . import language_model  # noqa: F401
 from . import regression  # noqa: F401
 from . import tagging  # noqa: F401
+from . import fewshot  # noqa: F401
 # isort: on
 from .base import DEFAULT_HEAD, HEADS, Head, Prediction, State, head_synonyms, register, saved_state
 

@@ -255,6 +255,8 @@ class Head:
     # Labels are one class per row: `cv --label-issues` ranks them (file_probabilities), and the report compares
     # the headline metric with always predicting the majority class.
     one_class_per_row: ClassVar[bool] = False
+    # Why `--resume` is refused (the head's training saves no checkpoints); None: Trainer resumes it.
+    resume_refused: ClassVar[str | None] = None
     # Labels are classes (the report's opening line counts them); False where they name outputs or tags.
     labels_are_classes: ClassVar[bool] = False
     # The columns `encode` writes into a split beside the user's text columns; a text column of the same name

@@ -227,7 +227,7 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     if not errors:
         # A saved recipe.yaml spells out every default: only a max_length other than the default counts as chosen.
         chosen = {k for k in raw_data if k != "max_length" or data.max_length != DEFAULT_MAX_LENGTH}
-        parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=chosen)
+        parts = SimpleNamespace(model=model, data=data, training_keys=training_keys, steps=steps, data_keys=chosen, sanity=sanity)
         errors += head.recipe_problems(model.options(), parts)
         if data.long_text not in head.long_text:
             errors.append(f"data.long_text: {not_one_of(data.long_text, list(head.long_text), f'a strategy head {model.head!r} applies')}")
