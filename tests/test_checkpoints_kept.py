@@ -74,7 +74,7 @@ def test_console_metrics_and_report_name_the_kept_checkpoint(finished):
     lines = printed.splitlines()
     at = lines.index(f"kept {text}")
     assert lines[at + 1:].count(next(x for x in lines if x.startswith("validation: loss"))) == 1
-    assert lines[at - 1].startswith(f"epoch {EPOCHS}: validation loss {last['eval_loss']:.4f}")
+    assert lines[at - 1].startswith(f"epoch {EPOCHS} (step {last['step']}): validation loss {last['eval_loss']:.4f}")
     report = (run / "report.md").read_text()
     assert f"- **Model kept**: {text}; the run's model and every score in this report are this checkpoint's" in report
     assert "ended at" not in report

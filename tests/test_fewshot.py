@@ -65,7 +65,7 @@ def test_setfit_on_16_sst2_sentences_beats_chance_and_is_an_ordinary_run(sst2, w
     assert test["accuracy"] >= 0.60
     assert json.loads((run / "head_state.json").read_text())["labels"] == ["negative", "positive"]
     written = pd.read_csv(run / "predictions.csv")
-    assert np.mean(written["predicted"] == written["label"]) == pytest.approx(test["accuracy"])
+    assert np.mean(written["predicted"] == written["label_name"]) == pytest.approx(test["accuracy"])
     assert run_cli(["evaluate", run, "--input", sst2["test_file"], "--metrics", tmp_path / "evaluation.json"]) == 0
     assert json.loads((tmp_path / "evaluation.json").read_text())["metrics"]["accuracy"] == pytest.approx(test["accuracy"])
     assert "setfit" in (run / "report.md").read_text() and "setfit" in (run / "README.md").read_text()

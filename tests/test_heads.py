@@ -221,8 +221,8 @@ def test_regression_learns_a_count_and_undoes_standardisation(tiny_model, tmp_pa
     assert result["test"]["pearson"] >= 0.9 and result["test"]["spearman"] >= 0.9
     assert result["test"]["rmse"] < 7.0  # targets span 100..140 with std about 14
     frame = pd.read_csv(tmp_path / "out" / "predictions.csv")
-    assert list(frame.columns) == ["text", "label", "predicted"]
-    assert abs(frame["predicted"].mean() - frame["label"].mean()) < 5.0
+    assert list(frame.columns) == ["text", "score", "predicted"]  # the gold column keeps its own name
+    assert abs(frame["predicted"].mean() - frame["score"].mean()) < 5.0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["problem_type"] == "regression"
     assert config["recipekit"]["target_mean"] == pytest.approx(120.0, abs=3.0)

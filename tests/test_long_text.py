@@ -118,7 +118,7 @@ def test_chunks_predict_each_document_from_its_pooled_windows(request, case, poo
 
     from recipekit.inference.runs import open_run
 
-    recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run")
+    recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run", plots=True)  # as trained_run makes it
     recipe["data"].update(long_text="chunks", max_length=8, chunk_overlap=2, chunk_pooling=pooling)
     if (case, pooling) in JOINS_CASES:  # the same recipe as a test_joins.py case: its run, trained once
         shared = trained_run(request, tmp_path_factory, JOINS_CASES[case, pooling])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, run_cli
 from datasets import Dataset, DatasetDict
 from test_distributed import launch, ranks
@@ -166,3 +167,13 @@ def test_two_processes_read_disjoint_shards(tmp_path):
                              capture_output=True, text=True, cwd=tmp_path, check=False)
         assert run.returncode == 0, run.stderr[-3000:]
         assert ranks(alone / f"probe{rank}")[0]["training_rows"] == record["training_rows"]
+
+
+def test_a_streaming_recipe_writes_its_resolved_yaml_with_the_accelerator_setting_it_needs(tmp_path):
+    from recipekit.recipe.build import build_recipe
+
+    built = build_recipe(recipe(tmp_path, shards(tmp_path / "corpus")))
+    text = built.to_yaml()
+    assert "# accelerator_config: {" in text and "dispatch_batches: false" in text
+    assert "# recipekit: data.streaming: each process reads its own shards" in text
+    assert build_recipe(yaml.safe_load(text)).to_dict() == built.to_dict()  # the comments load back as nothing

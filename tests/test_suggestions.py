@@ -7,7 +7,7 @@ from recipekit.core.schema import Problem, coerce
 from recipekit.heads import HEADS, head_synonyms
 from recipekit.recipe.build import apply_overrides, build_recipe
 
-HEAD_CHOICES = "Choices: sequence_classification, binary, multi_label, seq2seq, causal_lm_sft, masked_lm, causal_lm, regression, token_classification"
+HEAD_CHOICES = "Choices: " + ", ".join(HEADS)
 
 
 @pytest.fixture

@@ -106,9 +106,12 @@ class Recipe:
         for key in keys:
             value = getattr(self.training, key)
             value = getattr(value, "value", value)  # enums as written in a recipe
+            value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # accelerator_config
             if value is None and key not in self.training_set:
                 continue  # a Trainer setting that is off (eval_steps without step evaluations)
-            shown = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
+            # width: never wrapped, since a wrapped value's second line would not be a comment.
+            shown = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=float("inf"))
+            shown = shown.strip().removesuffix("...").strip()
             why = f"  # recipekit: {SET_BECAUSE[key]}" if key in self.training_set and key in SET_BECAUSE else ""
             lines.append(f"  # {key}: {shown}{why}")
         return "\n".join(lines) + "\n"

@@ -167,6 +167,7 @@ SET_BECAUSE = {
     "fp16": "the launcher's mixed precision",
     "save_total_limit": "keep the best and the last checkpoint (null: keep every one)",
     "gradient_accumulation_steps": "batching.global_batch_size over the per-device batch and the processes",
+    "accelerator_config": "data.streaming: each process reads its own shards (dispatch_batches off)",
 }
 
 # TrainingArguments values recipe.yaml and --check show in effect even where nobody set them: the ones a
