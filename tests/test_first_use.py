@@ -39,6 +39,7 @@ def offline_env(tmp_path, **extra) -> dict:
     return {**env, "HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": UNREACHABLE, "PYTHONPATH": str(ROOT), **extra}
 
 
+@pytest.mark.slow  # a run.py process
 def test_unreachable_hub_fails_without_retrying_with_one_line_each_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
