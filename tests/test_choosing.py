@@ -146,7 +146,7 @@ def test_best_checkpoint_is_restored_by_default_with_a_validation_set(recipe):
     assert not build_recipe(recipe).training.load_best_model_at_end
 
 
-def test_early_stopping_ends_before_the_budget_on_the_best_checkpoint(recipe, write_recipe, tmp_path):
+def test_early_stopping_ends_before_the_budget_on_the_best_checkpoint(recipe, write_recipe, tmp_path, capsys):
     # A rate this high makes the tiny model's validation accuracy stall within a few evaluations.
     recipe["training"].update(max_steps=400, eval_steps=2, logging_steps=2, learning_rate=5.0e-2)
     recipe["regularization"] = {"early_stopping_patience": 2, "early_stopping_threshold": 0.0}
@@ -154,10 +154,14 @@ def test_early_stopping_ends_before_the_budget_on_the_best_checkpoint(recipe, wr
     out = tmp_path / "run"
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] < 400
+    stop = json.loads((out / "metrics.json").read_text())["stopped_early"]
+    assert stop == {"step": state["global_step"], "max_steps": 400, "epoch": state["epoch"], "patience": 2}
+    assert f"stopped early at step {state['global_step']} of 400" in capsys.readouterr().out
     evals = [e["eval_accuracy"] for e in state["log_history"] if "eval_accuracy" in e]
     assert len(evals) >= 3
     final = json.loads((out / "metrics.json").read_text())["validation"]["accuracy"]
     assert final == max(evals) == state["best_metric"]
+    assert "- **Training**: stopped early at step" in (out / "report.md").read_text()
 
 
 def test_early_stopping_needs_evaluations(recipe):

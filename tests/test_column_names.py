@@ -59,6 +59,7 @@ def works_end_to_end(folder: Path, recipe: dict, tmp_path: Path) -> None:
     assert json.loads(metrics.read_text())["metrics"] == scores(run["test"]) and 0.0 <= run["test"]["accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # a run per name
 @pytest.mark.parametrize("name", INTERNAL)
 def test_a_label_column_of_any_internal_name_works_or_is_refused_in_one_line(request, name, tmp_path, capsys):
     recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
@@ -72,6 +73,7 @@ def test_a_label_column_of_any_internal_name_works_or_is_refused_in_one_line(req
     assert gold == pd.read_csv(recipe["data"]["test_file"], dtype=str)[name].tolist()  # the gold labels, as written
 
 
+@pytest.mark.slow  # a run per name
 @pytest.mark.parametrize("name", [n for n in INTERNAL if n != "label"])  # `label` is the label column here
 def test_a_text_column_of_any_internal_name_works_or_is_refused_in_one_line(request, name, tmp_path, capsys):
     recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
@@ -83,6 +85,7 @@ def test_a_text_column_of_any_internal_name_works_or_is_refused_in_one_line(requ
     works_end_to_end(tmp_path / "run", recipe, tmp_path)
 
 
+@pytest.mark.slow  # a run and predict
 def test_a_text_column_named_label_beside_another_label_column_trains_and_predicts(request, tmp_path):
     recipe = make_recipe(request, "sequence_classification", tmp_path / "data", tmp_path / "run")
     recipe = renamed(renamed(recipe, label="sentiment"), text="label")
@@ -91,6 +94,7 @@ def test_a_text_column_named_label_beside_another_label_column_trains_and_predic
 
 # Every head whose encode writes `labels`, and the heads that keep the target as text, with its label column
 # named `labels`; and long texts as windows, whose rows carry `labels` and the `document` column.
+@pytest.mark.slow  # a run per head
 @pytest.mark.parametrize("case", ["binary", "multi_label", "regression", "token_classification", "seq2seq", "chunks"])
 def test_a_label_column_named_labels_works_with_every_head(request, case, tmp_path):
     recipe = make_recipe(request, case, tmp_path / "data", tmp_path / "run")
@@ -134,6 +138,7 @@ def test_unused_columns_of_internal_names_are_left_out_with_a_note(request, tmp_
     assert "label" not in written.columns and set(written["predicted"]) <= {"pos", "neg", "mid"}
 
 
+@pytest.mark.slow  # cv folds and a served model
 def test_cv_and_serve_take_a_labels_column_and_a_document_text_column(request, tmp_path):
     recipe = make_recipe(request, "binary", tmp_path / "data", tmp_path / "run")
     recipe = renamed(recipe, text="document", label="labels")

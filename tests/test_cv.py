@@ -40,6 +40,7 @@ def cv_run(request, tmp_path_factory):
     return path, folder / "out", recipe
 
 
+@pytest.mark.slow  # 5 folds trained
 def test_folds_cover_every_row_once_stratified(cv_run):
     _, out, recipe = cv_run
     plan = pd.read_csv(out / "folds.csv")
@@ -120,6 +121,7 @@ def test_label_issues_find_the_flipped_labels(cv_run):
     assert (flipped["suggested_label"] != flipped["given_label"]).all()
 
 
+@pytest.mark.slow  # folds trained twice
 def test_rerun_skips_finished_folds(cv_run, capsys):
     path, out, _ = cv_run
     stamps = {k: (out / f"fold-{k}" / "metrics.json").stat().st_mtime_ns for k in (1, 2, 3)}
@@ -143,6 +145,7 @@ def grouped_rows(kind: str, n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow  # folds trained
 def test_regression_with_groups(request, tmp_path):
     """Regression folds (not stratified) keep each --group-column value whole; the averaged test value is the mean."""
     recipe = make_recipe(request, "regression", tmp_path / "data", tmp_path / "out", max_steps=2)
@@ -165,6 +168,7 @@ def test_regression_with_groups(request, tmp_path):
     assert summary["validation"]["rmse"]["mean"] == pytest.approx(np.mean(rmse))
 
 
+@pytest.mark.slow  # folds trained
 def test_chunks_folds_predict_one_row_per_document(request, tmp_path):
     """With long_text: chunks each held-out text is scored from its pooled windows: one out-of-fold row per row."""
     recipe = make_recipe(request, "chunks", tmp_path / "data", tmp_path / "out", max_steps=2)

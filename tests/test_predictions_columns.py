@@ -39,6 +39,7 @@ def run(request, tiny_model, tmp_path_factory):
     return head, label, folder
 
 
+@pytest.mark.slow  # a run per head
 def test_predictions_keep_the_test_files_columns_and_the_gold_under_its_name(run):
     head, label, folder = run
     test = pd.read_csv(folder / "test.csv")

@@ -271,6 +271,7 @@ def test_cpu_defaults_make_single_and_multi_process_cpu_runs_work(monkeypatch):
     assert with_device_defaults({}) == {}
 
 
+@pytest.mark.slow  # run.py processes
 def test_cli_error_is_one_line_exit_2_no_traceback_nothing_written(base, write_recipe, tmp_path):
     base["training"]["learnig_rate"] = 1
     base["data"]["max_length"] = "x"

@@ -177,6 +177,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # two whole runs
 def test_same_seed_same_machine_gives_identical_metrics_and_weights(toy_recipe, write_recipe, tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -194,6 +195,7 @@ def test_same_seed_same_machine_gives_identical_metrics_and_weights(toy_recipe, 
     assert m1["manifest"]["seed"] == 5 and m1["manifest"]["git"]["commit"]
 
 
+@pytest.mark.slow  # a run, export and cv with a token set
 def test_hub_token_never_reaches_any_output_file(toy_recipe, write_recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_envTOKEN_never_written_123")
     toy_recipe["training"]["hub_token"] = "hf_recipeTOKEN_never_written_456"
@@ -207,6 +209,7 @@ def test_hub_token_never_reaches_any_output_file(toy_recipe, write_recipe, tmp_p
         assert b"envTOKEN" not in data and b"recipeTOKEN" not in data, p
 
 
+@pytest.mark.slow  # a run.py process signalled mid-run, then resumed
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(toy_recipe, write_recipe, tmp_path):
     toy_recipe["training"].update(max_steps=2000, logging_steps=1)
     path = write_recipe(toy_recipe)

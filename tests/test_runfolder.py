@@ -56,6 +56,7 @@ def test_empty_output_dir_with_overwrite_deletes_nothing_in_the_current_folder(t
     assert (here / "README.md").read_text() == "the user's own"
 
 
+@pytest.mark.slow  # two runs
 def test_overwrite_removes_only_what_a_run_of_ours_wrote(toy, write_recipe, tmp_path, capsys):
     path = write_recipe(toy)
     assert run_cli([path]) == 0
@@ -101,6 +102,7 @@ def hold_lock(folder: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # a run.py process holding the lock
 def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(toy, write_recipe, tmp_path, capsys):
     path = write_recipe(toy)
     run = tmp_path / "run"
@@ -161,6 +163,7 @@ def test_metrics_json_exists_before_status_says_finished(toy, write_recipe, tmp_
     assert seen == [("finished", True)]
 
 
+@pytest.mark.slow  # a run and a resume
 def test_resume_skips_half_written_and_truncated_checkpoints(toy, write_recipe, tmp_path, capsys):
     path = write_recipe(toy)
     assert run_cli([path]) == 0

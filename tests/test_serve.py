@@ -119,6 +119,7 @@ def close(got: list[dict], want: list[dict], tolerance: float) -> None:
             assert math.isclose(g["probabilities"][label], p, abs_tol=tolerance), (label, g, w)
 
 
+@pytest.mark.slow  # a trained run and an ONNX export per head
 def test_export_predicts_the_runs_own_predictions(exported, tmp_path):
     case, run, out = exported
     assert json.loads((out / "export.json").read_text())["head"] == json.loads((run / "head_state.json").read_text())["head"]
@@ -250,6 +251,7 @@ def test_concurrent_clients_are_batched_and_all_answered(binary_run, pytorch_ser
     assert batches < 65  # 65 requests, fewer forward passes: requests that arrived together were predicted together
 
 
+@pytest.mark.slow  # an int8 export and a served model
 def test_int8_export_predicts_and_serves(binary_run, tmp_path):
     out = tmp_path / "int8"
     assert run_cli(["export", binary_run, "--format", "onnx", "--quantize", "int8", "--output", out]) == 0
@@ -285,6 +287,7 @@ def test_export_and_serve_say_how_to_install_a_missing_extra(binary_run, monkeyp
     ]
 
 
+@pytest.mark.slow  # a server process
 def test_sigterm_finishes_the_request_in_flight_then_exits(binary_run, tmp_path):
     out = binary_run
     # A long batching wait keeps the request in flight when SIGTERM comes. --port 0: the first line says which port.

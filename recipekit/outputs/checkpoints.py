@@ -168,6 +168,20 @@ def kept_checkpoint(state, args) -> dict | None:
     }
 
 
+def stopped_early(state, patience: int | None) -> dict | None:
+    """Where training stopped when early stopping ended it before its budget; None when it ran to the end."""
+    if patience is None or state.global_step >= state.max_steps:
+        return None
+    return {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "patience": patience}
+
+
+def stopped_text(stop: dict) -> str:
+    epoch = f" (epoch {stop['epoch']:g})" if isinstance(stop["epoch"], (int, float)) else ""
+    evaluations = "evaluation" if stop["patience"] == 1 else "evaluations"
+    return (f"stopped early at step {stop['step']} of {stop['max_steps']}{epoch}: {stop['patience']} {evaluations} "
+            "without a better validation score (regularization.early_stopping_patience)")
+
+
 def kept_text(kept: dict) -> str:
     """One sentence for the console and report.md: which checkpoint the run's model is, and why."""
     def when(epoch, step):

@@ -18,7 +18,7 @@ from ..core.tables import format_values, markdown_table
 from ..data.report import format_report
 from ..evaluation import plots
 from .card import model_card
-from .checkpoints import kept_text
+from .checkpoints import kept_text, stopped_text
 from .scores import chosen_metric, metrics_table, split_scores, teacher_text
 
 PLOTS = "plots"
@@ -201,6 +201,8 @@ def summary_lines(recipe: dict, record: dict, outputs_split: str | None, label_i
         f"- **Result**: {headline}",
         f"- **Overfitting**: {overfitting_line(loss_gap(log_history))}",
     ]
+    if record.get("stopped_early"):
+        lines.append(f"- **Training**: {stopped_text(record['stopped_early'])}")
     if record.get("kept_checkpoint"):
         # Otherwise the validation scores (the restored checkpoint's) seem to contradict the last evaluation's.
         lines.append(f"- **Model kept**: {kept_text(record['kept_checkpoint'])}; the run's model and every score in this report are this checkpoint's")

@@ -20,7 +20,7 @@ from ..evaluation.metrics import strip_prefix
 from ..heads.base import column_values
 from ..inference.predictor import predict_in_length_order, predict_rows
 from ..inference.runs import open_run
-from ..outputs.checkpoints import kept_checkpoint, kept_text
+from ..outputs.checkpoints import kept_checkpoint, kept_text, stopped_early, stopped_text
 from ..outputs.folder import mark
 from ..outputs.provenance import manifest, versions
 from ..outputs.report import write_report
@@ -29,6 +29,9 @@ from ..outputs.report import write_report
 def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size: dict, started: float) -> int:
     """Everything after `trainer.train()` returned normally; files are written by the main process only."""
     kept = kept_checkpoint(trainer.state, trainer.args)
+    stop = stopped_early(trainer.state, recipe.regularization.early_stopping_patience)
+    if stop and trainer.is_world_process_zero():
+        print(stopped_text(stop))
     if kept and trainer.is_world_process_zero():
         # The scores printed below are this checkpoint's, not the last evaluation's printed above.
         print(f"kept {kept_text(kept)}")
@@ -55,6 +58,8 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     model = trainer.model
     if kept:
         record["kept_checkpoint"] = kept
+    if stop:
+        record["stopped_early"] = stop
     record["model"] = {**model_size, "parameters": model.num_parameters(), "trainable_parameters": model.num_parameters(only_trainable=True)}
     write_report(output_dir, recipe.to_dict(), head, record, outputs, plots_on=recipe.report.plots)
     write_run(recipe, record, predictions, head.predictions_file)
