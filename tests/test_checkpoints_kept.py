@@ -108,3 +108,20 @@ def test_resume_of_a_finished_run_is_refused_unless_more_is_asked(finished, caps
     assert state["global_step"] == (EPOCHS + 1) * STEPS_PER_EPOCH and state["epoch"] == EPOCHS + 1
     assert record["train"]["resumed_from_step"] == EPOCHS * STEPS_PER_EPOCH
     assert len(evaluations(run)) == EPOCHS + 1
+
+
+def test_a_finished_run_continued_is_unfinished_until_it_ends_again(finished, monkeypatch):
+    """Its metrics.json goes when the continued run starts: a run that then fails cannot pass for finished."""
+    import run as entry
+
+    path, run, _ = finished
+    assert (run / "metrics.json").exists()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(entry, "finish_run", fail)
+    with pytest.raises(RuntimeError, match="disk gone"):  # an unexpected crash keeps its traceback
+        run_cli([path, "--resume", f"training.num_train_epochs={EPOCHS + 2}"])
+    assert not (run / "metrics.json").exists()
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"

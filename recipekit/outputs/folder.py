@@ -275,6 +275,10 @@ def start_run(output_dir: str, recipe_yaml: str, clear: bool, resume: bool = Fal
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+    if resume:
+        # A finished run continued for more epochs or steps is unfinished until it ends again: its old
+        # metrics.json would otherwise pass for this run's result while it trains, or after it fails.
+        (out / FINISHED_MARKER).unlink(missing_ok=True)
     write_atomic(out / "recipe.yaml", recipe_yaml)
     mark(output_dir, "running", holder=holder_line())
 
