@@ -3,11 +3,15 @@ on what it is batched with.
 
     python bench/bench_int8.py --run runs/bench_int8/run     # a finished sst2_minilm run (bench_serve.py trains one)
 
-Formats: PyTorch fp32, ONNX fp32, ONNX int8 as `run.py export --quantize int8` writes it (per-token activation
-scales, inference/quantize.py) and onnxruntime's quantize_dynamic (one activation scale per batch: what export wrote
-before). Speed: the graph alone (tokenized once; one call per 32 sentences of SST-2 validation in length order, as
-the prediction path batches), the formats measured back to back, alternating, --repeats times: medians, and each
-ratio to fp32 from the same round. Accuracy: on all 872 validation sentences. Batch mates: --probe texts each
+Formats: PyTorch fp32 (what `run.py serve` runs for an unexported run), ONNX fp32, ONNX int8 as `run.py export
+--quantize int8` writes it (per-token activation scales, 7-bit int8 weights: inference/quantize.py), onnxruntime's
+quantize_static calibrated on the 872 validation sentences (fixed activation scales, per-channel 7-bit weights, uint8
+activations; QOperator and QDQ formats, MatMuls with a weight only) and its quantize_dynamic (one activation scale
+per batch: what export wrote first). Speed: the graph alone (tokenized once; one call per 32 sentences of SST-2
+validation in length order, as the prediction path batches; every --stride'th batch), the formats interleaved batch
+by batch in a rotating order (the machine is shared: each format sees the same load), --repeats rounds: medians,
+and each ratio to fp32 from the same round. Kernels: one MatMul of MiniLM's shapes (768 tokens) in fp32, uint8 x
+uint8 and uint8 x int8, interleaved, median: the ceiling int8 can give this CPU. Accuracy: on all 872 validation sentences. Batch mates: --probe texts each
 predicted alone and inside a 32-row batch of random others (padded to the longest), largest probability change and
 labels that changed. Writes bench/results/int8.json.
 """
@@ -37,11 +41,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the alternating speed measurement")
     parser.add_argument("--probe", type=int, default=50, help="texts predicted alone and inside a batch")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for onnxruntime and torch")
+    parser.add_argument("--stride", type=int, default=1, help="time every n-th batch of 32 (accuracy uses all)")
     args = parser.parse_args()
 
     import onnxruntime as ort
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     from recipekit.commands.export import quiet, write_export
     from recipekit.inference.runs import open_run
@@ -67,11 +78,26 @@ def main() -> None:
         e = tokenizer(batch, padding=True, truncation=True, max_length=run.data.max_length, return_tensors="np")
         return {k: e[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
 
+    class Validation(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([encode(texts[k:k + 32]) for k in range(0, len(texts), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    for name, form in (("static_qop", QuantFormat.QOperator), ("static_qdq", QuantFormat.QDQ)):
+        if not (work / f"{name}.onnx").exists():
+            with quiet():  # 7-bit weights: uint8 x int8 without VNNI saturates with 8 (inference/quantize.py)
+                quantize_static(str(work / "fp32" / "model.onnx"), str(work / f"{name}.onnx"), Validation(), quant_format=form,
+                                op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     sessions = {name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]) for name, path in (
         ("ONNX fp32", work / "fp32" / "model.onnx"), ("ONNX int8 (per-token, export)", work / "int8" / "model.onnx"),
-        ("ONNX int8 (quantize_dynamic, before)", work / "dynamic.onnx"))}
+        ("ONNX int8 (quantize_static, QOperator)", work / "static_qop.onnx"), ("ONNX int8 (quantize_static, QDQ)", work / "static_qdq.onnx"),
+        ("ONNX int8 (quantize_dynamic, first export)", work / "dynamic.onnx"))}
     model = run.load_model().eval()
 
     def logits_of(name, feed):
@@ -90,12 +116,18 @@ def main() -> None:
         results[name]["accuracy"] = float(np.mean(predicted == np.asarray([gold[i] for i in order]))) * 100
 
     rounds = {name: [] for name in names}
+    timed = feeds[::args.stride]
+    count = sum(len(f["input_ids"]) for f in timed)
     for r in range(args.repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            started = time.perf_counter()
-            for f in feeds:
+        spent = dict.fromkeys(names, 0.0)
+        for k, f in enumerate(timed):
+            turn = names[k % len(names):] + names[:k % len(names)]
+            for name in turn if (r + k) % 2 == 0 else turn[::-1]:
+                started = time.perf_counter()
                 logits_of(name, f)
-            rounds[name].append(len(texts) / (time.perf_counter() - started))
+                spent[name] += time.perf_counter() - started
+        for name in names:
+            rounds[name].append(count / spent[name])
         print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {rounds[n][-1]:.1f}" for n in names), flush=True)
     for name in names:
         results[name]["samples_per_s"] = float(np.median(rounds[name]))
@@ -130,13 +162,51 @@ def main() -> None:
         r = results[name]
         print(f"| {name} | {r['samples_per_s']:.1f} | {r['vs PyTorch fp32']:.2f}x | {r['vs ONNX fp32']:.2f}x | {r['accuracy']:.2f} "
               f"| {r['batch_drift_median']:.1e} / {r['batch_drift_max']:.1e} | {r['labels_changed']} / {args.probe} |")
+    kernels = matmul_kernels(ort, args.threads)
+    print("\none MatMul, 768 tokens, vs fp32: " + ", ".join(f"{k} {v:.2f}x" for k, v in kernels.items()))
     load = os.getloadavg()[0]
-    record("int8", flat(results, names), note=f"{len(texts)} sentences, batch 32, {args.threads} threads, {args.repeats} rounds, "
-           f"{args.probe} probe texts, load average {load:.1f} at the end")
+    record("int8", {**flat(results, names), **{k: round(v, 2) for k, v in kernels.items()}},
+           note=f"{len(texts)} sentences (speed: {count}, every {args.stride}th batch of 32), {args.threads} threads, "
+           f"{args.repeats} rounds interleaved batch by batch, {args.probe} probe texts; shared machine, load average {load:.1f} at the end")
+
+
+def matmul_kernels(ort, threads: int, repeats: int = 15) -> dict:
+    """{kernel}_matmul_{k}x{n}_vs_fp32: one MatMul of MiniLM's shapes on 768 tokens (24 rows of 32 texts), fp32 vs
+    onnxruntime's integer kernels, interleaved, median: what int8 can gain on this CPU before anything else runs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def session(kind, k, n):
+        elem, dtype = (TensorProto.FLOAT, np.float32) if kind == "fp32" else (TensorProto.UINT8, np.uint8)
+        op, out = ("MatMul", TensorProto.FLOAT) if kind == "fp32" else ("MatMulInteger", TensorProto.INT32)
+        w = rng.normal(size=(k, n)).astype(np.float32) if kind == "fp32" else rng.integers(0, 64, (k, n)).astype(
+            np.int8 if kind == "u8s8" else np.uint8)
+        graph = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"])], "g", [helper.make_tensor_value_info("x", elem, ["m", k])],
+                                  [helper.make_tensor_value_info("y", out, ["m", n])], [numpy_helper.from_array(w, "w")])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        x = rng.random((768, k)).astype(np.float32) if kind == "fp32" else rng.integers(0, 256, (768, k)).astype(dtype)
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), {"x": x}
+
+    out = {}
+    for k, n in ((384, 1536), (1536, 384)):
+        kinds = {kind: session(kind, k, n) for kind in ("fp32", "u8u8", "u8s8")}
+        spent = {kind: [] for kind in kinds}
+        for r in range(repeats):
+            for kind in list(kinds) if r % 2 else list(kinds)[::-1]:
+                started = time.perf_counter()
+                for _ in range(10):
+                    kinds[kind][0].run(None, kinds[kind][1])
+                spent[kind].append(time.perf_counter() - started)
+        for kind in ("u8u8", "u8s8"):
+            out[f"{kind}_matmul_{k}x{n}_vs_fp32"] = float(np.median(np.asarray(spent["fp32"]) / np.asarray(spent[kind])))
+    return out
 
 
 # The key of each format in bench/results/int8.json, in the order `names` lists them.
-KEYS = ("pytorch_fp32", "onnx_fp32", "int8_per_token", "int8_dynamic")
+KEYS = ("pytorch_fp32", "onnx_fp32", "int8_per_token", "int8_static_qop", "int8_static_qdq", "int8_dynamic")
 
 
 def flat(results: dict, names: list[str]) -> dict:
