@@ -30,6 +30,7 @@ def rows(values) -> list[tuple[str, ...]]:
     return [(v,) if isinstance(v, str) else tuple(v) for v in values]
 
 
+@pytest.mark.slow  # a trained run and an int8 export per head
 def test_an_int8_answer_does_not_depend_on_its_batch_mates(int8_export):
     case, run, out = int8_export
     assert json.loads((out / "export.json").read_text())["quantize"] == "int8"
