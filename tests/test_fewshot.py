@@ -205,8 +205,8 @@ def test_a_sweep_key_inside_a_non_mapping_is_refused_in_one_line(request, write_
     recipe["sweep"] = {"values": {"model.head.x": ["a"]}}
     assert run_cli(["sweep", write_recipe(recipe), "--check"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: sweep.values.model.head.x: model.head is not a mapping a sweep varies entry by entry "
-                   "(model.head_options.NAME, model.head_config.NAME)"]
+    assert err == [("error: sweep.values.model.head.x: model.head is not a mapping a sweep varies entry by entry "
+                    "(model.head_options.NAME, model.head_config.NAME)")]
     recipe["sweep"] = {"values": {"model.head_options.num_iteration": [1]}}
     assert run_cli(["sweep", write_recipe(recipe), "--check"]) == 2
     assert "num_iteration" in capsys.readouterr().err
