@@ -88,16 +88,24 @@ def test_the_verdict_reads_the_last_step_against_the_seed_spread():
     assert not flat["rising"] and "0.8100 ± 0.0200" in flat["sentence"]
 
 
-def test_curve_refusals_come_before_anything_is_written(sst2, write_recipe, tmp_path, capsys):
+@pytest.mark.parametrize("change, args, message", [
+    ({}, ["--sizes", "4,9", "--seeds", "1"],
+     "error: --sizes: 9 rows per class, but class 'negative' has 8, 'positive' has 8 training rows; use sizes up to 8"),
+    ({}, ["--sizes", "8,4"], "error: --sizes: '8,4' must be increasing, each size once, with 'all' only last"),
+    ({}, ["--sizes", "all,4"], "error: --sizes: 'all,4' must be increasing, each size once, with 'all' only last"),
+    ({}, ["--sizes", "4", "--seeds", "0"], "error: --seeds: 0 must be at least 1"),
+    ({"model": {"name_or_path": MINILM, "head": "token_classification"}}, ["--sizes", "4"],
+     "error: curve: head 'token_classification' has no classes per row to draw balanced subsets of; "
+     "a learning curve runs heads sequence_classification, binary, setfit"),
+    ({"data": {"test_file": None}}, ["--sizes", "4"],
+     "error: curve: the recipe has no test or validation split to score every run on; set data.test_file or data.validation_file"),
+])
+def test_curve_refusals_are_one_line_before_anything_is_written(sst2, write_recipe, tmp_path, capsys, change, args, message):
     recipe = setfit_recipe(sst2, tmp_path / "curve")
-    path = write_recipe(recipe)
-    assert run_cli(["curve", path, "--sizes", "4,9", "--seeds", "1"]) == 2
-    assert "--sizes: 9 rows per class, but class 'negative' has 8, 'positive' has 8 training rows; use sizes up to 8" in capsys.readouterr().err
-    assert run_cli(["curve", path, "--sizes", "8,4"]) == 2
-    assert "must be increasing" in capsys.readouterr().err
-    recipe["model"] = {"name_or_path": MINILM, "head": "token_classification"}
-    assert run_cli(["curve", write_recipe(recipe, "tags.yaml"), "--sizes", "4"]) == 2
-    assert "curve: head 'token_classification' has no classes per row" in capsys.readouterr().err
+    for section, values in change.items():
+        recipe[section] = values if section == "model" else {**recipe[section], **values}
+    assert run_cli(["curve", write_recipe(recipe), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [message]
     assert not (tmp_path / "curve").exists()
 
 
