@@ -95,8 +95,8 @@ def test_the_verdict_reads_the_last_step_against_the_seed_spread():
     ({}, ["--sizes", "all,4"], "error: --sizes: 'all,4' must be increasing, each size once, with 'all' only last"),
     ({}, ["--sizes", "4", "--seeds", "0"], "error: --seeds: 0 must be at least 1"),
     ({"model": {"name_or_path": MINILM, "head": "token_classification"}}, ["--sizes", "4"],
-     "error: curve: head 'token_classification' has no classes per row to draw balanced subsets of; "
-     "a learning curve runs heads sequence_classification, binary, setfit"),
+     ("error: curve: head 'token_classification' has no classes per row to draw balanced subsets of; "
+      "a learning curve runs heads sequence_classification, binary, setfit")),
     ({"data": {"test_file": None}}, ["--sizes", "4"],
      "error: curve: the recipe has no test or validation split to score every run on; set data.test_file or data.validation_file"),
 ])
