@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import require_shared_data, run_cli
 
 from recipekit.commands.curve import parse_sizes, subset, verdict
@@ -50,12 +51,6 @@ def test_setfit_refuses_what_it_cannot_honour_in_one_line(sst2, write_recipe, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_setfit_resume_is_refused_before_anything_is_written(sst2, write_recipe, tmp_path, capsys):
-    assert run_cli([write_recipe(setfit_recipe(sst2, tmp_path / "run")), "--resume"]) == 2
-    assert "--resume: head 'setfit': setfit saves no checkpoints" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
-
-
 @pytest.mark.slow
 def test_setfit_on_16_sst2_sentences_beats_chance_and_is_an_ordinary_run(sst2, write_recipe, tmp_path):
     # Measured: 0.66 accuracy on these 100 dev sentences after 2 contrastive steps (chance: 0.53, the majority class).
@@ -93,16 +88,24 @@ def test_the_verdict_reads_the_last_step_against_the_seed_spread():
     assert not flat["rising"] and "0.8100 ± 0.0200" in flat["sentence"]
 
 
-def test_curve_refusals_come_before_anything_is_written(sst2, write_recipe, tmp_path, capsys):
+@pytest.mark.parametrize("change, args, message", [
+    ({}, ["--sizes", "4,9", "--seeds", "1"],
+     "error: --sizes: 9 rows per class, but class 'negative' has 8, 'positive' has 8 training rows; use sizes up to 8"),
+    ({}, ["--sizes", "8,4"], "error: --sizes: '8,4' must be increasing, each size once, with 'all' only last"),
+    ({}, ["--sizes", "all,4"], "error: --sizes: 'all,4' must be increasing, each size once, with 'all' only last"),
+    ({}, ["--sizes", "4", "--seeds", "0"], "error: --seeds: 0 must be at least 1"),
+    ({"model": {"name_or_path": MINILM, "head": "token_classification"}}, ["--sizes", "4"],
+     ("error: curve: head 'token_classification' has no classes per row to draw balanced subsets of; "
+      "a learning curve runs heads sequence_classification, binary, setfit")),
+    ({"data": {"test_file": None}}, ["--sizes", "4"],
+     "error: curve: the recipe has no test or validation split to score every run on; set data.test_file or data.validation_file"),
+])
+def test_curve_refusals_are_one_line_before_anything_is_written(sst2, write_recipe, tmp_path, capsys, change, args, message):
     recipe = setfit_recipe(sst2, tmp_path / "curve")
-    path = write_recipe(recipe)
-    assert run_cli(["curve", path, "--sizes", "4,9", "--seeds", "1"]) == 2
-    assert "--sizes: 9 rows per class, but class 'negative' has 8, 'positive' has 8 training rows; use sizes up to 8" in capsys.readouterr().err
-    assert run_cli(["curve", path, "--sizes", "8,4"]) == 2
-    assert "must be increasing" in capsys.readouterr().err
-    recipe["model"] = {"name_or_path": MINILM, "head": "token_classification"}
-    assert run_cli(["curve", write_recipe(recipe, "tags.yaml"), "--sizes", "4"]) == 2
-    assert "curve: head 'token_classification' has no classes per row" in capsys.readouterr().err
+    for section, values in change.items():
+        recipe[section] = values if section == "model" else {**recipe[section], **values}
+    assert run_cli(["curve", write_recipe(recipe), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [message]
     assert not (tmp_path / "curve").exists()
 
 
@@ -123,3 +126,122 @@ def test_curve_writes_mean_and_spread_per_size_beside_tfidf(tiny_model, sst2, wr
         assert 0.0 <= point["baseline_mean"] <= 1.0
     assert json.loads((root / "size-4" / "seed-1" / "metrics.json").read_text())["test"]["accuracy"] == curve["runs"][3]["score"]
     assert curve["verdict"]["sentence"] in (root / "curve.md").read_text() and (root / "curve.png").stat().st_size > 0
+
+
+# Through the joins: test_joins.py's tiny setfit run (three classes, 4 contrastive steps on the tiny BERT), trained
+# once for the session, with every command that reads a run.
+
+
+@pytest.fixture(scope="module")
+def setfit_run(request, tmp_path_factory):
+    from test_joins import trained_run
+
+    return trained_run(request, tmp_path_factory, "setfit")
+
+
+def test_merge_of_a_setfit_run_is_refused_in_one_line(setfit_run, tmp_path, capsys):
+    assert run_cli(["merge", setfit_run.dir, tmp_path / "merged"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {setfit_run.dir}: no adapter_config.json; merge takes the output_dir of a run with model.peft"]
+    assert not (tmp_path / "merged").exists()
+
+
+def test_compare_puts_a_setfit_run_beside_a_fine_tuned_one(request, tmp_path_factory, setfit_run, capsys):
+    from test_joins import metrics_of, trained_run
+
+    tuned = trained_run(request, tmp_path_factory, "sequence_classification")  # the same three-class data, fine-tuned
+    assert run_cli(["compare", setfit_run.dir, tuned.dir, "--plot", ""]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    both = [metrics_of(setfit_run.dir)["test"]["accuracy"], metrics_of(tuned.dir)["test"]["accuracy"]]
+    assert f"| test accuracy | {both[0]:.4f} | {both[1]:.4f} |" in lines
+    head = next(line for line in lines if line.startswith("| model.head |"))
+    assert head == "| model.head | setfit | sequence_classification |"
+    # Each run's own learning rate shows: setfit's head option, the fine-tuned run's training key.
+    assert "| model.head_options.body_learning_rate | 0.0010 |  |" in lines
+    assert "| training.learning_rate |  | 0.0010 |" in lines
+
+
+def test_serve_answers_a_setfit_run_as_predict_does(setfit_run, tmp_path):
+    from test_serve import call, close, inputs_of, predict_file, serving
+
+    want = predict_file(setfit_run.dir, setfit_run.test, tmp_path)
+    with serving(setfit_run.dir) as port:
+        status, body = call(port, "POST", "/predict", {"texts": inputs_of(setfit_run.test, "setfit")})
+        info = call(port, "GET", "/info")[1]
+    assert status == 200 and info["head"] == "setfit" and info["labels"] == ["mid", "neg", "pos"]
+    close(body["predictions"], want, 1e-6)
+
+
+def setfit_joins_recipe(request, tmp_path: Path) -> dict:
+    from test_joins import make_recipe
+
+    return make_recipe(request, "setfit", tmp_path / "data", tmp_path / "out")
+
+
+@pytest.mark.slow  # two folds: two tiny setfit runs
+def test_cv_runs_setfit_per_fold_with_out_of_fold_probabilities(request, write_recipe, tmp_path):
+    recipe = setfit_joins_recipe(request, tmp_path)
+    assert run_cli(["cv", write_recipe(recipe), "--folds", 2]) == 0
+    oof = pd.read_csv(tmp_path / "out" / "oof_predictions.csv")
+    assert list(oof["row"]) == list(range(32)) and set(oof["predicted"]) <= {"mid", "neg", "pos"}
+    assert np.allclose(oof[["prob_mid", "prob_neg", "prob_pos"]].sum(axis=1), 1.0)
+    for k in (1, 2):  # each fold is a setfit run, validated on the rows it held out
+        record = json.loads((tmp_path / "out" / f"fold-{k}" / "metrics.json").read_text())
+        assert record["head_state"]["head"] == "setfit" and record["data"]["sizes"]["train"] == 16
+        part = oof[oof["fold"] == k]
+        assert (part["predicted"] == part["label"]).mean() == pytest.approx(record["validation"]["accuracy"])
+
+
+@pytest.mark.slow  # two tiny setfit runs
+def test_a_sweep_varies_setfit_options_one_entry_at_a_time(request, write_recipe, tmp_path, capsys):
+    recipe = setfit_joins_recipe(request, tmp_path)
+    recipe["sweep"] = {"method": "list", "trials": [
+        {"model.head_options.body_learning_rate": 1.0e-3, "model.head_options.num_iterations": 1},
+        {"model.head_options.body_learning_rate": 1.0e-5, "model.head_options.num_iterations": 2}]}
+    assert run_cli(["sweep", write_recipe(recipe)]) == 0
+    table = pd.read_csv(tmp_path / "out" / "sweep.csv")
+    assert sorted(zip(table["model.head_options.num_iterations"], table["model.head_options.body_learning_rate"])) == [(1, 1.0e-3), (2, 1.0e-5)]
+    assert (table["state"] == "finished").all()
+    for trial, (rate, pairs) in {"trial-000": (1.0e-3, 1), "trial-001": (1.0e-5, 2)}.items():
+        options = yaml.safe_load((tmp_path / "out" / trial / "recipe.yaml").read_text())["model"]["head_options"]
+        # The swept entries change; the recipe's other options stay.
+        assert options == {"num_iterations": pairs, "max_steps": 4, "batch_size": 8, "body_learning_rate": rate}
+
+
+def test_a_sweep_key_inside_a_non_mapping_is_refused_in_one_line(request, write_recipe, tmp_path, capsys):
+    recipe = setfit_joins_recipe(request, tmp_path)
+    recipe["sweep"] = {"values": {"model.head.x": ["a"]}}
+    assert run_cli(["sweep", write_recipe(recipe), "--check"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [("error: sweep.values.model.head.x: model.head is not a mapping a sweep varies entry by entry "
+                    "(model.head_options.NAME, model.head_config.NAME)")]
+    recipe["sweep"] = {"values": {"model.head_options.num_iteration": [1]}}
+    assert run_cli(["sweep", write_recipe(recipe), "--check"]) == 2
+    assert "num_iteration" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_setfit_trains_on_binary_sources_after_label_map_cleaning_and_dedupe(request, write_recipe, tmp_path):
+    from test_joins import metrics_of, predicted, predictions_file, write_split
+
+    recipe = setfit_joins_recipe(request, tmp_path)
+    data = tmp_path / "data"
+    upper = pd.read_csv(write_split(data, "two", "binary", 24, 5))
+    upper["text"] = upper["text"].str.upper()
+    pd.concat([upper, upper.iloc[:6]]).to_csv(data / "binary.csv", index=False)  # 6 exact duplicates
+    names = {"pos": "positive", "neg": "negative"}
+    recipe["data"].pop("train_file")
+    recipe["data"]["sources"] = [{"file": str(data / "binary.csv"), "label_map": names}]
+    for split in ("validation", "test"):
+        frame = pd.read_csv(write_split(data, "two", f"binary-{split}", 12, 6 if split == "test" else 7))
+        frame.assign(label=frame["label"].map(names)).to_csv(data / f"binary-{split}.csv", index=False)
+        recipe["data"][f"{split}_file"] = str(data / f"binary-{split}.csv")
+    recipe["preprocess"] = ["lowercase", {"dedupe": {"splits": ["train"]}}]
+    assert run_cli([write_recipe(recipe)]) == 0
+    run = tmp_path / "out"
+    record = metrics_of(run)
+    assert record["labels"] == ["negative", "positive"] and record["data"]["sizes"]["train"] == upper["text"].str.lower().nunique()
+    written = predicted(predictions_file(run))
+    assert set(written["predicted"]) <= {"negative", "positive"} and set(written) == {"predicted", "prob_negative", "prob_positive"}
+    assert run_cli(["predict", run, "--input", recipe["data"]["test_file"], "--output", tmp_path / "again.csv"]) == 0
+    assert predicted(tmp_path / "again.csv") == written

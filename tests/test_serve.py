@@ -28,7 +28,7 @@ import pytest
 from conftest import ROOT, run_cli
 from test_joins import CASES, COLUMNS, TIMING, predicted, predictions_file, trained_run
 
-EXPORTABLE = ["sequence_classification", "binary", "multi_label", "regression", "pairs", "custom", "chunks_max"]
+EXPORTABLE = ["sequence_classification", "binary", "multi_label", "regression", "pairs", "custom", "chunks_max", "setfit"]
 
 
 def train(request, tmp_path_factory, case: str) -> Path:

@@ -33,6 +33,12 @@ def compare_table(folders: list[str], split: str | None) -> tuple[list[str], str
         raise RecipeError(f"--split: {split!r} has no metrics in {', '.join(missing)}")
     columns = names_of(folders)
     rows = [["model", *(f"`{r.get('model', {}).get('name_or_path')}`" for r, _ in runs)]]
+    models = [r.get("model") or {} for r, _ in runs]
+    rows.append(["model.head", *(m.get("head") or "" for m in models)])
+    # A head that trains by its own options (setfit's body_learning_rate, num_iterations...) shows them here,
+    # beside the training keys a fine-tuned run sets: a blank training.learning_rate alone would hide its rate.
+    for key in dict.fromkeys(k for m in models for k in (m.get("head_options") or {})):
+        rows.append([f"model.head_options.{key}", *("" if (v := (m.get("head_options") or {}).get(key)) is None else number(v) for m in models)])
     for key in SETTINGS:
         values = [(r.get("training") or {}).get(key) for r, _ in runs]
         if any(v is not None for v in values):

@@ -148,7 +148,8 @@ def tfidf_score(train_rows, eval_rows, data) -> float:
     from sklearn.linear_model import LogisticRegression
 
     def texts(ds):
-        return [" ".join(str(ds[c][i]) for c in data.text_columns) for i in range(ds.num_rows)]
+        # Each column read once: ds[column] materialises the whole column, so reading it per row is quadratic.
+        return [" ".join(str(v) for v in values) for values in zip(*(ds[c] for c in data.text_columns))]
 
     y = [str(v) for v in train_rows[data.label_column]]
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)

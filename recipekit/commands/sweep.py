@@ -35,8 +35,13 @@ LR_KEY, MODEL_KEY = "training.learning_rate", "model.name_or_path"
 def trial_recipe(base: dict, params: dict, output_dir: Path, source: str | None):
     raw = copy.deepcopy(base)
     for key, value in params.items():
-        section, name = key.split(".", 1)
-        raw.setdefault(section, {})[name] = value
+        section, _, name = key.partition(".")
+        name, _, entry = name.partition(".")
+        node = raw.setdefault(section, {})
+        if entry:  # model.head_options.NAME: one entry of the head's options, the others as the recipe has them
+            node[name] = {**(node.get(name) or {}), entry: value}
+        else:
+            node[name] = value
     raw["training"]["output_dir"] = str(output_dir)
     return build_recipe(raw, source=source)
 

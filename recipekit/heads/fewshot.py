@@ -8,14 +8,14 @@ its sentence pooling and normalisation, and the logistic regression as a linear 
 forward pass to logits and the run is an ordinary run folder: metrics, predictions, report, card, predict,
 evaluate, compare, cv, serve and ONNX export read it as they read a softmax run.
 
-Trainer still evaluates and predicts; only its `train` is setfit's (`SetFitTraining`). setfit saves no
-checkpoints, so `--resume` is refused, and TrainingArguments that shape a training loop (learning rate,
-epochs, batch size...) are refused in favour of the head options, which are the library's own.
+Trainer still evaluates and predicts; only its `train` is setfit's (`SetFitTraining`). The contrastive phase
+saves checkpoints as the run's training.save_strategy says and `--resume` continues from the newest; the
+logistic regression is fitted again after it (seconds, deterministic). TrainingArguments that shape a training
+loop (learning rate, epochs, batch size...) are refused in favour of the head options, the library's own.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -34,6 +34,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import TrainOutput
 
+from ..core.console import QuietProgress
 from ..core.errors import RecipeError
 from ..evaluation import metrics as M
 from .base import column_values, load_kwargs, reduce, register
@@ -127,14 +128,22 @@ AutoModelForSequenceClassification.register(SentenceClassifierConfig, SentenceCl
 
 class SetFitTraining(Trainer):
     """Trainer whose `train` is setfit's: contrastive pairs on the encoder, then the logistic regression, copied
-    into the model's linear layer. Evaluation and prediction stay Trainer's."""
+    into the model's linear layer. Evaluation and prediction stay Trainer's.
+
+    The contrastive phase runs in setfit's own Trainer (sentence-transformers' Trainer beneath it), which saves
+    checkpoints into the run's output_dir by the run's save_strategy, save_steps and save_total_limit, and
+    continues from one on `--resume`. Callbacks added to this Trainer after it was built (the stop on SIGTERM,
+    a test's) see the contrastive steps."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built_with = list(self.callback_handler.callbacks)
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
-        if resume_from_checkpoint:
-            raise RecipeError("--resume: head setfit saves no checkpoints to resume from; run again without --resume")
         started = time.time()
         job = self.model.setfit_job
-        loss = job.fit(self.args.seed, self.args.disable_tqdm)
+        added = [c for c in self.callback_handler.callbacks if c not in self.built_with and not isinstance(c, QuietProgress)]
+        loss = job.fit(self.args, added, resume_from_checkpoint)
         self.state.global_step = job.steps
         metrics = {"train_runtime": round(time.time() - started, 4), "train_pairs": job.pairs, "train_loss": loss}
         self.state.log_history.append({**metrics, "step": job.steps})
@@ -147,30 +156,36 @@ class SetFitJob:
     def __init__(self, setfit_model, model: SentenceClassifier, options: SetFitOptions, texts: list[str], labels: list[int], max_length: int):
         self.setfit_model, self.model, self.options = setfit_model, model, options
         self.texts, self.labels, self.max_length = texts, labels, max_length
-        self.steps, self.pairs = 0, 0
+        self.steps, self.pairs, self.stopped = 0, 0, False
 
-    def fit(self, seed: int, quiet: bool) -> float:
+    def fit(self, run_args, callbacks: list, checkpoint: str | None) -> float:
         from datasets import Dataset
         from setfit import Trainer as SetFitTrainer
         from setfit import TrainingArguments as SetFitArguments
 
         o = self.options
-        with tempfile.TemporaryDirectory() as scratch:  # setfit's own output_dir: nothing is saved there (save_strategy no)
-            args = SetFitArguments(
-                output_dir=scratch, batch_size=o.batch_size, num_epochs=o.num_epochs, max_steps=o.max_steps,
-                sampling_strategy=o.sampling_strategy, num_iterations=o.num_iterations,
-                body_learning_rate=float(o.body_learning_rate), warmup_proportion=float(o.warmup_proportion),
-                max_length=self.max_length, seed=seed, show_progress_bar=not quiet, report_to="none",
-                save_strategy="no", eval_strategy="no", 
-            )
-            trainer = SetFitTrainer(model=self.setfit_model, args=args,
-                                    train_dataset=Dataset.from_dict({"text": self.texts, "label": self.labels}))
-            trainer.train()
-        state = trainer.st_trainer.state  # the sentence-transformers Trainer setfit runs the contrastive steps in
-        self.steps = int(state.global_step)
-        self.pairs = len(trainer.st_trainer.train_dataset)
-        copy_head(self.setfit_model.model_head, self.model.classifier)
-        losses = [h[k] for h in state.log_history for k in ("embedding_loss", "train_loss") if k in h]
+        args = SetFitArguments(
+            output_dir=run_args.output_dir, batch_size=o.batch_size, num_epochs=o.num_epochs, max_steps=o.max_steps,
+            sampling_strategy=o.sampling_strategy, num_iterations=o.num_iterations,
+            body_learning_rate=float(o.body_learning_rate), warmup_proportion=float(o.warmup_proportion),
+            max_length=self.max_length, seed=run_args.seed, show_progress_bar=not run_args.disable_tqdm, report_to="none",
+            save_strategy=str(getattr(run_args.save_strategy, "value", run_args.save_strategy)), save_steps=run_args.save_steps,
+            save_total_limit=run_args.save_total_limit, logging_steps=run_args.logging_steps, eval_strategy="no",
+        )
+        trainer = SetFitTrainer(model=self.setfit_model, args=args, callbacks=callbacks,
+                                train_dataset=Dataset.from_dict({"text": self.texts, "label": self.labels}))
+        # setfit's train() is these two phases, but passes no checkpoint to the contrastive one: run them here.
+        pairs, loss = trainer.get_dataset(self.texts, self.labels, args=args, max_pairs=-1 if o.max_steps == -1 else o.max_steps * o.batch_size)
+        contrastive = trainer.st_trainer  # the sentence-transformers Trainer setfit runs the contrastive steps in
+        contrastive.train_dataset, contrastive.loss = pairs, loss
+        contrastive.train(resume_from_checkpoint=checkpoint)
+        state = contrastive.state
+        self.steps, self.pairs = int(state.global_step), len(pairs)
+        self.stopped = contrastive.control.should_training_stop and self.steps < state.max_steps
+        if not self.stopped:  # a stop on a signal: its checkpoint is saved; the classifier is fitted on --resume
+            trainer.train_classifier(self.texts, self.labels, args=args)
+            copy_head(self.setfit_model.model_head, self.model.classifier)
+        losses = [h[k] for h in state.log_history for k in ("embedding_loss", "loss", "train_loss") if k in h]
         return float(losses[-1]) if losses else float("nan")
 
 
@@ -199,7 +214,6 @@ class SetFit(ClassLabels):
     accepts_head_config = False
     splits_batches = False  # setfit batches its own pairs
     long_text: ClassVar[tuple[str, ...]] = ("head",)  # one embedding per text
-    resume_refused = "setfit saves no checkpoints to resume from; run again without --resume"
 
     @classmethod
     def recipe_problems(cls, options, recipe):

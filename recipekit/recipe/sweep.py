@@ -64,13 +64,22 @@ LOWER_IS_BETTER = ("loss", "ece")
 SYNONYMS = {"model": MODEL_SYNONYMS, "data": DATA_SYNONYMS, "training": TRAINING_SYNONYMS}
 
 
+# Mapping keys whose entries a sweep may vary one by one (`model.head_options.body_learning_rate`); the entry's
+# name and value are checked where the trial's recipe is built (the head's options dataclass).
+NESTED = {"model": ("head_options", "head_config")}
+
+
 def sweep_key_problem(key) -> str | None:
     section, _, name = str(key).partition(".")
     if section not in SWEEPABLE:
         return f"{show(key)}: {not_one_of(section, list(SWEEPABLE), 'a section a sweep can vary')}"
+    name, dot, entry = name.partition(".")
     names = [f.name for f in dataclasses.fields(SWEEPABLE[section]) if f.init]
     if name not in names:
         return f"unknown key{did_you_mean(name, names, SYNONYMS.get(section)) or '.'}"
+    if dot and (name not in NESTED.get(section, ()) or not entry or "." in entry):
+        nested = ", ".join(f"{section}.{n}.NAME" for n in NESTED.get(section, ())) or "none in this section"
+        return f"{section}.{name} is not a mapping a sweep varies entry by entry ({nested})"
     return None
 
 
