@@ -221,6 +221,7 @@ def test_a_sweep_key_inside_a_non_mapping_is_refused_in_one_line(request, write_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a setfit run of its own
 def test_setfit_trains_on_binary_sources_after_label_map_cleaning_and_dedupe(request, write_recipe, tmp_path):
     from test_joins import metrics_of, predicted, predictions_file, write_split
 
