@@ -17,7 +17,7 @@ from datasets import (
 
 from ..core import paths
 from .files import csv_row_lines
-from .steps import select
+from .steps import STREAM_BATCH, select
 
 
 def empty_label_notes(splits: DatasetDict, args) -> list[str]:
@@ -163,7 +163,7 @@ class Checks:
         return [v == "" or v.startswith("kept") for v in self.verdict(batch, columns, label)["__verdict"]]
 
     def stream(self, ds, ctx):
-        return ds.filter(self.usable, batched=True, fn_kwargs={"columns": ctx.columns, "label": ctx.label})
+        return ds.filter(self.usable, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"columns": ctx.columns, "label": ctx.label})
 
     def __call__(self, ds: Dataset, ctx):
         kw = {"columns": ctx.columns, "label": ctx.label}
