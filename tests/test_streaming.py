@@ -1,9 +1,11 @@
 """data.streaming: a corpus of shards read row by row as training goes, for the pretraining heads."""
 
 import json
+import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,30 @@ def test_a_streaming_recipe_writes_its_resolved_yaml_with_the_accelerator_settin
     assert "# accelerator_config: {" in text and "dispatch_batches: false" in text
     assert "# recipekit: data.streaming: each process reads its own shards" in text
     assert build_recipe(yaml.safe_load(text)).to_dict() == built.to_dict()  # the comments load back as nothing
+
+
+@pytest.mark.slow  # two gloo processes on CPU, 20-40 s
+def test_a_bad_line_on_another_rank_stops_every_process_naming_rank_file_and_line(tiny_model, tmp_path):
+    corpus = tmp_path / "corpus"
+    shards(corpus, n=4, rows=10)
+    shards(corpus / "big", n=1, rows=1100)  # the report's sample (the first 1,000 rows) lies in rank 0's first shard
+    (corpus / "big" / "part-00.jsonl").replace(corpus / "part-00.jsonl")
+    bad = corpus / "part-02.jsonl"  # rank 1 reads shards 2 and 3
+    lines = bad.read_text().splitlines()
+    lines[4] = '{"text": "cut off'
+    bad.write_text("\n".join(lines) + "\n")
+    raw = recipe(tmp_path, str(corpus / "part-*.jsonl"), head="masked_lm", max_steps=20)
+    raw["tokenizer"] = {"name_or_path": tiny_model}  # a tokenizer trained here would read the stream, and meet the line, first
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    started = time.monotonic()
+    done = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29573", str(ROOT / "run.py"), str(path)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    took = time.monotonic() - started
+    assert done.returncode != 0 and took < 300, (took, done.stderr[-3000:])  # the collective time-out is 1,800 s (ddp_timeout)
+    message = f"rank 1 of 2: {bad} line 5: not valid JSON (Unterminated string starting at): '{{\"text\": \"cut off'"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {message}"] * 2, done.stderr[-3000:]  # the rank that met it, and rank 0
+    status = json.loads((tmp_path / "out" / "status.json").read_text())
+    assert status == {"status": "failed", "reason": message}

@@ -8,8 +8,8 @@ new models and packing live in recipekit/modeling.py.
 from __future__ import annotations
 
 import math
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import ClassVar
 
 import numpy as np
