@@ -12,6 +12,7 @@ import numpy as np
 from datasets import (
     Dataset,
     DatasetDict,
+    IterableDataset,
     Value,
 )
 
@@ -24,7 +25,7 @@ def empty_label_notes(splits: DatasetDict, args) -> list[str]:
     """Rows whose label cell is empty are dropped by the checks ("missing label"); say where the first one is."""
     notes = []
     for name, ds in splits.items():
-        if args.label_column not in ds.column_names:
+        if args.label_column not in ds.column_names or isinstance(ds, IterableDataset):  # a stream's are dropped unseen
             continue
         empty = [i for i, v in enumerate(ds.with_format("arrow")[args.label_column].to_pylist()) if is_empty(v)]
         if empty:
@@ -88,7 +89,7 @@ def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[
     """Labels as strings (so 1 and "1" are one class), with a note wherever a label column mixes numbers and words."""
     notes, out = [], {}
     for name, ds in splits.items():
-        if column not in ds.column_names:
+        if column not in ds.column_names or isinstance(ds, IterableDataset):  # streamed cells are read as text already
             out[name] = ds
             continue
         feature = ds.features[column]
