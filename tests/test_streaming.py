@@ -15,6 +15,7 @@ from conftest import ROOT, run_cli
 from datasets import Dataset, DatasetDict
 from test_distributed import launch, ranks
 
+from recipekit.core.errors import RecipeError
 from recipekit.data.loading import load_splits
 from recipekit.data.steps import STEPS
 from recipekit.data.streaming import stream_file
@@ -70,12 +71,16 @@ def test_what_a_stream_cannot_do_is_refused_by_name_before_anything_is_written(t
         "run it on a copy of the corpus first, or leave it out (data.streaming: true)"),
     ]
     raw = recipe(tmp_path, train)
-    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "regression"}
+    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "multi_label"}
     del raw["tokenizer"]
     assert errors_of(write_recipe, raw, capsys)[0] == (
-        "error: data.streaming: head 'regression' learns from its whole training split before training; "
-        "heads that stream: binary, causal_lm, masked_lm, sequence_classification"
+        "error: data.streaming: head 'multi_label' learns from its whole training split before training; "
+        "heads that stream: binary, causal_lm, masked_lm, regression, sequence_classification"
     )
+    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "regression", "head_options": {"standardize": True}}
+    assert errors_of(write_recipe, raw, capsys) == [
+        ("error: model.head_options.standardize: needs the mean and spread of every training target, which a stream "
+         "never holds; set standardize: false (data.streaming: true)")]
     raw = recipe(tmp_path, str(tmp_path / "nowhere" / "*.jsonl"))
     assert errors_of(write_recipe, raw, capsys) == [f"error: data.train_file: {str(tmp_path / 'nowhere' / '*.jsonl')!r} matches no file"]
     assert not (tmp_path / "out").exists()
@@ -283,3 +288,19 @@ def test_a_streamed_classifier_without_its_labels_and_heads_that_cannot_stream_a
     assert errors_of(write_recipe, raw, capsys) == [
         "error: data.label_names: read only with data.streaming (otherwise the labels are those of the training split); leave it out"]
     assert not (tmp_path / "out").exists()
+
+
+def test_streamed_regression_targets_are_the_files_numbers_and_a_bad_one_is_named(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"text": f"row {i}", "score": str(i / 4)} for i in range(6)]
+    for name, extra in (("a", []), ("b", [{"text": "row 6", "score": "high"}])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + extra))
+    args = DataArgs(train_file=str(tmp_path / "a.jsonl"), streaming=True, label_column="score", max_length=16)
+    head = build_head("regression", data=args)
+    tokenized, _ = head.tokenize(load_splits(args, [], 0, head=head).splits, tokenizer)
+    assert [row["labels"] for row in tokenized["train"]] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25]
+    args.train_file = str(tmp_path / "b.jsonl")  # met in the report's sample of the first rows: before training starts
+    with pytest.raises(RecipeError, match="column 'score' of a streamed training row: target is not a finite number: 'high'"):
+        head.tokenize(load_splits(args, [], 0, head=head).splits, tokenizer)
