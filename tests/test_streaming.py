@@ -71,11 +71,11 @@ def test_what_a_stream_cannot_do_is_refused_by_name_before_anything_is_written(t
         "run it on a copy of the corpus first, or leave it out (data.streaming: true)"),
     ]
     raw = recipe(tmp_path, train)
-    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "multi_label"}
+    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "token_classification"}
     del raw["tokenizer"]
     assert errors_of(write_recipe, raw, capsys)[0] == (
-        "error: data.streaming: head 'multi_label' learns from its whole training split before training; "
-        "heads that stream: binary, causal_lm, masked_lm, regression, sequence_classification"
+        "error: data.streaming: head 'token_classification' learns from its whole training split before training; "
+        "heads that stream: binary, causal_lm, masked_lm, multi_label, regression, sequence_classification"
     )
     raw["model"] = {"name_or_path": "bert-base-uncased", "head": "regression", "head_options": {"standardize": True}}
     assert errors_of(write_recipe, raw, capsys) == [
@@ -277,12 +277,15 @@ def test_a_streamed_classifier_without_its_labels_and_heads_that_cannot_stream_a
     raw = {"model": {"name_or_path": "bert-base-uncased", "head": "sequence_classification"},
            "data": {"train_file": str(tmp_path / "corpus" / "part-*.jsonl"), "streaming": True},
            "training": {"output_dir": str(tmp_path / "out"), "max_steps": 5}}
-    assert errors_of(write_recipe, raw, capsys) == [
-        ("error: data.label_names: head 'sequence_classification' on a streamed corpus needs its labels given, since the stream is "
-        "not read before training; set data.label_names, e.g. [negative, positive]")]
+    message = ("error: data.label_names: head 'sequence_classification' on a streamed corpus needs its labels given, since the "
+               "stream is not read before training; set data.label_names, e.g. [negative, positive]")
+    assert errors_of(write_recipe, raw, capsys) == [message]
     raw["model"]["head"] = "multi_label"
+    assert errors_of(write_recipe, raw, capsys) == [message.replace("sequence_classification", "multi_label")]
+    raw["model"]["head"] = "setfit"
     raw["data"]["label_names"] = ["neg", "pos"]
-    assert errors_of(write_recipe, raw, capsys)[0].startswith("error: data.streaming: head 'multi_label' learns from its whole training split")
+    assert "error: data.streaming: head 'setfit' learns from its whole training split before training; heads that stream: binary, " \
+        "causal_lm, masked_lm, multi_label, regression, sequence_classification" in errors_of(write_recipe, raw, capsys)
     raw["model"]["head"] = "binary"
     raw["data"].update(streaming=False, train_file=str(tmp_path / "corpus" / "part-00.jsonl"))
     assert errors_of(write_recipe, raw, capsys) == [
@@ -304,3 +307,15 @@ def test_streamed_regression_targets_are_the_files_numbers_and_a_bad_one_is_name
     args.train_file = str(tmp_path / "b.jsonl")  # met in the report's sample of the first rows: before training starts
     with pytest.raises(RecipeError, match="column 'score' of a streamed training row: target is not a finite number: 'high'"):
         head.tokenize(load_splits(args, [], 0, head=head).splits, tokenizer)
+
+
+def test_streamed_multi_label_rows_are_hot_vectors_of_the_given_labels_and_the_prior_is_the_first_rows(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    rows = [{"text": "a b", "tags": "sport,news"}, {"text": "c", "tags": "news"}, {"text": "d e", "tags": "news"}, {"text": "f", "tags": "art"}]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = DataArgs(train_file=str(tmp_path / "a.jsonl"), streaming=True, label_column="tags", label_names=["news", "sport", "art"])
+    head = build_head("multi_label", data=args)
+    tokenized, _ = head.tokenize(load_splits(args, [], 0, head=head).splits, AutoTokenizer.from_pretrained(tiny_model))
+    assert [row["labels"] for row in tokenized["train"]] == [[1, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert head.labels == ["news", "sport", "art"] and head.positive_rate.tolist() == [0.75, 0.25, 0.25]

@@ -131,6 +131,14 @@ class PooledHead(Head):
         return np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)
 
 
+def given_labels_problems(head: str, data) -> list[str]:
+    """A classifier on a stream is told its labels (data.label_names): nothing reads the corpus before training."""
+    if data.streaming and not data.label_names:
+        return [(f"data.label_names: head {head!r} on a streamed corpus needs its labels given, since the stream is not "
+                 "read before training; set data.label_names, e.g. [negative, positive]")]
+    return []
+
+
 def stream_labels(batch, column: str, index: dict) -> dict:
     """A streamed batch's labels as ids of data.label_names; a label outside them stops the run, naming it."""
     out = []
@@ -154,11 +162,7 @@ class ClassLabels(PooledHead):
 
     @classmethod
     def recipe_problems(cls, options, recipe):
-        names = recipe.data.label_names
-        if recipe.data.streaming and not names:
-            return [(f"data.label_names: head {cls.name!r} on a streamed corpus needs its labels given, since the stream is not "
-                    "read before training; set data.label_names, e.g. [negative, positive]")]
-        return []
+        return given_labels_problems(cls.name, recipe.data)
 
     def encode(self, splits, where):
         column = self.data.label_column
