@@ -280,6 +280,12 @@ def test_a_streamed_classifier_without_its_labels_and_heads_that_cannot_stream_a
     message = ("error: data.label_names: head 'sequence_classification' on a streamed corpus needs its labels given, since the "
                "stream is not read before training; set data.label_names, e.g. [negative, positive]")
     assert errors_of(write_recipe, raw, capsys) == [message]
+    raw["data"]["label_names"] = ["neg", "pos"]
+    for command, what in (("cv", "folds are carved from"), ("curve", "subsets are drawn from")):
+        assert run_cli([command, write_recipe(raw)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: {command}: {what} every training row, which a stream never holds; run {command} with data.streaming: false"]
+    del raw["data"]["label_names"]
     raw["model"]["head"] = "multi_label"
     assert errors_of(write_recipe, raw, capsys) == [message.replace("sequence_classification", "multi_label")]
     raw["model"]["head"] = "setfit"
