@@ -48,6 +48,8 @@ def parse_sizes(text: str) -> list[int | str]:
 
 def curve_command(args, fine_tune) -> int:
     base = load_recipe(args.recipe, args.overrides)
+    if base.data.streaming:
+        raise RecipeError("curve: subsets are drawn from every training row, which a stream never holds; run curve with data.streaming: false")
     sizes = parse_sizes(args.sizes)
     few_shot = [name for name, head in HEADS.items() if head.one_class_per_row]
     if base.model.head not in few_shot:

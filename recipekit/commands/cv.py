@@ -40,6 +40,8 @@ NOT_SCORES = ("runtime", "samples_per_second", "steps_per_second", "preparation_
 
 def cv_command(args, fine_tune) -> int:
     base = load_recipe(args.recipe, args.overrides)
+    if base.data.streaming:
+        raise RecipeError("cv: folds are carved from every training row, which a stream never holds; run cv with data.streaming: false")
     check_request(base, args)
     root = Path(base.training.output_dir)
     if (root / "recipe.yaml").exists():

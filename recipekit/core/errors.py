@@ -24,5 +24,6 @@ class RecipeError(Exception):
 
 
 class LostRank(RecipeError):
-    """Another process of a multi-process launch died: every survivor says so (not only process 0), since
-    the dead one may have been process 0."""
+    """Another process of a multi-process launch died, or stopped on a problem only it met (a bad row in its
+    own shard): every process says so (not only process 0), since the one that stopped may have been process 0,
+    and process 0 does not see another's problem."""

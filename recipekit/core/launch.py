@@ -120,6 +120,8 @@ PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pi
 
 # (host, port) of every rank's lifeline, gathered when the process group starts.
 _lifelines: list[tuple[str, int]] = []
+# rank -> the one-line problem that rank stopped on, as it told this process's lifeline before exiting.
+_last_words: dict[int, str] = {}
 
 
 def open_lifeline() -> None:
@@ -137,9 +139,21 @@ def open_lifeline() -> None:
     def answer():
         while True:
             try:
-                server.accept()[0].close()
+                conn = server.accept()[0]
             except OSError:
                 return
+            with conn:
+                try:  # a probe (lost_ranks) closes at once; a rank that stops sends `rank<TAB>problem` first
+                    conn.settimeout(2.0)
+                    data = b""
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                    if data:
+                        rank, _, words = data.decode("utf-8", "replace").partition("\t")
+                        _last_words[int(rank)] = words
+                        conn.sendall(b"ok")
+                except (OSError, ValueError):
+                    pass
 
     threading.Thread(target=answer, daemon=True, name="recipekit-lifeline").start()
     everyone = [None] * dist.get_world_size()
@@ -172,12 +186,36 @@ def lost_ranks(timeout_s: float = 3.0) -> list[int]:
     return lost
 
 
+def tell_peers(problem: str) -> str | None:
+    """Before this process exits on `problem` (a bad row in its own shard, say), hand the line to every other
+    rank's lifeline, so that each survivor, whose next collective then fails, says what stopped the run and
+    where rather than only that a rank is gone. Returns the line as the others will print it, naming this
+    rank; None outside a multi-process launch."""
+    if not _lifelines:
+        return None
+    me, world = int(os.environ.get("RANK", "0")), len(_lifelines)
+    for rank, (host, port) in enumerate(_lifelines):
+        if rank == me:
+            continue
+        try:
+            with socket.create_connection((host, port), timeout=2.0) as conn:
+                conn.sendall(f"{me}\t{problem}".encode())
+                conn.shutdown(socket.SHUT_WR)
+                conn.recv(2)  # stored on that side before this process exits and its connections close
+        except OSError:
+            pass  # that rank is gone already: nothing to tell
+    return f"rank {me} of {world}: {problem}"
+
+
 def lost_rank_problem(e: BaseException) -> str | None:
-    """One line for a collective that failed because another process died, naming the lost rank(s); None
-    for any other error."""
+    """One line for a collective that failed because another process stopped: the problem it stopped on
+    when it said (tell_peers), else the lost rank(s); None for any other error."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world < 2 or not any(marker in str(e) for marker in PEER_LOST):
         return None
+    if _last_words:
+        rank = min(_last_words)
+        return f"rank {rank} of {world}: {_last_words[rank]}"
     lost = lost_ranks()
     if not lost:
         return None  # every rank still answers: not a lost process; the error stays as it was

@@ -12,19 +12,20 @@ import numpy as np
 from datasets import (
     Dataset,
     DatasetDict,
+    IterableDataset,
     Value,
 )
 
 from ..core import paths
 from .files import csv_row_lines
-from .steps import select
+from .steps import STREAM_BATCH, select
 
 
 def empty_label_notes(splits: DatasetDict, args) -> list[str]:
     """Rows whose label cell is empty are dropped by the checks ("missing label"); say where the first one is."""
     notes = []
     for name, ds in splits.items():
-        if args.label_column not in ds.column_names:
+        if args.label_column not in ds.column_names or isinstance(ds, IterableDataset):  # a stream's are dropped unseen
             continue
         empty = [i for i, v in enumerate(ds.with_format("arrow")[args.label_column].to_pylist()) if is_empty(v)]
         if empty:
@@ -88,7 +89,7 @@ def labels_as_text(splits: DatasetDict, column: str) -> tuple[DatasetDict, list[
     """Labels as strings (so 1 and "1" are one class), with a note wherever a label column mixes numbers and words."""
     notes, out = [], {}
     for name, ds in splits.items():
-        if column not in ds.column_names:
+        if column not in ds.column_names or isinstance(ds, IterableDataset):  # streamed cells are read as text already
             out[name] = ds
             continue
         feature = ds.features[column]
@@ -163,7 +164,7 @@ class Checks:
         return [v == "" or v.startswith("kept") for v in self.verdict(batch, columns, label)["__verdict"]]
 
     def stream(self, ds, ctx):
-        return ds.filter(self.usable, batched=True, fn_kwargs={"columns": ctx.columns, "label": ctx.label})
+        return ds.filter(self.usable, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"columns": ctx.columns, "label": ctx.label})
 
     def __call__(self, ds: Dataset, ctx):
         kw = {"columns": ctx.columns, "label": ctx.label}

@@ -68,7 +68,7 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
     splits = head.encode(processed, lambda split, row: place(args, split, row))
     splits, sample_rows = subsample(splits, args, seed)
     head.learn(splits["train"])
-    counts = {name: head.label_counts(ds) for name, ds in splits.items() if "labels" in ds.column_names}
+    counts = {name: head.label_counts(ds) for name, ds in splits.items() if "labels" in ds.column_names and not is_streamed(ds)}
     report = {
         "sources": sources,
         "notes": notes,
@@ -77,7 +77,7 @@ def load_splits(args, steps: list, seed: int, tokenizer=None, *, head) -> Splits
         "labels": {name: c for name, c in counts.items() if c is not None},
     }
     target = splits["train"].features.get("labels")
-    if isinstance(target, Value) and target.dtype.startswith("float"):
+    if isinstance(target, Value) and target.dtype.startswith("float") and not is_streamed(splits["train"]):
         # What a constant predictor would say: the report's baseline for a regression run.
         report["train_label_mean"] = round(float(np.mean(column(splits["train"], "labels"))), 6)
     return Splits(splits, head.labels, report)

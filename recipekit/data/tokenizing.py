@@ -12,6 +12,7 @@ from datasets.fingerprint import Hasher
 
 from ..core import console
 from ..core.errors import RecipeError
+from .streaming import SAMPLE_ROWS, is_streamed
 from .windows import DOCUMENT, windows
 
 
@@ -70,6 +71,12 @@ def tokenize(splits: DatasetDict, tokenizer, args) -> tuple[DatasetDict, dict]:
     for name, ds in splits.items():
         # Windows change the number of rows, so every input column goes and `labels` is written per window.
         drop = [c for c in ds.column_names if c != "labels" or chunks]
+        if is_streamed(ds):  # tokenized lazily as training reads; the report's lengths are the stream's first rows
+            sample = list(ds.take(SAMPLE_ROWS))
+            lengths = np.asarray(encode({c: [row[c] for row in sample] for c in columns}, list(range(len(sample))))["n_tokens"])
+            stats[name] = {**length_stats(lengths[lengths >= 0], limit), "sample_rows": len(sample)}
+            out[name] = ds.map(encode, batched=True, with_indices=True, remove_columns=drop).remove_columns("n_tokens")
+            continue
         # datasets would fingerprint the tokenizer by pickling it (~1.5 s); its JSON definition says the same, in ms.
         fingerprint = Hasher.hash([ds._fingerprint, tokenizer_identity(tokenizer), list(columns), limit, args.long_text, head,
                                    overlap if chunks else None, "tokenize"])

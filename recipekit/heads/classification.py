@@ -15,10 +15,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, DatasetDict
+from datasets import ClassLabel, DatasetDict, Features
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from ..core.errors import RecipeError
+from ..data.streaming import is_streamed
 from ..evaluation import metrics as M
 from ..evaluation import plots
 from ..modeling.models import scratch_config
@@ -130,6 +131,24 @@ class PooledHead(Head):
         return np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)
 
 
+def given_labels_problems(head: str, data) -> list[str]:
+    """A classifier on a stream is told its labels (data.label_names): nothing reads the corpus before training."""
+    if data.streaming and not data.label_names:
+        return [(f"data.label_names: head {head!r} on a streamed corpus needs its labels given, since the stream is not "
+                 "read before training; set data.label_names, e.g. [negative, positive]")]
+    return []
+
+
+def stream_labels(batch, column: str, index: dict) -> dict:
+    """A streamed batch's labels as ids of data.label_names; a label outside them stops the run, naming it."""
+    out = []
+    for value in batch[column]:
+        if value not in index:
+            raise RecipeError(f"data.label_names: a streamed training row has label {value!r}, not one of {', '.join(index)}")
+        out.append(index[value])
+    return {"labels": out}
+
+
 class ClassLabels(PooledHead):
     """Labels are one class per row: ints of any range or strings, named and ordered from the training split."""
 
@@ -139,9 +158,17 @@ class ClassLabels(PooledHead):
     one_class_per_row = True
     labels_are_classes = True
 
+    streams = True  # with data.label_names: the label set is given, since a stream is not read before training
+
+    @classmethod
+    def recipe_problems(cls, options, recipe):
+        return given_labels_problems(cls.name, recipe.data)
+
     def encode(self, splits, where):
         column = self.data.label_column
-        self.state.labels = self.order(label_names(column_values(splits["train"], column)))
+        train = splits["train"]
+        given = [str(n) for n in self.data.label_names] if is_streamed(train) else None
+        self.state.labels = self.order(given or label_names(column_values(train, column)))
         known = set(self.labels)
         for split, ds in splits.items():
             if split != "train" and column in ds.column_names:
@@ -157,6 +184,9 @@ class ClassLabels(PooledHead):
         if column not in ds.column_names:
             return ds
         index = {name: i for i, name in enumerate(self.labels)}
+        if is_streamed(ds):
+            features = Features({**{k: v for k, v in ds.features.items() if k != column}, "labels": ClassLabel(names=self.labels)})
+            return ds.map(stream_labels, batched=True, fn_kwargs={"column": column, "index": index}, remove_columns=[column], features=features)
         unseen = sorted({str(v) for v in column_values(ds, column)} - set(index))
         if unseen:
             raise RecipeError(f"labels the run was not trained on: {', '.join(map(repr, unseen[:5]))}; its labels: {', '.join(self.labels)}")
@@ -166,6 +196,8 @@ class ClassLabels(PooledHead):
         return ds.cast_column("labels", ClassLabel(names=self.labels))
 
     def learn(self, train):
+        if is_streamed(train):
+            return  # its classes are data.label_names, checked row by row as training reads them
         present = set(column_values(train, "labels"))
         if len(present) < 2:
             only = self.labels[present.pop()] if present else "none"
@@ -270,6 +302,9 @@ class SequenceClassification(ClassLabels):
     def learn(self, train):
         super().learn(train)
         weights = self.options.class_weights
+        if weights == "auto" and is_streamed(train):
+            raise RecipeError("model.head_options.class_weights: auto counts every training label, which a stream never holds; "
+                              "give one weight per label of data.label_names, or leave it out (data.streaming: true)")
         if weights == "auto":
             counts = np.bincount(column_values(train, "labels"), minlength=len(self.labels)).astype(float)
             # A class missing from train gets weight 0 rather than infinity.
@@ -347,7 +382,7 @@ class Binary(ClassLabels):
 
     @classmethod
     def recipe_problems(cls, options, recipe):
-        return needs_validation(options, recipe.data)
+        return super().recipe_problems(options, recipe) + needs_validation(options, recipe.data)
 
     def order(self, labels):
         if len(labels) != 2:

@@ -213,6 +213,7 @@ class SetFit(ClassLabels):
     trainer_base = SetFitTraining
     accepts_head_config = False
     splits_batches = False  # setfit batches its own pairs
+    streams = False  # a few labelled texts, held whole: nothing to stream
     long_text: ClassVar[tuple[str, ...]] = ("head",)  # one embedding per text
 
     @classmethod

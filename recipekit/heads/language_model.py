@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import ClassVar
 
 import numpy as np
@@ -146,7 +147,7 @@ class LanguageModel(Head):
         enc = self.encode_texts(tokenizer, batch[self.text])
         if self.options.packing:
             total = sum(len(ids) for ids in enc["input_ids"]) // size * size
-            joined = {k: [x for row in v for x in row][:total] for k, v in enc.items()}
+            joined = {k: list(chain.from_iterable(v)) for k, v in enc.items()}
             out = {k: [v[i:i + size] for i in range(0, total, size)] for k, v in joined.items()}
         else:
             out = {k: [row[:size] for row in v] for k, v in enc.items()}

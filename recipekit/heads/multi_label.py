@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict
+from datasets import DatasetDict, Features, Sequence, Value
 
 from ..core.errors import RecipeError
+from ..data.streaming import SAMPLE_ROWS, is_streamed
 from ..evaluation import metrics as M
 from .base import column_values, first_bad, pick, reduce, register
-from .classification import PooledHead, needs_validation, sigmoid, threshold_problems
+from .classification import PooledHead, given_labels_problems, needs_validation, sigmoid, threshold_problems
 from .distillation import sigmoid_kl
 
 
@@ -100,9 +101,11 @@ class MultiLabel(PooledHead):
         super().__init__(*args, **kwargs)
         self.positive_rate: np.ndarray | None = None  # learned from train for the prior bias; not needed after training
 
+    streams = True  # with data.label_names; the prior biases come from the stream's first rows
+
     @classmethod
     def recipe_problems(cls, options, recipe):
-        return needs_validation(options, recipe.data)
+        return given_labels_problems(cls.name, recipe.data) + needs_validation(options, recipe.data)
 
     def split_labels(self, value) -> list[str] | None:
         if value is None:
@@ -113,15 +116,18 @@ class MultiLabel(PooledHead):
     def encode(self, splits, where):
         column = self.data.label_column
         for split, ds in splits.items():
-            if column not in ds.column_names:
+            if column not in ds.column_names or is_streamed(ds):  # a streamed row is checked as training reads it
                 continue
             first_bad(ds, column, lambda v: v is None, where, split, "no label list:")
             if not self.options.allow_empty:
                 first_bad(ds, column, lambda v: not self.split_labels(v), where, split, "empty label list:",
                           "; set model.head_options.allow_empty: true if rows may have no label")
-        names = {name for v in column_values(splits["train"], column) for name in self.split_labels(v)}
-        # Numeric ids sort as numbers, so GoEmotions' 0..27 keep their source order.
-        self.state.labels = sorted(names, key=lambda n: (0, int(n), "") if n.lstrip("-").isdigit() else (1, 0, n))
+        if is_streamed(splits["train"]):
+            self.state.labels = [str(n) for n in self.data.label_names]
+        else:
+            names = {name for v in column_values(splits["train"], column) for name in self.split_labels(v)}
+            # Numeric ids sort as numbers, so GoEmotions' 0..27 keep their source order.
+            self.state.labels = sorted(names, key=lambda n: (0, int(n), "") if n.lstrip("-").isdigit() else (1, 0, n))
         known = set(self.labels)
         for split, ds in splits.items():
             if split != "train" and column in ds.column_names:
@@ -135,10 +141,15 @@ class MultiLabel(PooledHead):
             return ds
         index = {name: i for i, name in enumerate(self.labels)}
 
+        streamed = is_streamed(ds)
+
         def hot(batch):
             rows = []
             for value in batch[column]:
                 row = [0.0] * len(self.labels)
+                if streamed and not self.options.allow_empty and not self.split_labels(value):
+                    raise RecipeError(f"data.label_column: a streamed training row has an empty label list ({value!r}); "
+                                      "set model.head_options.allow_empty: true if rows may have no label")
                 for name in self.split_labels(value) or []:
                     if name not in index:
                         raise RecipeError(f"data.label_column: label {name!r} was not seen in training; training labels: {', '.join(self.labels)}")
@@ -146,13 +157,18 @@ class MultiLabel(PooledHead):
                 rows.append(row)
             return {"labels": rows}
 
+        if streamed:
+            features = Features({**{k: v for k, v in ds.features.items() if k != column}, "labels": Sequence(Value("float32"))})
+            return ds.map(hot, batched=True, remove_columns=[column], features=features)
         ds = ds.map(hot, batched=True, desc="encode labels")
         return ds.remove_columns(column) if column != "labels" else ds
 
     def learn(self, train):
         if len(self.labels) < 2:
             raise RecipeError(f"data.label_column: the training split has {len(self.labels)} distinct label(s); multi_label needs two or more")
-        self.positive_rate = np.asarray(column_values(train, "labels"), dtype=np.float64).mean(axis=0)
+        # A stream's rates are those of its first rows (the data report's sample): the biases are only a start.
+        rows = [row["labels"] for row in train.take(SAMPLE_ROWS)] if is_streamed(train) else column_values(train, "labels")
+        self.positive_rate = np.asarray(rows, dtype=np.float64).mean(axis=0)
 
     def initialise(self, model, fresh):
         if fresh and self.options.bias_init == "prior" and self.positive_rate is not None:

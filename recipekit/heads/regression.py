@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import DatasetDict
+from datasets import DatasetDict, Features, Value
 
 from ..core.errors import RecipeError
+from ..data.streaming import is_streamed
 from ..evaluation import metrics as M
 from ..evaluation import plots
 from .base import column_values, first_bad, pick, reduce, register
@@ -40,6 +41,17 @@ def as_number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def stream_targets(batch, column: str) -> dict:
+    """A streamed batch's targets as numbers; one that is not a finite number stops the run, naming it."""
+    out = []
+    for value in batch[column]:
+        number = as_number(value)
+        if number is None:
+            raise RecipeError(f"data.label_column: column {column!r} of a streamed training row: target is not a finite number: {value!r}")
+        out.append(number)
+    return {"labels": out}
+
+
 @register("regression")
 class Regression(PooledHead):
     """One output, MSE or Huber loss; optional target standardisation, undone at prediction."""
@@ -57,9 +69,14 @@ class Regression(PooledHead):
     default_metrics = tuple(M.REGRESSION)
     distillation = "the head's own loss (`mse` or `huber`) to the teacher's prediction, in the target's units; no temperature"
 
+    streams = True  # targets are read row by row; only standardize needs them all first
+
     @classmethod
     def recipe_problems(cls, options, recipe):
         model = recipe.model
+        if recipe.data.streaming and options.standardize:
+            return [("model.head_options.standardize: needs the mean and spread of every training target, which a stream "
+                    "never holds; set standardize: false (data.streaming: true)")]
         if model.teacher and model.teacher_temperature != DEFAULT_TEMPERATURE:
             return [(f"model.teacher_temperature: {model.teacher_temperature} has no effect on head 'regression' (its teacher "
                     "term is the error to the teacher's prediction, a value, not a distribution); leave it out")]
@@ -76,7 +93,7 @@ class Regression(PooledHead):
         column = self.data.label_column
         self.state.labels = [column]  # the one output's name
         for split, ds in splits.items():
-            if column in ds.column_names:
+            if column in ds.column_names and not is_streamed(ds):
                 first_bad(ds, column, lambda v: as_number(v) is None, where, split, "target is not a finite number:")
         return DatasetDict({split: self.encode_split(ds) for split, ds in splits.items()})
 
@@ -84,6 +101,9 @@ class Regression(PooledHead):
         column = self.data.label_column
         if column not in ds.column_names:
             return ds
+        if is_streamed(ds):
+            features = Features({**{k: v for k, v in ds.features.items() if k != column}, "labels": Value("float64")})
+            return ds.map(stream_targets, batched=True, fn_kwargs={"column": column}, remove_columns=[column], features=features)
         bad = [v for v in column_values(ds, column) if as_number(v) is None]
         if bad:
             raise RecipeError(f"data.label_column: column {column!r}: target is not a finite number: {bad[0]!r}")
@@ -91,6 +111,8 @@ class Regression(PooledHead):
         return ds.remove_columns(column) if column != "labels" else ds
 
     def learn(self, train):
+        if is_streamed(train):
+            return  # nothing to learn before training without standardize (refused with a stream)
         y = np.asarray(column_values(train, "labels"), dtype=np.float64)
         mean, std = float(y.mean()), float(y.std())
         if self.options.standardize:

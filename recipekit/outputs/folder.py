@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from ..core.errors import LostRank, RecipeError
 from ..core.files import write_atomic, write_json
-from ..core.launch import lost_rank_problem
+from ..core.launch import lost_rank_problem, tell_peers
 from ..core.safety import clip, read_json_file, read_yaml_file, redact
 from .checkpoints import checkpoints, finished_run_problem, resume_checkpoint
 
@@ -219,6 +219,10 @@ def guard_run(fine_tune):
             return fine_tune(*args, **kwargs)
         except BaseException as e:
             error = as_recipe_error(e)
+            if error is not None and not isinstance(error, LostRank):
+                told = tell_peers(error.problems[0])
+                if told and int(os.environ.get("RANK", "0")) != 0:
+                    error = LostRank(told)  # printed by this rank too: rank 0 may not have met it
             if run.output_dir is not None:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 reason = "; ".join(error.problems) if error else f"{type(e).__name__}: {str(e).strip() or 'no message'}"

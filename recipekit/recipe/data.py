@@ -137,6 +137,11 @@ class DataArgs:
         metadata={"help": "read train_file (a path or a glob over shards: txt, csv, tsv, json, jsonl, parquet) row by row as training "
                           "goes, never whole; needs training.max_steps"},
     )
+    label_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "with data.streaming, the labels of a classification head in order, e.g. [negative, positive]: a stream is "
+                          "not read before training, so its label set cannot be learned from it"},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this size"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "validate on a seeded random subset of this size"})
     max_test_samples: int | None = field(default=None, metadata={"help": "test on a seeded random subset of this size"})
@@ -183,6 +188,12 @@ class DataArgs:
             out.append(f"num_proc: {self.num_proc} must be 1 or more (or null)")
         if self.max_length <= 0:
             out.append(f"max_length: {self.max_length} must be a positive number of tokens")
+        if self.label_names is not None:
+            names = [str(n) for n in self.label_names]
+            if not self.streaming:
+                out.append("label_names: read only with data.streaming (otherwise the labels are those of the training split); leave it out")
+            elif len(set(names)) < 2 or len(set(names)) != len(names) or any(not n.strip() for n in names):
+                out.append(f"label_names: {show(self.label_names)} must name two or more distinct, non-empty labels")
         for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 out.append(f"{key}: {getattr(self, key)} must be positive (or null for all rows)")

@@ -9,6 +9,6 @@ from . import cleaning  # noqa: F401, I001
 from . import filters  # noqa: F401
 from . import duplicates  # noqa: F401
 from . import resampling  # noqa: F401
-from .base import STEPS, Context, Step, flat, register, run_pipeline, select
+from .base import STEPS, STREAM_BATCH, Context, Step, flat, register, run_pipeline, select
 
-__all__ = ["STEPS", "Context", "Step", "flat", "register", "run_pipeline", "select"]
+__all__ = ["STEPS", "STREAM_BATCH", "Context", "Step", "flat", "register", "run_pipeline", "select"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from .base import Context, Step, register
+from .base import STREAM_BATCH, Context, Step, register
 
 
 class Clean(Step):
@@ -38,7 +38,7 @@ class Clean(Step):
         return ds.remove_columns("__changed"), count
 
     def stream(self, ds, ctx: Context):
-        return ds.map(self.rewrite, batched=True, fn_kwargs={"columns": ctx.columns}, remove_columns=["__changed"], features=ds.features)
+        return ds.map(self.rewrite, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"columns": ctx.columns}, remove_columns=["__changed"], features=ds.features)
 
 
 @register("regex_replace")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasets import Dataset
 
-from .base import Context, Step, cached_indices, register, select, texts
+from .base import STREAM_BATCH, Context, Step, cached_indices, register, select, texts
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 
@@ -62,7 +62,7 @@ class Dedupe(Normalised):
         return select(ds, keep), len(ds) - len(keep)
 
     def stream(self, ds, ctx: Context):
-        return ds.filter(FirstSeen(self, ctx.columns), batched=True, with_indices=True)
+        return ds.filter(FirstSeen(self, ctx.columns), batched=True, batch_size=STREAM_BATCH, with_indices=True)
 
 
 class FirstSeen:

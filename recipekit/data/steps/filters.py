@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from ...core.errors import RecipeError
-from .base import Context, Step, register
+from .base import STREAM_BATCH, Context, Step, register
 
 
 @register("drop_empty")
@@ -25,7 +25,7 @@ class DropEmpty(Step):
         return kept, len(ds) - len(kept)
 
     def stream(self, ds, ctx: Context):
-        return ds.filter(self.keep, batched=True, fn_kwargs={"columns": ctx.columns})
+        return ds.filter(self.keep, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"columns": ctx.columns})
 
 
 @register("filter_length")
@@ -67,7 +67,7 @@ class FilterLength(Step):
     def stream(self, ds, ctx: Context):
         if self.unit == "tokens" and ctx.tokenizer is None:
             raise RecipeError("preprocess.filter_length: unit 'tokens' needs the model's tokenizer")
-        return ds.filter(self.keep, batched=True, fn_kwargs={"columns": ctx.columns, "tokenizer": ctx.tokenizer if self.unit == "tokens" else None})
+        return ds.filter(self.keep, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"columns": ctx.columns, "tokenizer": ctx.tokenizer if self.unit == "tokens" else None})
 
 
 @register("filter_labels")
