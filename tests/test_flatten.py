@@ -7,7 +7,13 @@ import json
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    TrainingArguments,
+)
 
 from recipekit.heads import build_head
 from recipekit.recipe.data import DataArgs
@@ -102,8 +108,9 @@ HEADS = {
 }
 
 
-def head_step(tiny_model, tmp_path, name, flatten: bool, pairs: bool = False):
-    """(loss, logits, gradients) of one training step of `name`'s model on the tiny BERT, dropout off."""
+def head_step(tiny_model, tmp_path, name, flatten: bool, pairs: bool = False, use_cpu: bool = True):
+    """(loss, logits, gradients) of one training step of `name`'s model on the tiny BERT, dropout off; with
+    use_cpu=False on the GPU (tests/test_gpu.py)."""
     labels, head_config, targets = HEADS[name]
     head = build_head(name if name in ("sequence_classification", "binary", "multi_label", "regression") else "sequence_classification",
                       head_config=head_config, data=DataArgs(train_file="train.csv"))
@@ -116,14 +123,14 @@ def head_step(tiny_model, tmp_path, name, flatten: bool, pairs: bool = False):
     rows = [tokenizer(t, "and a second text" if pairs else None) for t in texts]
     batch = dict(DataCollatorWithPadding(tokenizer)(rows))
     batch["labels"] = targets(len(texts))
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=use_cpu, report_to="none")
     trainer = RecipeTrainer(model=model, args=args, processing_class=tokenizer, compute_loss_func=head.loss(args), flatten=flatten)
     assert trainer.padding == ("flatten" if flatten else "dynamic")
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
     loss = trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(len(texts)))
     with torch.no_grad():
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        logits = model(**{k: v.to(model.device) for k, v in batch.items() if k != "labels"}).logits.cpu()
+    grads = {n: p.grad.detach().cpu().clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.item(), logits, grads
 
 
@@ -156,8 +163,8 @@ def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_
     trainer = RecipeTrainer(model=model, args=args, chunk_cost=128, flatten=True)
     assert (trainer.padding, trainer.chunk_cost, trainer.flat) == ("length_split", 128, None)
     said = capsys.readouterr().out.strip().splitlines()
-    assert said == ["batching.padding: flatten: BertForSequenceClassification's encoder takes no attention keywords to flatten with; "
-                    "running the length split (chunk cost 128 tokens) instead"]
+    assert said == [("batching.padding: flatten: BertForSequenceClassification's encoder takes no attention keywords to flatten "
+                     "with; running the length split (chunk cost 128 tokens) instead")]
     assert not model._forward_pre_hooks and not model.bert._forward_hooks  # the probe's hooks are gone
     assert model.config._attn_implementation != ATTENTION
 

@@ -19,6 +19,7 @@ encoder and put its output back together just after it. A model family whose enc
 from __future__ import annotations
 
 import inspect
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ def attend_per_text(module, query, key, value, attention_mask, dropout: float = 
     cuts = bounds.tolist()
     out = torch.cat([
         F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, is_causal=is_causal, scale=scaling)
-        for a, b in zip(cuts[:-1], cuts[1:])
+        for a, b in itertools.pairwise(cuts)
     ], dim=2)
     # [1, tokens, heads, size]: the layout transformers' attention functions return.
     return out.transpose(1, 2).contiguous(), None
@@ -126,7 +127,6 @@ class FlatForward:
         mask = kwargs.get("attention_mask")
         if self.active and not args and isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(kwargs.get("input_ids"), torch.Tensor):
             self.mask = mask
-        return None
 
     def after_model(self, module, args, kwargs_or_output, output=None):
         self.mask = None
@@ -186,7 +186,7 @@ class FlatForward:
                 padded = model(input_ids=ids, attention_mask=mask).logits.float()
                 self.active = True
                 flat = model(input_ids=ids, attention_mask=mask).logits.float()
-        except Exception as error:  # any family-specific refusal is the fallback's reason, not the run's end
+        except Exception as error:  # noqa: BLE001 - any family's refusal is the fallback's reason, not the run's end
             return f"{type(self.model).__name__} fails flattened ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
         finally:
             self.active = True
