@@ -475,6 +475,10 @@ def paired_steps(args) -> dict:
                         ratio = out[f"t{threads}_{base}_step_ms"] / out[f"{key}_step_ms"]
                         out[f"{key}_speedup_vs_{base}"] = round(ratio, 2)
             del trainers
+            # After each thread count, so that a run stopped on a busy machine keeps what it measured.
+            from record import record
+
+            record("flatten", out, note="one process, paths interleaved step by step, on a machine shared with other jobs")
     return out
 
 
@@ -523,10 +527,7 @@ def main() -> None:
         print(json.dumps(WORKERS[cfg["kind"]](cfg)))
         return
     if args.paired_steps:
-        report = paired_steps(args)
-        from record import record
-
-        record("flatten", report, note="one process, paths interleaved step by step, on a machine shared with other jobs")
+        paired_steps(args)  # writes bench/results/flatten.json
         return
 
     if args.threads:

@@ -156,7 +156,8 @@ class NoKeywords(torch.nn.Module):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
-def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_once(tmp_path, capsys):
+def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("recipekit.trainer.flatten.SAID", set())
     model = family_model("bert")
     model.bert = NoKeywords(model.bert)
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
@@ -167,6 +168,8 @@ def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_
                      "with; running the length split (chunk cost 128 tokens) instead")]
     assert not model._forward_pre_hooks and not model.bert._forward_hooks  # the probe's hooks are gone
     assert model.config._attn_implementation != ATTENTION
+    RecipeTrainer(model=model, args=args, chunk_cost=128, flatten=True)  # the run's prediction Trainer, say
+    assert capsys.readouterr().out == ""
 
 
 def test_auto_flattens_on_the_cpu_and_a_choice_is_kept():

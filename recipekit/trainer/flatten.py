@@ -162,7 +162,7 @@ class FlatForward:
         hidden = flat.new_zeros(*real.shape, flat.shape[-1])
         hidden[real] = flat
         output.last_hidden_state = hidden
-        pooler = getattr(self.encoder, "pooler", None)
+        pooler = getattr(module, "pooler", None)
         if getattr(output, "pooler_output", None) is not None and pooler is not None:
             output.pooler_output = pooler(hidden)
         return output
@@ -200,7 +200,7 @@ class FlatForward:
         return ""
 
 
-PADDINGS = ("auto", "flatten", "length_split", "dynamic")
+SAID: set[str] = set()  # the fallbacks' reasons printed so far
 
 
 def resolve_padding(setting: str, args) -> str:
@@ -219,14 +219,24 @@ class Flattening:
     def __init__(self, *args, flatten: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.flat = None
-        if flatten:
+        if flatten and self.args.n_gpu > 1:
+            # DataParallel runs replicas of the model in threads, which would share the hooks' state.
+            why = f"DataParallel over {self.args.n_gpu} GPUs in one process (torchrun, one process per GPU, flattens)"
+            self.say(why)
+        elif flatten:
             self.flat, why = FlatForward.install(self.model)
-            if self.flat is None and self.args.process_index == 0:
-                cost = f"the length split (chunk cost {self.chunk_cost} tokens)" if self.chunk_cost else "padded batches"
-                print(f"batching.padding: flatten: {why}; running {cost} instead")
+            if self.flat is None:
+                self.say(why)
         if self.flat is not None:
             self.chunk_cost = None  # nothing left for chunks to save
         self.padding = "flatten" if self.flat is not None else "length_split" if self.chunk_cost else "dynamic"
+
+    def say(self, why: str) -> None:
+        # Once per process and reason: the run's prediction Trainer meets the same model again.
+        if self.args.process_index == 0 and why not in SAID:
+            SAID.add(why)
+            cost = f"the length split (chunk cost {self.chunk_cost} tokens)" if self.chunk_cost else "padded batches"
+            print(f"batching.padding: flatten: {why}; running {cost} instead")
 
     def count(self, batch: dict) -> None:
         if self.flat is None:
