@@ -14,6 +14,12 @@ Contenders, all with the same model (MiniLM), data subset, epochs, batch size, l
   article loop         tokenize everything padded to the longest text in the set, plain PyTorch loop
 Then, on IMDb reviews at max_length 512, run.py with random batches against length-grouped batches.
 
+`--paired-steps N` instead times the training step alone, in this one process, for the ways run.py can compute a
+batch (batching.padding: dynamic, length_split, flatten; and flatten with the fused AdamW, optionally
+torch.compile), each on its own copy of MiniLM, all fed the same N random SST-2 batches in turn, on 1 and then 2
+threads. Interleaving step by step exposes every path to the same load: on a shared machine the ratios hold
+where the absolute times do not.
+
 Each contender runs in its own fresh process (its own empty datasets cache, so tokenization counts toward
 time to first step, and its own peak RSS); "process (s)" is that process from start to exit (imports, data,
 training, evaluation, outputs). `--threads 0` leaves the thread count to each contender (run.py fits it to the
@@ -389,6 +395,93 @@ def competing(processes: int):
             spinner.wait()
 
 
+PATHS = {  # name -> (flatten, length-split cost, TrainingArguments.optim, torch_compile)
+    "dynamic": (False, None, "adamw_torch", False),
+    "length_split": (False, 128, "adamw_torch", False),
+    "flatten": (True, None, "adamw_torch", False),
+    "flatten, fused AdamW": (True, None, "adamw_torch_fused", False),
+    "flatten, torch_compile": (True, None, "adamw_torch", True),
+}
+
+
+def paired_steps(args) -> dict:
+    """Median training-step time and real tokens per second of each path in PATHS, step by step in turn (see the
+    module docstring); the rows' losses, step for step, show that the paths train the same model."""
+    import copy
+    import statistics
+
+    import pandas as pd
+    import torch
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from recipekit.heads import build_head
+    from recipekit.trainer.trainer import RecipeTrainer
+
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer({}, 2)
+    for module in model.modules():  # dropout off: the paths' losses then agree step for step, which shows they train alike
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    frame = pd.read_csv(DATA / "sst2" / "train.csv").sample(n=args.train_samples, random_state=args.seed)
+    collate = DataCollatorWithPadding(tokenizer)
+    rows = [tokenizer(t, truncation=True, max_length=args.max_length) | {"labels": int(y)} for t, y in zip(frame["text"], frame["label"])]
+    steps = args.paired_steps + 2  # the first two of each path are warm-up, not timed
+    generator = torch.Generator().manual_seed(args.seed)
+    batches = [dict(collate([rows[i] for i in torch.randperm(len(rows), generator=generator)[: args.batch_size].tolist()]))
+               for _ in range(steps)]
+    head = build_head("sequence_classification")
+    paths = [p for p in PATHS if not args.only or p in args.only]
+    out = {"batch_size": args.batch_size, "max_length": args.max_length, "steps": args.paired_steps,
+           "padding_share": 1 - sum(int(b["attention_mask"].sum()) for b in batches) / sum(b["attention_mask"].numel() for b in batches)}
+    with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:
+        for threads in args.paired_threads:
+            torch.set_num_threads(threads)
+            trainers = {}
+            for name in paths:
+                flatten, cost, optim, compiled = PATHS[name]
+                targs = TrainingArguments(output_dir=tmp, use_cpu=True, report_to="none", learning_rate=args.learning_rate,
+                                          optim=optim, torch_compile=compiled, max_grad_norm=1.0)
+                trainer = RecipeTrainer(model=copy.deepcopy(model).train(), args=targs, processing_class=tokenizer,
+                                        compute_loss_func=head.loss(targs), chunk_cost=cost, flatten=flatten)
+                trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+                trainers[name] = trainer
+            times = {name: [] for name in paths}
+            losses = {name: [] for name in paths}
+            for i, batch in enumerate(batches):
+                # Each step in another order, so no path always follows the same neighbour.
+                for name in paths[i % len(paths):] + paths[: i % len(paths)]:
+                    trainer = trainers[name]
+                    started = time.perf_counter()
+                    loss = trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(args.batch_size))
+                    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), 1.0)
+                    trainer.optimizer.step()
+                    trainer.optimizer.zero_grad()
+                    elapsed = time.perf_counter() - started
+                    if i >= 2:
+                        times[name].append(elapsed)
+                    losses[name].append(float(loss))
+            real = sum(int(b["attention_mask"].sum()) for b in batches[2:])
+            for name in paths:
+                key = f"t{threads}_{name.replace(', ', '_').replace(' ', '_')}"
+                out[f"{key}_step_ms"] = round(1000 * statistics.median(times[name]), 1)
+                out[f"{key}_tokens_per_s"] = round(real / sum(times[name]))
+                out[f"{key}_loss_gap"] = max(abs(a - b) for a, b in zip(losses[name], losses[paths[0]]))
+                print(f"{threads} thread(s), {name}: {out[f'{key}_step_ms']:.0f} ms/step (median), "
+                      f"{out[f'{key}_tokens_per_s']} real tokens/s, loss differs from {paths[0]} by at most {out[f'{key}_loss_gap']:.1e}", flush=True)
+            for name in paths:
+                key = f"t{threads}_{name.replace(', ', '_').replace(' ', '_')}"
+                for base in ("length_split", "dynamic"):
+                    if base in paths and name != base:
+                        ratio = out[f"t{threads}_{base}_step_ms"] / out[f"{key}_step_ms"]
+                        out[f"{key}_speedup_vs_{base}"] = round(ratio, 2)
+            del trainers
+            # After each thread count, so that a run stopped on a busy machine keeps what it measured.
+            from record import record
+
+            record("flatten", out, note="one process, paths interleaved step by step, on a machine shared with other jobs")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -425,10 +518,16 @@ def main() -> None:
         help="competing busy processes while the contenders run (1 on this 2-core machine: half of it taken)",
     )
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--paired-steps", type=int, default=0,
+                        help="time N training steps of each batching path in this process instead (bench/results/flatten.json)")
+    parser.add_argument("--paired-threads", type=int, nargs="*", default=[1, 2], help="thread counts of --paired-steps, in turn")
     args = parser.parse_args()
     if args.worker:
         cfg = json.loads(args.worker)
         print(json.dumps(WORKERS[cfg["kind"]](cfg)))
+        return
+    if args.paired_steps:
+        paired_steps(args)  # writes bench/results/flatten.json
         return
 
     if args.threads:

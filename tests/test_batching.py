@@ -122,7 +122,7 @@ def test_a_run_reports_the_padding_it_computed_and_the_split_cuts_it(tiny_model,
         recipe = {
             "model": {"name_or_path": tiny_model},
             "data": {"train_file": str(tmp_path / "train.csv"), "max_length": 64},
-            "batching": {"length_split_cost": cost},
+            "batching": {"padding": "length_split", "length_split_cost": cost},
             "training": {"output_dir": str(out), "max_steps": 8, "per_device_train_batch_size": 8, "save_strategy": "no",
                          "report_to": "none", "seed": 3},
         }

@@ -32,7 +32,7 @@ def recipe_for(model: str, output_dir: Path, **training) -> dict:
         },
         # Cheap chunks, so that batches of 8 reviews of 19-64 words really run as several length-sorted
         # chunks: gradients must still be reduced across processes once per step, after the last chunk.
-        "batching": {"length_split_cost": 16},
+        "batching": {"padding": "length_split", "length_split_cost": 16},
         "preprocess": ["drop_empty", "dedupe"],
         "metrics": ["accuracy"],
         "training": {
@@ -146,6 +146,32 @@ def test_two_processes_train_like_one(launcher, single_process, tiny_model, tmp_
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == pytest.approx((predictions["label"] == predictions["predicted"]).mean())
     assert metrics["data"]["sizes"] == {"train": 272, "test": 119, "validation": 48}
+
+
+@pytest.mark.slow
+def test_two_processes_train_flattened_like_one(tiny_model, tmp_path):
+    # Flattened batches under DDP: each process's encoder reads its own batch as one row; the gradients reduce as usual.
+    records, outs = {}, {}
+    for name, launcher in (("one", [sys.executable]), ("two", LAUNCHERS["torchrun"])):
+        recipe = global_batch(tiny_model, tmp_path / name)
+        recipe["batching"] = {"padding": "flatten", "global_batch_size": 16}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(recipe))
+        done = launch(launcher, tmp_path / f"probe-{name}", str(path), tmp=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("(flattened batches)") == 1, done.stdout
+        records[name], outs[name] = ranks(tmp_path / f"probe-{name}"), json.loads((tmp_path / name / "metrics.json").read_text())
+    (reference,), (rank0, rank1) = records["one"], records["two"]
+    assert outs["one"]["manifest"]["padding"] == outs["two"]["manifest"]["padding"] == "flatten"
+    assert outs["two"]["train"]["padding_share"] == 0.0
+    assert rank0["weights_sha256"] == rank1["weights_sha256"]
+    # One forward per micro-batch: nothing split.
+    assert (rank0["training_forwards"], reference["training_forwards"]) == (17, 34)
+    assert losses(rank0)[0] == pytest.approx(math.log(2), abs=0.03)
+    assert len(losses(rank0)) == len(losses(reference)) == 17
+    mean2, mean1 = (sum(losses(r)) / len(losses(r)) for r in (rank0, reference))
+    assert mean2 / mean1 == pytest.approx(1.0, abs=0.05)
+    assert outs["two"]["test"]["accuracy"] == pytest.approx(outs["one"]["test"]["accuracy"], abs=0.05)
 
 
 @pytest.mark.slow

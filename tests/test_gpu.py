@@ -1,4 +1,5 @@
-"""Claims that need a CUDA GPU: mixed precision, torch_compile, SDPA, the length split, predict, FSDP, resume.
+"""Claims that need a CUDA GPU: mixed precision, torch_compile, SDPA, the length split, flattened batches, predict,
+FSDP, resume.
 
 Marked `gpu` and skipped without CUDA, so the CPU suite claims none of them. They run in `make gpu-check`
 (bench/gpu_check.py) on a GPU machine: `pytest -m gpu tests/test_gpu.py`.
@@ -164,3 +165,37 @@ def test_run_killed_on_the_gpu_resumes_to_the_same_result(tiny_model, tmp_path):
     steps = [h["step"] for h in second["log_history"] if "loss" in h]
     assert steps == [h["step"] for h in first["log_history"] if "loss" in h] and steps[:4] == [5, 10, 15, 20]
     assert losses(second) == pytest.approx(losses(first), rel=1e-3)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "gpt2"])
+def test_flattened_logits_match_padded_on_cuda(family):
+    from test_flatten import FAMILIES, both_ways, family_model, uneven_batch
+
+    model = family_model(family).cuda()
+    batch = {k: v.cuda() for k, v in uneven_batch(FAMILIES[family].get("pad_token_id") or 0, token_types=family == "bert").items()}
+    with torch.no_grad():
+        padded, flat = both_ways(model, batch)
+        torch.testing.assert_close(flat, padded, rtol=0, atol=1e-5)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            padded, flat = both_ways(model, batch)
+    # bf16 rounds each matmul to 8 bits of mantissa, in another order flattened than padded.
+    torch.testing.assert_close(flat.float(), padded.float(), rtol=0, atol=3e-2)
+
+
+def test_flattened_step_has_the_padded_gradient_on_cuda(tiny_model, tmp_path):
+    from test_flatten import head_step
+
+    padded_loss, padded_logits, padded = head_step(tiny_model, tmp_path, "sequence_classification", flatten=False, use_cpu=False)
+    flat_loss, flat_logits, flat = head_step(tiny_model, tmp_path, "sequence_classification", flatten=True, use_cpu=False)
+    torch.testing.assert_close(flat_logits, padded_logits, rtol=0, atol=1e-5)
+    assert flat_loss == pytest.approx(padded_loss, abs=1e-5)
+    for key in padded:
+        torch.testing.assert_close(flat[key], padded[key], rtol=0, atol=1e-5, msg=key)
+
+
+def test_flattened_bf16_run_trains_like_the_padded_one(tiny_model, tmp_path):
+    flat = train(tiny_model, tmp_path, "flat", {"padding": "flatten"}, bf16=True, eval_strategy="no")
+    padded = train(tiny_model, tmp_path, "padded", {"padding": "dynamic"}, bf16=True, eval_strategy="no")
+    assert flat["manifest"]["padding"] == "flatten" and flat["train"]["padding_share"] == 0.0
+    assert flat["test"]["accuracy"] >= 0.9
+    assert flat["test"]["accuracy"] == pytest.approx(padded["test"]["accuracy"], abs=0.03)

@@ -47,6 +47,7 @@ def test_gpu_check_runs_every_part_in_smoke_mode(tmp_path):
     assert by_name[("pad to max_length", 128)]["padding_share"] > by_name[("defaults", 128)]["padding_share"]
     assert by_name[("pad to max_length", 128)]["chunk_cost"] is None
     assert by_name[("length split 512", 512)]["chunk_cost"] == 512
+    assert (by_name[("flatten", 128)]["padding"], by_name[("flatten", 128)]["padding_share"]) == ("flatten", 0.0)
 
     summary = (out / "summary.md").read_text()
     assert "Smoke mode" in summary and "## Targets" in summary and "| pad to max_length |" in summary

@@ -238,6 +238,7 @@ class Head:
     training_defaults: ClassVar[dict] = {}  # TrainingArguments values this head needs unless the recipe sets them
     batch_mean_loss: ClassVar[bool] = False  # the loss is a batch mean (the model's own), not an item sum
     splits_batches: ClassVar[bool] = False  # its losses are item sums, so training batches may run as length-sorted chunks
+    flattens: ClassVar[bool] = False  # one vector per text from the model's own head: batches may run flattened (trainer/flatten.py)
     tokenizer_algorithm: ClassVar[str] = "wordpiece"  # what tokenizer.train learns for this head by default
     tokenizer_template: ClassVar[bool] = True  # a trained tokenizer wraps texts in [CLS] ... [SEP] (False: decoder-only)
     # The data.long_text strategies its tokenize applies; chunks also needs one row of logits per window, which

@@ -47,6 +47,7 @@ class PooledHead(Head):
 
     accepts_head_config = True
     splits_batches = True  # losses are item sums over num_items_in_batch, so batches may run as chunks
+    flattens = True  # the model pools one vector per text, so its encoder may read the texts as one row
     pipeline_task = "text-classification"
     not_exportable = None  # one vector per text, logits out: the whole prediction is one graph
     # The model config's problem_type, declared, never guessed: transformers would read num_labels=1 as regression.

@@ -14,8 +14,10 @@ from ..modeling.loading import load_tokenizer
 from ..recipe.training import with_device_defaults
 from ..trainer.common import logits_only, pad_multiple
 from ..trainer.evaluations import by_length, in_file_order
+from ..trainer.flatten import resolve_padding
 from ..trainer.trainer import trainer_class
 from ..trainer.windows import chunk_pooling
+from .onnxmodel import OnnxModel
 from .runs import TrainedRun
 
 # What a finished run's `training:` section says about how it predicted; everything else is for training.
@@ -24,9 +26,9 @@ PREDICTION_SETTINGS = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "use_
 
 
 @contextmanager
-def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, metric_names=None):
+def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, metric_names=None, padding: str = "dynamic"):
     """The run's Trainer class, only predicting, set up as the run's own was at its end (batch size, precision, generation,
-    collator, metrics), so a finished run's predictions on its test file are the ones it wrote."""
+    collator, metrics, flattened batches), so a finished run's predictions on its test file are the ones it wrote."""
     fields = {f.name for f in dataclasses.fields(head.training_args_class)}
     folder = tempfile.mkdtemp(prefix="recipekit-predict-")
     kw = {"output_dir": folder, "per_device_eval_batch_size": batch_size, "report_to": "none", "disable_tqdm": True,
@@ -40,6 +42,8 @@ def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, m
             preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
             chunk_pooling=chunk_pooling(head.data),
             batch_mean_loss=head.batch_mean_loss,
+            # An exported run's ONNX graph keeps its padded input: only a PyTorch model flattens.
+            flatten=head.flattens and not isinstance(model, OnnxModel) and resolve_padding(padding, args) == "flatten",
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -60,7 +64,8 @@ class Predictor:
 
     def __enter__(self):
         self.trainer = self.stack.enter_context(
-            inference_trainer(self.run.head, self.model, self.tokenizer, self.run.training, self.batch_size, self.metric_names))
+            inference_trainer(self.run.head, self.model, self.tokenizer, self.run.training, self.batch_size, self.metric_names,
+                              self.run.padding))
         return self
 
     def __exit__(self, *exc) -> None:

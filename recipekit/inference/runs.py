@@ -38,6 +38,7 @@ class TrainedRun:
     batch_size: int  # the run's per_device_eval_batch_size: its own test predictions were made in batches of this
     metric_names: list[str]
     training: dict  # the run's `training:` section as written (precision, generation settings)
+    padding: str = "auto"  # the run's batching.padding: a run that flattens predicts flattened too
 
     @property
     def labels(self) -> list[str]:
@@ -96,7 +97,8 @@ def open_run(folder: str, finished: bool = True) -> TrainedRun:
     training = raw.get("training") or {}
     batch_size = training.get("per_device_eval_batch_size") or TrainingArguments.per_device_eval_batch_size
     metrics = raw.get("metrics") or list(head.default_metrics)
-    return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training)
+    padding = (raw.get("batching") or {}).get("padding", "auto")
+    return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training, padding)
 
 
 def inference_steps(steps: list) -> list:

@@ -15,8 +15,9 @@ from ..data.streaming import shard_paths
 from .folder import FINISHED_MARKER
 
 
-def manifest(recipe, data) -> dict:
-    """What it takes to reproduce the run: code version, data identity, seed, machine."""
+def manifest(recipe, data, padding: str = "dynamic") -> dict:
+    """What it takes to reproduce the run: code version, data identity, seed, machine, and how its batches were
+    computed (`padding`: flatten, length_split or dynamic, as run, after any fallback)."""
     files = [recipe.data.train_file, recipe.data.validation_file, recipe.data.test_file]
     files += [s.file for s in recipe.data.sources or []]
     return {
@@ -26,6 +27,7 @@ def manifest(recipe, data) -> dict:
         "git": git_state(),
         "seed": recipe.training.seed,
         "batch": batch_size(recipe.training),
+        "padding": padding,
         "data_files": {spec: sha256(paths.resolve(spec)) for spec in files if spec and not (recipe.data.streaming and spec == recipe.data.train_file)},
         **({"streamed_shards": shards(recipe.data.train_file)} if recipe.data.streaming else {}),
         "dataset_fingerprints": {name: getattr(ds, "_fingerprint", "streamed") for name, ds in data.splits.items()},

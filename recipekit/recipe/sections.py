@@ -42,10 +42,17 @@ class RegularizationArgs:
 class BatchingArgs:
     """How a training batch is computed, beside TrainingArguments' batch size and accumulation."""
 
+    padding: Literal["auto", "flatten", "length_split", "dynamic"] = field(
+        default="auto",
+        metadata={"help": "pooled heads: flatten runs each batch's real tokens as one row, attention kept inside each text "
+                  "(no padded position computed; a model that cannot falls back to length_split); length_split runs "
+                  "length-sorted chunks (length_split_cost); dynamic pads each batch to its longest text; auto: flatten "
+                  "on CPU, length_split elsewhere"},
+    )
     length_split_cost: int | Literal["auto"] | None = field(
         default="auto",
         metadata={"help": "pooled heads: run each training batch as length-sorted chunks where a chunk saves more padded "
-                  "tokens than this (same gradient); auto: 128 on CPU, off on GPU; null: never"},
+                  "tokens than this (same gradient), with padding length_split or a flatten that fell back; auto: 128 on CPU, off on GPU; null: never"},
     )
 
     global_batch_size: int | None = field(
@@ -58,6 +65,9 @@ class BatchingArgs:
         out = []
         if isinstance(self.length_split_cost, int) and self.length_split_cost <= 0:
             out.append(f"length_split_cost: {self.length_split_cost} must be a positive number of padded tokens, auto, or null (never split)")
+        elif isinstance(self.length_split_cost, int) and self.padding == "dynamic":
+            out.append(f"length_split_cost: {self.length_split_cost} splits batches, which padding: dynamic never does; "
+                       "set padding: length_split or leave the cost out")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             out.append(f"global_batch_size: {self.global_batch_size} must be 1 or more (or null)")
         return out

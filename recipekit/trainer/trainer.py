@@ -10,6 +10,7 @@ from transformers import Trainer
 from ..core.files import follow_umask
 from .each_node import EachNodeSave
 from .evaluations import EvaluationCache
+from .flatten import Flattening
 from .head_loss import BatchMeanLoss
 from .length_split import LengthSplit
 from .schedule import CustomSchedule
@@ -23,6 +24,8 @@ class RecipeTrainer(
     EvaluationCache,
     # Evaluation and prediction of windows (data.long_text: chunks), pooled into one row per document.
     WindowPooling,
+    # Every batch's encoder pass on one row of real tokens; or, where a model cannot, the length split below.
+    Flattening,
     # Training batches as length-sorted chunks; each chunk's step still goes through the teacher's compute_loss.
     LengthSplit,
     # The teacher's logits, taken out of each training batch and handed to the loss.
@@ -36,7 +39,7 @@ class RecipeTrainer(
     Trainer,
 ):
     """Trainer with recipekit's parts, each configured by its keyword argument and inert without it:
-    chunk_cost and pad_multiple (LengthSplit), chunk_pooling (WindowPooling), teacher (TeacherColumn),
+    flatten (Flattening), chunk_cost and pad_multiple (LengthSplit), chunk_pooling (WindowPooling), teacher (TeacherColumn),
     batch_mean_loss (BatchMeanLoss), schedule (CustomSchedule). The evaluation cache is always on and only
     ever answers `predict_split` for the trainer's own eval_dataset at the step it was evaluated."""
 

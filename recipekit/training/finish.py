@@ -38,8 +38,9 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     if head.splits_batches and trainer.padding_share is not None:
         # What padding cost this run: the share of computed positions that held no token.
         train_result.metrics["padding_share"] = round(trainer.padding_share, 4)
-        split = f"length split: chunk cost {trainer.chunk_cost} tokens" if trainer.chunk_cost else "no length split"
-        print(f"training: {trainer.padding_share:.0%} of the computed positions were padding ({split})")
+        path = {"flatten": "flattened batches", "length_split": f"length split: chunk cost {trainer.chunk_cost} tokens"}
+        print(f"training: {trainer.padding_share:.0%} of the computed positions were padding "
+              f"({path.get(trainer.padding, 'padded batches, no length split')})")
     tuned = head.after_training(trainer, tokenized)
     head.record(trainer.model)  # the state, as the run ends, in the saved config.json
     trainer.save_model()  # with model.peft: the adapter and the head layer only
@@ -54,7 +55,7 @@ def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size:
     if not trainer.args.should_save:
         return 0
     results = {"train": train_result.metrics, **({"tuned": tuned} if tuned else {}), **results}
-    record = run_record(recipe, results, data, head, outputs, started)
+    record = run_record(recipe, results, data, head, outputs, started, trainer.padding)
     model = trainer.model
     if kept:
         record["kept_checkpoint"] = kept
@@ -116,7 +117,7 @@ def user_columns(split) -> list[str]:
     return [c for c in split.column_names if c != "labels" and not c.startswith("__")]
 
 
-def run_record(recipe, results: dict, data, head, outputs: dict, started: float) -> dict:
+def run_record(recipe, results: dict, data, head, outputs: dict, started: float, padding: str = "dynamic") -> dict:
     """What metrics.json holds: the recipe's metrics per split, and the head's full evaluation of each labelled split."""
     evaluation = {split: head.evaluation(y, p) for split, (y, p) in outputs.items()}
     return {
@@ -129,7 +130,7 @@ def run_record(recipe, results: dict, data, head, outputs: dict, started: float)
         "labels": data.labels,
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
-        "manifest": manifest(recipe, data),
+        "manifest": manifest(recipe, data, padding),
     }
 
 

@@ -7,6 +7,7 @@ from ..heads.distillation import DistillationLoss
 from ..trainer import length_split as batching
 from ..trainer.common import logits_only, pad_multiple
 from ..trainer.evaluations import by_length
+from ..trainer.flatten import resolve_padding
 from ..trainer.teacher import TEACHER_COLUMN
 from ..trainer.trainer import RecipeTrainer, trainer_class
 from ..trainer.windows import chunk_pooling
@@ -21,6 +22,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized, schedule=None) -> R
     multiple = pad_multiple(args)
     regularize.freeze(model, recipe.regularization)
     loss = head.loss(args)
+    padding = resolve_padding(recipe.batching.padding, args) if head.flattens else "dynamic"
     teacher = TEACHER_COLUMN in (tokenized["train"].column_names or [])  # a stream after map names no columns
     if teacher:
         loss = DistillationLoss(loss, head.teacher_term, recipe.model.teacher_temperature, recipe.model.teacher_weight)
@@ -35,7 +37,9 @@ def build_trainer(recipe, head, model, tokenizer, tokenized, schedule=None) -> R
         compute_metrics=head.compute_metrics(recipe.metrics, tokenizer),
         preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         callbacks=regularize.callbacks(recipe.regularization),
-        chunk_cost=batching.resolve_cost(recipe.batching.length_split_cost, args) if head.splits_batches else None,
+        # Flattening that falls back runs the length split at the recipe's cost.
+        chunk_cost=batching.resolve_cost(recipe.batching.length_split_cost, args) if head.splits_batches and padding != "dynamic" else None,
+        flatten=padding == "flatten",
         pad_multiple=multiple,
         chunk_pooling=chunk_pooling(head.data),
         teacher=teacher,
