@@ -24,11 +24,12 @@ def main() -> None:
         out = Path(tmp) / "quickstart"
         load = os.getloadavg()[0]
         started = time.perf_counter()
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "run.py", "recipes/quickstart.yaml", f"training.output_dir={out}"],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
         )
         wall = time.perf_counter() - started
+        print(done.stdout, end="")  # the console README.md shows
         metrics = json.loads((out / "metrics.json").read_text())
     values = {
         "wall_s": round(wall),
