@@ -172,6 +172,18 @@ def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_
     assert capsys.readouterr().out == ""
 
 
+def test_gradient_checkpointing_runs_the_length_split_and_says_so(tmp_path, capsys, monkeypatch):
+    """Checkpointing recomputes each layer in the backward pass outside the flattened forward, on the padded batch:
+    flattened, its gradients differed from the same run without it (test_launch's check of that found it)."""
+    monkeypatch.setattr("recipekit.trainer.flatten.SAID", set())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_checkpointing=True)
+    trainer = RecipeTrainer(model=family_model("bert"), args=args, chunk_cost=128, flatten=True)
+    assert (trainer.padding, trainer.flat) == ("length_split", None)
+    assert capsys.readouterr().out.strip() == (
+        "batching.padding: flatten: training.gradient_checkpointing recomputes each layer outside the flattened "
+        "forward; running the length split (chunk cost 128 tokens) instead")
+
+
 def test_auto_flattens_on_the_cpu_and_a_choice_is_kept():
     from types import SimpleNamespace
 

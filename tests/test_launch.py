@@ -215,6 +215,8 @@ def test_memory_and_speed_keys_reach_trainer_and_checkpointing_changes_no_number
         recipe = {
             "model": {"name_or_path": tiny_model},
             "data": {"train_file": str(SAMPLE / "reviews_train.csv"), "max_train_samples": 64},
+            # One path for both: flattened batches draw other dropout masks, and checkpointing runs the length split.
+            "batching": {"padding": "length_split"},
             "training": {"output_dir": str(tmp_path / f"run-{checkpointing}"), "max_steps": 4, "per_device_train_batch_size": 8,
                          "gradient_accumulation_steps": 2, "gradient_checkpointing": checkpointing, "logging_steps": 1,
                          "save_strategy": "no", "report_to": "none", "seed": 1},

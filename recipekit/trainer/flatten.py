@@ -223,6 +223,9 @@ class Flattening:
             # DataParallel runs replicas of the model in threads, which would share the hooks' state.
             why = f"DataParallel over {self.args.n_gpu} GPUs in one process (torchrun, one process per GPU, flattens)"
             self.say(why)
+        elif flatten and (getattr(self.args, "activation_checkpointing", False) or getattr(self.args, "gradient_checkpointing", False)):
+            # The backward pass recomputes each layer outside the flattened call, on the padded batch.
+            self.say("training.gradient_checkpointing recomputes each layer outside the flattened forward")
         elif flatten:
             self.flat, why = FlatForward.install(self.model)
             if self.flat is None:
