@@ -92,6 +92,7 @@ def test_plain_run_of_a_sweep_recipe_points_to_the_sweep_command(recipe, write_r
 # Sweeps.
 
 
+@pytest.mark.slow  # sweep trials trained twice
 def test_grid_sweep_writes_leaderboard_resumes_and_its_best_trial_reproduces(recipe, write_recipe, tmp_path, capsys):
     recipe["sweep"] = {"values": {"training.learning_rate": [1.0e-4, 3.0e-3]}}
     path = write_recipe(recipe)
@@ -283,6 +284,7 @@ def test_overfit_batch_fails_when_nothing_can_learn(recipe, write_recipe, capsys
     assert "NOT memorised" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a range test of its own
 def test_lr_range_test_raises_the_rate_geometrically_and_suggests_one(recipe, write_recipe, tmp_path, capsys):
     recipe["sanity"] = {"lr_range_test": True, "lr_range_min": 1.0e-6, "lr_range_max": 1.0, "lr_range_steps": 60}
     assert run_cli([write_recipe(recipe)]) == 0

@@ -109,6 +109,7 @@ def test_merge_is_a_command(capsys):
     assert capsys.readouterr().err.startswith(f"error: {FIXTURE / 'binary'}: no adapter_config.json; merge takes")
 
 
+@pytest.mark.slow  # a server process
 def test_serve_refuses_a_port_in_use_in_one_line_before_loading_the_model(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

@@ -64,6 +64,7 @@ def test_folds_cover_every_row_once_stratified(cv_run):
     assert sorted(held_rows) == list(range(TRAIN_ROWS))
 
 
+@pytest.mark.slow  # reads the module's 3-fold cv run
 def test_out_of_fold_predictions_one_per_row(cv_run):
     _, out, recipe = cv_run
     oof = pd.read_csv(out / "oof_predictions.csv")
@@ -80,6 +81,7 @@ def test_out_of_fold_predictions_one_per_row(cv_run):
         assert (part["predicted"] == part["label"]).mean() == pytest.approx(validation["accuracy"])
 
 
+@pytest.mark.slow  # reads the module's 3-fold cv run
 def test_mean_and_std_are_the_folds_metrics(cv_run):
     _, out, _ = cv_run
     summary = json.loads((out / "cv.json").read_text())
@@ -93,6 +95,7 @@ def test_mean_and_std_are_the_folds_metrics(cv_run):
     assert f"{summary['validation']['accuracy']['mean']:.4f}" in text and "fold-3" in text
 
 
+@pytest.mark.slow  # reads the module's 3-fold cv run
 def test_averaged_test_probabilities_are_the_mean_of_the_folds(cv_run):
     _, out, _ = cv_run
     folds = [pd.read_csv(out / f"fold-{k}" / "predictions.csv") for k in (1, 2, 3)]
@@ -105,6 +108,7 @@ def test_averaged_test_probabilities_are_the_mean_of_the_folds(cv_run):
     assert summary["test_average"]["accuracy"] == pytest.approx(expected)
 
 
+@pytest.mark.slow  # reads the module's 3-fold cv run
 def test_a_fold_is_a_finished_run(cv_run, tmp_path):
     """`run.py evaluate` on a fold's held-out file gives the fold's validation metrics exactly."""
     _, out, _ = cv_run
@@ -114,6 +118,7 @@ def test_a_fold_is_a_finished_run(cv_run, tmp_path):
     assert json.loads(scores.read_text())["metrics"]["accuracy"] == pytest.approx(validation["accuracy"])
 
 
+@pytest.mark.slow  # reads the module's 3-fold cv run
 def test_label_issues_find_the_flipped_labels(cv_run):
     _, out, _ = cv_run
     issues = pd.read_csv(out / "label_issues.csv")

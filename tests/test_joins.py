@@ -379,6 +379,7 @@ def test_a_pretrained_output_fine_tunes_with_every_classifier_head(request, pret
     assert predicted(out) == predicted(predictions_file(tmp_path / "run"))
 
 
+@pytest.mark.slow  # a Python process per head
 @pytest.mark.parametrize("trained", ["sequence_classification", "decoder_classifier", "custom"], indirect=True)
 def test_the_model_cards_snippet_runs_as_shown_and_agrees(trained, tmp_path):
     """The card's `pipeline` snippet, run in a fresh interpreter from the run's parent folder, labels the test
