@@ -396,3 +396,24 @@ def test_a_node_or_process_rank_out_of_range_is_refused(base, monkeypatch):
     monkeypatch.setenv("GROUP_RANK", "x")
     monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
     assert problems(base) == ["launch: GROUP_RANK='x', GROUP_WORLD_SIZE='2': a node rank and a count must be whole numbers, the count 1 or more"]
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["every-rank-meets-it", "own-shard"])
+def test_a_rank_other_than_0_prints_only_a_problem_it_alone_may_have_met(monkeypatch, capsys, own):
+    """Rank 0 prints the problems every process finds alike; another rank prints only its own (a bad record in its
+    shard), named by rank. Either way the others are told, so survivors whose collective fails say why."""
+    from recipekit.commands.cli import guarded
+    from recipekit.core.errors import OwnError
+    from recipekit.outputs import folder
+
+    told = []
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(folder, "tell_peers", lambda problem: told.append(problem) or f"rank 1 of 2: {problem}")
+    problem = "part-02.jsonl line 5: not valid JSON" if own else "data.label_column: 'y' is not a column"
+
+    def fine_tune(argv):
+        raise (OwnError if own else RecipeError)(problem)
+
+    assert guarded(folder.guard_run(fine_tune), []) == 2
+    assert told == [problem]
+    assert capsys.readouterr().err.splitlines() == ([f"error: rank 1 of 2: {problem}"] if own else [])

@@ -23,6 +23,12 @@ class RecipeError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class OwnError(RecipeError):
+    """A problem only this process may meet (a record in its own shard of a stream, its own node's full disk):
+    in a multi-process launch it is printed by this process too, since process 0 may not have met it. Every
+    other RecipeError is one that every process finds alike, printed once, by process 0."""
+
+
 class LostRank(RecipeError):
     """Another process of a multi-process launch died, or stopped on a problem only it met (a bad row in its
     own shard): every process says so (not only process 0), since the one that stopped may have been process 0,

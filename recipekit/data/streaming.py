@@ -17,7 +17,7 @@ from pathlib import Path
 from datasets import Features, IterableDataset, Value
 
 from ..core import paths
-from ..core.errors import RecipeError
+from ..core.errors import OwnError, RecipeError
 from ..core.safety import clip
 
 # Formats a stream reads; .txt is one row per line, its column named `text`.
@@ -56,9 +56,9 @@ def read_rows(path: Path, columns: list[str]):
                 try:
                     record = json.loads(line.strip())
                 except json.JSONDecodeError as e:
-                    raise RecipeError(f"{path} line {number}: not valid JSON ({e.msg}): {clip(line.strip(), 80)!r}") from None
+                    raise OwnError(f"{path} line {number}: not valid JSON ({e.msg}): {clip(line.strip(), 80)!r}") from None
                 if not isinstance(record, dict):
-                    raise RecipeError(f"{path} line {number}: a JSON object per line expected, got {type(record).__name__}")
+                    raise OwnError(f"{path} line {number}: a JSON object per line expected, got {type(record).__name__}")
                 yield number, record
     elif kind == "csv":
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
@@ -69,7 +69,7 @@ def read_rows(path: Path, columns: list[str]):
                     yield line, record
                     line = reader.line_num + 1
             except csv.Error as e:
-                raise RecipeError(f"{path} line {reader.line_num}: cannot read as csv ({e})") from None
+                raise OwnError(f"{path} line {reader.line_num}: cannot read as csv ({e})") from None
     else:
         import pyarrow.parquet as pq
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..core.errors import LostRank, RecipeError
+from ..core.errors import LostRank, OwnError, RecipeError
 from ..core.files import write_atomic, write_json
 from ..core.launch import lost_rank_problem, tell_peers
 from ..core.safety import clip, read_json_file, read_yaml_file, redact
@@ -220,9 +220,10 @@ def guard_run(fine_tune):
         except BaseException as e:
             error = as_recipe_error(e)
             if error is not None and not isinstance(error, LostRank):
+                # Survivors whose next collective fails then say what stopped the run, not only that a rank went.
                 told = tell_peers(error.problems[0])
-                if told and int(os.environ.get("RANK", "0")) != 0:
-                    error = LostRank(told)  # printed by this rank too: rank 0 may not have met it
+                if told and isinstance(error, OwnError) and int(os.environ.get("RANK", "0")) != 0:
+                    error = LostRank(told)
             if run.output_dir is not None:
                 status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 reason = "; ".join(error.problems) if error else f"{type(e).__name__}: {str(e).strip() or 'no message'}"
@@ -250,7 +251,7 @@ def as_recipe_error(e: BaseException) -> RecipeError | None:
         return LostRank(lost)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
         where = f" ({e.filename})" if e.filename else ""
-        return RecipeError(f"training.output_dir: {e.strerror or e}{where}; the run is marked failed")
+        return OwnError(f"training.output_dir: {e.strerror or e}{where}; the run is marked failed")
     return None
 
 
