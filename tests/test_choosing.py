@@ -165,6 +165,22 @@ def test_early_stopping_ends_before_the_budget_on_the_best_checkpoint(recipe, wr
     assert "- **Training**: stopped early at step" in (out / "report.md").read_text()
 
 
+def test_a_run_stopped_by_something_else_is_not_called_stopped_early():
+    """A sweep trial its pruner stopped, or a run stopped by a signal, ended before its budget with the patience
+    not spent: only the EarlyStoppingCallback's own count says early stopping ended it."""
+    from transformers import EarlyStoppingCallback, TrainerState
+
+    from recipekit.outputs.checkpoints import stopped_early
+
+    state = TrainerState(global_step=30, max_steps=100, epoch=1.5)
+    early = EarlyStoppingCallback(early_stopping_patience=2)
+    early.early_stopping_patience_counter = 1
+    assert stopped_early(state, [early]) is None
+    early.early_stopping_patience_counter = 2
+    assert stopped_early(state, [early]) == {"step": 30, "max_steps": 100, "epoch": 1.5, "patience": 2}
+    assert stopped_early(state, []) is None
+
+
 def test_early_stopping_needs_evaluations(recipe):
     recipe["training"].update(eval_strategy="no")
     recipe["regularization"] = {"early_stopping_patience": 2}

@@ -168,11 +168,15 @@ def kept_checkpoint(state, args) -> dict | None:
     }
 
 
-def stopped_early(state, patience: int | None) -> dict | None:
-    """Where training stopped when early stopping ended it before its budget; None when it ran to the end."""
-    if patience is None or state.global_step >= state.max_steps:
+def stopped_early(state, callbacks) -> dict | None:
+    """Where training stopped when early stopping ended it before its budget; None when it ran to the end or
+    something else stopped it (a sweep's pruner, a signal)."""
+    from transformers import EarlyStoppingCallback
+
+    early = next((c for c in callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    if early is None or state.global_step >= state.max_steps or early.early_stopping_patience_counter < early.early_stopping_patience:
         return None
-    return {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "patience": patience}
+    return {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "patience": early.early_stopping_patience}
 
 
 def stopped_text(stop: dict) -> str:

@@ -29,7 +29,7 @@ from ..outputs.report import write_report
 def finish_run(recipe, head, trainer, tokenized, data, train_result, model_size: dict, started: float) -> int:
     """Everything after `trainer.train()` returned normally; files are written by the main process only."""
     kept = kept_checkpoint(trainer.state, trainer.args)
-    stop = stopped_early(trainer.state, recipe.regularization.early_stopping_patience)
+    stop = stopped_early(trainer.state, trainer.callback_handler.callbacks)
     if stop and trainer.is_world_process_zero():
         print(stopped_text(stop))
     if kept and trainer.is_world_process_zero():
