@@ -440,10 +440,12 @@ def paired_steps(args) -> dict:
             for name in paths:
                 flatten, cost, optim, compiled = PATHS[name]
                 targs = TrainingArguments(output_dir=tmp, use_cpu=True, report_to="none", learning_rate=args.learning_rate,
-                                          optim=optim, torch_compile=compiled, max_grad_norm=1.0)
+                                          optim=optim, max_grad_norm=1.0)
                 trainer = RecipeTrainer(model=copy.deepcopy(model).train(), args=targs, processing_class=tokenizer,
                                         compute_loss_func=head.loss(targs), chunk_cost=cost, flatten=flatten)
                 trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+                if compiled:  # TrainingArguments.torch_compile acts in train()'s accelerator.prepare, which these steps skip
+                    trainer.model = torch.compile(trainer.model, dynamic=True)
                 trainers[name] = trainer
             times = {name: [] for name in paths}
             losses = {name: [] for name in paths}
