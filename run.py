@@ -78,8 +78,6 @@ def fine_tune(recipe, data_only=False, overwrite=False, resume=False, callbacks=
     check_hub(recipe)  # seconds, not a minute of retries, when the Hub is out of reach
     fit_hub_model(recipe)  # data.max_length against a Hub model's positions
     head = head_for(recipe)
-    if resume and head.resume_refused:
-        raise RecipeError(f"--resume: head {recipe.model.head!r}: {head.resume_refused}")
     if not data_only:
         check_output_dir(training.output_dir, overwrite, resume, training=training, writer=training.should_save)
     threads = choose_threads(on_cpu=training.device.type == "cpu")  # training.device starts the process group

@@ -228,6 +228,7 @@ class Head:
     predictions_file: ClassVar[str | None] = "predictions.csv"  # .jsonl for lists and free text; None: nothing to predict
     stratify: ClassVar[bool] = False  # carve validation by label
     streams: ClassVar[bool] = False  # trains on a streamed split (data.streaming): tokenize takes an IterableDataset
+    given_labels: ClassVar[bool] = False  # on a stream, its label set is data.label_names (no pass over the corpus first)
     needs_labels: ClassVar[bool] = True  # False for self-supervised heads: the label column may be absent
     text_labels: ClassVar[bool] = False  # labels read as text by data.py (so 1 and "1" are one class)
     # An empty label cell (blank, null, NaN) is a missing label, dropped and counted by data.py for every head;
@@ -256,8 +257,6 @@ class Head:
     # Labels are one class per row: `cv --label-issues` ranks them (file_probabilities), and the report compares
     # the headline metric with always predicting the majority class.
     one_class_per_row: ClassVar[bool] = False
-    # Why `--resume` is refused (the head's training saves no checkpoints); None: Trainer resumes it.
-    resume_refused: ClassVar[str | None] = None
     # Labels are classes (the report's opening line counts them); False where they name outputs or tags.
     labels_are_classes: ClassVar[bool] = False
     # The columns `encode` writes into a split beside the user's text columns; a text column of the same name
