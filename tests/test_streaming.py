@@ -81,6 +81,14 @@ def test_what_a_stream_cannot_do_is_refused_by_name_before_anything_is_written(t
     assert errors_of(write_recipe, raw, capsys) == [
         ("error: model.head_options.standardize: needs the mean and spread of every training target, which a stream "
          "never holds; set standardize: false (data.streaming: true)")]
+    raw["model"]["head_options"] = {"standardize": False}
+    raw["data"]["label_names"] = ["low", "high"]
+    assert errors_of(write_recipe, raw, capsys) == [
+        "error: data.label_names: head 'regression' has no label set to give (its labels are targets); leave it out"]
+    raw["model"] = {"name_or_path": "bert-base-uncased", "head": "sequence_classification", "head_options": {"class_weights": "auto"}}
+    assert errors_of(write_recipe, raw, capsys) == [
+        ("error: model.head_options.class_weights: auto counts every training label, which a stream never holds; "
+         "give one weight per label of data.label_names, or leave it out (data.streaming: true)")]
     raw = recipe(tmp_path, str(tmp_path / "nowhere" / "*.jsonl"))
     assert errors_of(write_recipe, raw, capsys) == [f"error: data.train_file: {str(tmp_path / 'nowhere' / '*.jsonl')!r} matches no file"]
     assert not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ from datasets import ClassLabel, DatasetDict, Features
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 from ..core.errors import RecipeError
+from ..data.steps.base import STREAM_BATCH
 from ..data.streaming import is_streamed
 from ..evaluation import metrics as M
 from ..evaluation import plots
@@ -160,6 +161,7 @@ class ClassLabels(PooledHead):
     labels_are_classes = True
 
     streams = True  # with data.label_names: the label set is given, since a stream is not read before training
+    given_labels = True
 
     @classmethod
     def recipe_problems(cls, options, recipe):
@@ -187,7 +189,7 @@ class ClassLabels(PooledHead):
         index = {name: i for i, name in enumerate(self.labels)}
         if is_streamed(ds):
             features = Features({**{k: v for k, v in ds.features.items() if k != column}, "labels": ClassLabel(names=self.labels)})
-            return ds.map(stream_labels, batched=True, fn_kwargs={"column": column, "index": index}, remove_columns=[column], features=features)
+            return ds.map(stream_labels, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"column": column, "index": index}, remove_columns=[column], features=features)
         unseen = sorted({str(v) for v in column_values(ds, column)} - set(index))
         if unseen:
             raise RecipeError(f"labels the run was not trained on: {', '.join(map(repr, unseen[:5]))}; its labels: {', '.join(self.labels)}")
@@ -300,12 +302,17 @@ class SequenceClassification(ClassLabels):
     Options = ClassificationOptions
     distillation = "KL divergence from the teacher's softmax to the student's, both at temperature T, times T²"
 
+    @classmethod
+    def recipe_problems(cls, options, recipe):
+        out = super().recipe_problems(options, recipe)
+        if recipe.data.streaming and options.class_weights == "auto":
+            out.append("model.head_options.class_weights: auto counts every training label, which a stream never holds; "
+                       "give one weight per label of data.label_names, or leave it out (data.streaming: true)")
+        return out
+
     def learn(self, train):
         super().learn(train)
         weights = self.options.class_weights
-        if weights == "auto" and is_streamed(train):
-            raise RecipeError("model.head_options.class_weights: auto counts every training label, which a stream never holds; "
-                              "give one weight per label of data.label_names, or leave it out (data.streaming: true)")
         if weights == "auto":
             counts = np.bincount(column_values(train, "labels"), minlength=len(self.labels)).astype(float)
             # A class missing from train gets weight 0 rather than infinity.

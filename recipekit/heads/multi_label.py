@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from datasets import DatasetDict, Features, Sequence, Value
 
 from ..core.errors import RecipeError
+from ..data.steps.base import STREAM_BATCH
 from ..data.streaming import SAMPLE_ROWS, is_streamed
 from ..evaluation import metrics as M
 from .base import column_values, first_bad, pick, reduce, register
@@ -102,6 +103,7 @@ class MultiLabel(PooledHead):
         self.positive_rate: np.ndarray | None = None  # learned from train for the prior bias; not needed after training
 
     streams = True  # with data.label_names; the prior biases come from the stream's first rows
+    given_labels = True
 
     @classmethod
     def recipe_problems(cls, options, recipe):
@@ -159,7 +161,7 @@ class MultiLabel(PooledHead):
 
         if streamed:
             features = Features({**{k: v for k, v in ds.features.items() if k != column}, "labels": Sequence(Value("float32"))})
-            return ds.map(hot, batched=True, remove_columns=[column], features=features)
+            return ds.map(hot, batched=True, batch_size=STREAM_BATCH, remove_columns=[column], features=features)
         ds = ds.map(hot, batched=True, desc="encode labels")
         return ds.remove_columns(column) if column != "labels" else ds
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from datasets import DatasetDict, Features, Value
 
 from ..core.errors import RecipeError
+from ..data.steps.base import STREAM_BATCH
 from ..data.streaming import is_streamed
 from ..evaluation import metrics as M
 from ..evaluation import plots
@@ -73,14 +74,14 @@ class Regression(PooledHead):
 
     @classmethod
     def recipe_problems(cls, options, recipe):
-        model = recipe.model
+        model, out = recipe.model, []
         if recipe.data.streaming and options.standardize:
-            return [("model.head_options.standardize: needs the mean and spread of every training target, which a stream "
-                    "never holds; set standardize: false (data.streaming: true)")]
+            out.append("model.head_options.standardize: needs the mean and spread of every training target, which a stream "
+                       "never holds; set standardize: false (data.streaming: true)")
         if model.teacher and model.teacher_temperature != DEFAULT_TEMPERATURE:
-            return [(f"model.teacher_temperature: {model.teacher_temperature} has no effect on head 'regression' (its teacher "
-                    "term is the error to the teacher's prediction, a value, not a distribution); leave it out")]
-        return []
+            out.append(f"model.teacher_temperature: {model.teacher_temperature} has no effect on head 'regression' (its teacher "
+                       "term is the error to the teacher's prediction, a value, not a distribution); leave it out")
+        return out
 
     @property
     def num_outputs(self):
@@ -103,7 +104,7 @@ class Regression(PooledHead):
             return ds
         if is_streamed(ds):
             features = Features({**{k: v for k, v in ds.features.items() if k != column}, "labels": Value("float64")})
-            return ds.map(stream_targets, batched=True, fn_kwargs={"column": column}, remove_columns=[column], features=features)
+            return ds.map(stream_targets, batched=True, batch_size=STREAM_BATCH, fn_kwargs={"column": column}, remove_columns=[column], features=features)
         bad = [v for v in column_values(ds, column) if as_number(v) is None]
         if bad:
             raise RecipeError(f"data.label_column: column {column!r}: target is not a finite number: {bad[0]!r}")

@@ -207,6 +207,9 @@ class DataArgs:
         if not head.streams:
             out.append(f"data.streaming: head {head.name!r} learns from its whole training split before training; "
                        f"heads that stream: {', '.join(streaming_heads)}")
+        if self.label_names is not None and head.streams and not head.given_labels:
+            out.append(f"data.label_names: head {head.name!r} has no label set to give (its labels are "
+                       f"{'targets' if head.needs_labels else 'the text itself'}); leave it out")
         if training.get("max_steps", -1) <= 0:
             out.append("training.max_steps: a streamed corpus has no length to count epochs by; set max_steps (data.streaming: true)")
         if not self.train_file:
