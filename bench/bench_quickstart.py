@@ -37,7 +37,6 @@ def main() -> None:
         "epochs_run": metrics["train"].get("epoch"),
         "load_average_before": round(load, 2),
     }
-    print(values)
     record("quickstart", values)
 
 

@@ -157,7 +157,7 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.description = "Export a finished run's model to ONNX; the folder also carries its tokenizer, head state, recipe and metrics."
         parser.add_argument("run", metavar="OUTPUT_DIR", help="output_dir of a finished run (read, never written)")
         parser.add_argument("--format", required=True, choices=["onnx"], help="the exported model's format")
-        parser.add_argument("--quantize", choices=["int8"], help="int8: 8-bit weights per output channel and activations per token (a text's answer never depends on its batch mates); ~4x smaller")
+        parser.add_argument("--quantize", choices=["int8"], help="int8: 7-bit integer weights per output channel and 8-bit activations per token (a text's answer never depends on its batch mates); ~4x smaller")
         parser.add_argument("--output", help="folder to write (default: OUTPUT_DIR-onnx, or OUTPUT_DIR-onnx-int8, beside the run)")
         parser.add_argument("--overwrite", action="store_true", help="replace --output if it holds files")
     elif name == "serve":

@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 # Activations uint8 around 128, weights int8 in [-63, 63] (7 bits). Without VNNI (AVX2 alone) onnxruntime's
 # uint8 x int8 kernel adds products in pairs into int16 (vpmaddubsw), which saturates with full 8-bit weights
 # (255 * 127 * 2 > 32767; measured, it moved outputs by half their range) but not with 7-bit ones
-# (255 * 63 * 2 = 32130). That kernel is the fast one: 1.7-1.8x fp32 on MiniLM's matmul shapes on an AVX2 CPU,
-# where uint8 x uint8 (exact with 8 bits, but widened to int16 first) was 1.2-1.3x (bench/bench_int8.py).
+# (255 * 63 * 2 = 32130). That kernel is the fast one: 1.44-1.66x fp32 on MiniLM's matmul shapes on an AVX2 CPU,
+# where uint8 x uint8 (exact with 8 bits, but widened to int16 first) was 1.22-1.27x (bench/results/int8.json).
 ZERO_POINT = 128
 WEIGHT_MAX = 63
 
