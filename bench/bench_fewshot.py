@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--num-iterations", type=int, default=5)
     args = parser.parse_args()
     values = {}
+    note = (f"sets {args.sets}, per class {args.sizes}, {args.seeds} seeds, {args.eval_rows} scored rows, setfit num_iterations "
+            f"{args.num_iterations}; accuracy mean and std over seeds; train_s: mean training seconds per run; wall_s: the whole curve")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.sets.split(","):
             for approach, recipe in recipes(data_section(name, args.eval_rows), Path(scratch) / name, args.num_iterations).items():
@@ -76,9 +78,8 @@ def main() -> None:
                     values[f"{key}_{approach}_train_s"] = round(point["train_runtime_mean"], 1)
                     values[f"{key}_tfidf_mean"] = round(point["baseline_mean"], 4)
                     values[f"{key}_tfidf_std"] = round(point["baseline_std"], 4)
-    note = (f"sets {args.sets}, per class {args.sizes}, {args.seeds} seeds, {args.eval_rows} scored rows, setfit num_iterations "
-            f"{args.num_iterations}; accuracy mean and std over seeds; train_s: mean training seconds per run; wall_s: the whole curve")
-    record("fewshot", values, note=note)
+                # Written after each curve, so an hour's measurement stopped part way keeps the curves it finished.
+                record("fewshot", values, note=note)
 
 
 if __name__ == "__main__":

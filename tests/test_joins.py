@@ -263,6 +263,8 @@ def test_kill_and_resume_ends_where_the_uninterrupted_run_ends(trained, tmp_path
     assert run_cli([path, "--resume"]) == 0
     resumed, whole = metrics_of(tmp_path / "cut"), metrics_of(trained.dir)
     assert scores(resumed["test"]) == scores(whole["test"])
+    # The train loss is the whole run's, the steps before the kill included (each head logs every step here).
+    assert resumed["train"]["train_loss"] == pytest.approx(whole["train"]["train_loss"], rel=1e-4)
     assert predicted(predictions_file(tmp_path / "cut")) == predicted(predictions_file(trained.dir))
 
 

@@ -145,6 +145,8 @@ class SetFitTraining(Trainer):
         added = [c for c in self.callback_handler.callbacks if c not in self.built_with and not isinstance(c, QuietProgress)]
         loss = job.fit(self.args, added, resume_from_checkpoint)
         self.state.global_step = job.steps
+        # The contrastive phase's logged losses, those before a --resume too: run.py's whole-run loss reads them.
+        self.state.log_history.extend(job.logged)
         metrics = {"train_runtime": round(time.time() - started, 4), "train_pairs": job.pairs, "train_loss": loss}
         self.state.log_history.append({**metrics, "step": job.steps})
         return TrainOutput(job.steps, loss, metrics)
@@ -156,7 +158,7 @@ class SetFitJob:
     def __init__(self, setfit_model, model: SentenceClassifier, options: SetFitOptions, texts: list[str], labels: list[int], max_length: int):
         self.setfit_model, self.model, self.options = setfit_model, model, options
         self.texts, self.labels, self.max_length = texts, labels, max_length
-        self.steps, self.pairs, self.stopped = 0, 0, False
+        self.steps, self.pairs, self.logged = 0, 0, []
 
     def fit(self, run_args, callbacks: list, checkpoint: str | None) -> float:
         from datasets import Dataset
@@ -178,15 +180,17 @@ class SetFitJob:
         pairs, loss = trainer.get_dataset(self.texts, self.labels, args=args, max_pairs=-1 if o.max_steps == -1 else o.max_steps * o.batch_size)
         contrastive = trainer.st_trainer  # the sentence-transformers Trainer setfit runs the contrastive steps in
         contrastive.train_dataset, contrastive.loss = pairs, loss
-        contrastive.train(resume_from_checkpoint=checkpoint)
+        output = contrastive.train(resume_from_checkpoint=checkpoint)
         state = contrastive.state
         self.steps, self.pairs = int(state.global_step), len(pairs)
-        self.stopped = contrastive.control.should_training_stop and self.steps < state.max_steps
-        if not self.stopped:  # a stop on a signal: its checkpoint is saved; the classifier is fitted on --resume
+        # setfit logs the contrastive loss as "embedding_loss"; run.py's whole-run loss reads Trainer's "loss".
+        self.logged = [{"step": h["step"], "loss": h[key]} for h in state.log_history for key in ("embedding_loss", "loss")
+                       if key in h and "step" in h]
+        stopped = contrastive.control.should_training_stop and self.steps < state.max_steps
+        if not stopped:  # a stop on a signal: its checkpoint is saved; the classifier is fitted on --resume
             trainer.train_classifier(self.texts, self.labels, args=args)
             copy_head(self.setfit_model.model_head, self.model.classifier)
-        losses = [h[k] for h in state.log_history for k in ("embedding_loss", "loss", "train_loss") if k in h]
-        return float(losses[-1]) if losses else float("nan")
+        return float(output.training_loss)  # the mean over this call's steps, as Trainer's train_loss is
 
 
 def copy_head(regression, linear: nn.Linear) -> None:
