@@ -192,6 +192,17 @@ def test_auto_flattens_on_the_cpu_and_a_choice_is_kept():
     assert resolve_padding("length_split", SimpleNamespace(use_cpu=True)) == "length_split"
 
 
+def test_auto_on_a_gpu_is_the_length_split_with_a_cost_and_dynamic_without(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    gpu = SimpleNamespace(use_cpu=False)
+    assert resolve_padding("auto", gpu, cost=256) == "length_split"
+    assert resolve_padding("auto", gpu, cost=None) == "dynamic"  # auto's cost leaves GPU batches whole
+    assert resolve_padding("flatten", gpu) == "flatten"
+    assert resolve_padding("auto", SimpleNamespace(use_cpu=True), cost=None) == "flatten"  # use_cpu on a GPU machine
+
+
 def test_padding_is_a_batching_choice_refused_in_one_line(base_recipe):
     from recipekit.core.errors import RecipeError
     from recipekit.recipe.build import build_recipe

@@ -203,12 +203,15 @@ class FlatForward:
 SAID: set[str] = set()  # the fallbacks' reasons printed so far
 
 
-def resolve_padding(setting: str, args) -> str:
-    """`batching.padding` as run: auto is flatten on the CPU (bench/bench_speed.py, docs/scaling.md) and the length split
-    elsewhere, whose own auto cost leaves GPU batches whole: flattened attention on a GPU is not measured yet."""
+def resolve_padding(setting: str, args, cost: int | None = None) -> str:
+    """`batching.padding` as run: auto is flatten on the CPU (bench/bench_speed.py, docs/scaling.md); elsewhere the length
+    split where `cost` (the resolved length_split_cost) is set, else dynamic, since auto's cost leaves GPU batches whole:
+    flattened attention on a GPU is not measured yet."""
     if setting != "auto":
         return setting
-    return "flatten" if args.use_cpu or not torch.cuda.is_available() else "length_split"
+    if args.use_cpu or not torch.cuda.is_available():
+        return "flatten"
+    return "length_split" if cost is not None else "dynamic"
 
 
 class Flattening:

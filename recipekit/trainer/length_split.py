@@ -27,13 +27,14 @@ SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids"
 CPU_CHUNK_COST = 128
 
 
-def resolve_cost(setting, args) -> int | None:
-    """The chunk cost in padded tokens for `batching.length_split_cost`; None: never split."""
+def resolve_cost(setting, args, asked: bool = False) -> int | None:
+    """The chunk cost in padded tokens for `batching.length_split_cost`; None: never split. `asked`: the recipe set
+    `batching.padding: length_split`, which auto then honours on any device."""
     if setting != "auto":
         return setting
     # On a GPU a small forward pass costs kernel launches, not arithmetic, so splitting can only pay for
-    # large models or long texts; not measured here, so off unless a recipe sets a cost.
-    return CPU_CHUNK_COST if args.use_cpu or not torch.cuda.is_available() else None
+    # large models or long texts; not measured here, so off unless a recipe asks for the split or sets a cost.
+    return CPU_CHUNK_COST if asked or args.use_cpu or not torch.cuda.is_available() else None
 
 
 def plan(lengths: list[int], cost: int) -> list[tuple[int, int]]:
