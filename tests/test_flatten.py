@@ -145,6 +145,19 @@ def test_every_pooled_head_has_the_padded_logits_loss_and_gradient_flattened(tin
         torch.testing.assert_close(flat[key], padded[key], rtol=0, atol=1e-5, msg=key)
 
 
+def test_a_flattened_step_counts_its_real_tokens_without_reading_them_back(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = RecipeTrainer(model=family_model("bert"), args=args, flatten=True)
+    trainer.create_optimizer_and_scheduler(num_training_steps=2)
+    batch = {**uneven_batch(0), "labels": torch.tensor([0, 2, 1, 0, 1, 2])}
+    for _ in range(2):
+        trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(len(LENGTHS)))
+    # A tensor (on the GPU, the device's): int() at each step would wait for the device.
+    assert isinstance(trainer.computed_tokens, torch.Tensor)
+    assert int(trainer.computed_tokens) == int(trainer.real_tokens) == 2 * sum(LENGTHS)
+    assert trainer.padding_share == 0.0
+
+
 class NoKeywords(torch.nn.Module):
     """An encoder whose forward takes no attention keywords: the texts' boundaries cannot reach its attention."""
 

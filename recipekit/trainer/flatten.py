@@ -251,4 +251,6 @@ class Flattening:
         if isinstance(mask, torch.Tensor):
             real = mask.sum()
             self.real_tokens = self.real_tokens + real
-            self.computed_tokens += int(real)  # a flattened encoder computes the real tokens only
+            # A flattened encoder computes the real tokens only; kept on the device, as real_tokens is, since int()
+            # here would wait for the GPU at every step.
+            self.computed_tokens = self.computed_tokens + real

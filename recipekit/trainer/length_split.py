@@ -102,7 +102,7 @@ class LengthSplit:
         self.chunk_cost = chunk_cost  # padded tokens one more forward+backward costs; None: never split
         self.pad_multiple = pad_multiple  # chunks are trimmed to this multiple, as the collator pads
         self.real_tokens = 0  # a tensor once counting starts: summed on the device, read once after training
-        self.computed_tokens = 0  # positions the model computed, padding included
+        self.computed_tokens = 0  # positions the model computed, padding included; a tensor once flattened (read with int())
         super().__init__(*args, **kwargs)
 
     def count(self, batch: dict) -> None:
@@ -114,7 +114,8 @@ class LengthSplit:
     @property
     def padding_share(self) -> float | None:
         """Share of the positions computed in training (this process) that were padding."""
-        return 1 - float(self.real_tokens) / self.computed_tokens if self.computed_tokens else None
+        computed = int(self.computed_tokens)
+        return 1 - float(self.real_tokens) / computed if computed else None
 
     def can_split(self, num_items_in_batch) -> bool:
         return (
