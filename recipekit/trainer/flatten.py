@@ -97,6 +97,7 @@ class FlatForward:
         self.start = position_start(self.encoder)
         self.active = True
         self.mask = None  # the padded batch's attention mask, between the model's call and its encoder's
+        self.padded = None  # the same mask, between the encoder's call and its output
         self.saved_attention = None
         self.handles = [
             # On what Trainer calls (a peft model calls its transformers model's forward directly, past its hooks).
@@ -136,7 +137,7 @@ class FlatForward:
             self.mask = None
             return None
         bound = dict(self.signature.bind_partial(*args, **kwargs).arguments)
-        extra = bound.pop(self.var_keyword, {}) if self.var_keyword else {}
+        extra = bound.pop(self.var_keyword, {})
         if bound.get("inputs_embeds") is not None or bound.get("position_ids") is not None:
             self.mask = None  # a caller's own embeddings or positions: left as given
             return None
@@ -151,7 +152,7 @@ class FlatForward:
         return (), bound
 
     def after_encoder(self, module, args, output):
-        mask, self.padded = getattr(self, "padded", None), None
+        mask, self.padded = self.padded, None
         if mask is None:
             return None
         self.encoder.config._attn_implementation = self.saved_attention
@@ -193,7 +194,7 @@ class FlatForward:
             model.train(training)
         if not self.flattened:
             return f"{type(self.model).__name__}'s encoder takes no attention keywords to flatten with"
-        tolerance = 1e-4 if padded.dtype == torch.float32 and next(self.model.parameters()).dtype == torch.float32 else 3e-2
+        tolerance = 1e-4 if next(self.model.parameters()).dtype == torch.float32 else 3e-2
         gap = float((padded - flat).abs().max())
         if not gap <= tolerance * max(1.0, float(padded.abs().max())):
             return f"{type(self.model).__name__} gives other logits flattened (largest difference {gap:.2g} on a probe)"
