@@ -8,17 +8,19 @@ import json
 import pytest
 import torch
 from transformers import (
+    AttentionInterface,
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     TrainingArguments,
 )
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from recipekit.heads import build_head
 from recipekit.recipe.data import DataArgs
 from recipekit.recipe.model import ModelArgs
-from recipekit.trainer.flatten import ATTENTION, FlatForward, flat_inputs, resolve_padding
+from recipekit.trainer.flatten import ATTENTION, FlatForward, flat_inputs, recomputing, resolve_padding
 from recipekit.trainer.trainer import RecipeTrainer
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 48, "vocab_size": 120,
@@ -186,15 +188,73 @@ def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_
 
 
 def test_gradient_checkpointing_runs_the_length_split_and_says_so(tmp_path, capsys, monkeypatch):
-    """Checkpointing recomputes each layer in the backward pass outside the flattened forward, on the padded batch:
-    flattened, its gradients differed from the same run without it (test_launch's check of that found it)."""
     monkeypatch.setattr("recipekit.trainer.flatten.SAID", set())
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_checkpointing=True)
     trainer = RecipeTrainer(model=family_model("bert"), args=args, chunk_cost=128, flatten=True)
     assert (trainer.padding, trainer.flat) == ("length_split", None)
     assert capsys.readouterr().out.strip() == (
-        "batching.padding: flatten: training.gradient_checkpointing recomputes each layer outside the flattened "
-        "forward; running the length split (chunk cost 128 tokens) instead")
+        "batching.padding: flatten: training.gradient_checkpointing recomputes each layer in the backward pass with the "
+        "model's own attention, across the flattened texts; running the length split (chunk cost 128 tokens) instead")
+
+
+def test_fsdp_activation_checkpointing_is_a_recomputing_setting_too(tmp_path):
+    # FSDP needs several processes to make a Trainer; the setting is read from the arguments Trainer hands accelerate.
+    fsdp = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", fsdp=True,
+                             fsdp_config={"activation_checkpointing": True})
+    assert recomputing(fsdp) == "FSDP's activation_checkpointing"
+    assert recomputing(TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", fsdp=True)) == ""
+    assert recomputing(TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")) == ""
+
+
+RECOMPUTED = []
+
+
+def spy_attention(module, query, *args, **kwargs):
+    RECOMPUTED.append(query.shape[2])
+    return sdpa_attention_forward(module, query, *args, **kwargs)
+
+
+AttentionInterface.register("recipekit_test_spy", spy_attention)
+
+
+def reentrant(model):
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+
+
+def fsdp_wrapper(model):
+    # What accelerate does to each layer under FSDP's activation_checkpointing.
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    for i, layer in enumerate(model.bert.encoder.layer):
+        model.bert.encoder.layer[i] = checkpoint_wrapper(layer, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+
+
+@pytest.mark.parametrize("checkpoint", [reentrant, fsdp_wrapper])
+def test_a_recomputed_layer_attends_across_the_flattened_texts(checkpoint):
+    """Why checkpointing falls back: the backward pass recomputes each layer on the flattened row, with the model's
+    own attention (restored once the encoder returned), which has no boundaries between the texts."""
+    model = family_model("bert").train()
+    for dropout in (m for m in model.modules() if isinstance(m, torch.nn.Dropout)):
+        dropout.p = 0.0  # flattened and padded gradients then agree within 1e-8 without checkpointing
+    batch = {**uneven_batch(0), "labels": torch.tensor([0, 2, 1, 0, 1, 2])}
+    model(**batch).loss.backward()
+    padded = {n: p.grad.clone() for n, p in model.named_parameters()}
+    # The model's own attention (sdpa), seen: a name transformers does not know builds no padding mask, hence not before.
+    model.config._attn_implementation = "recipekit_test_spy"
+    checkpoint(model)
+    FlatForward(model, model)  # installed without the probe, as if the fallback were not there
+    model.zero_grad()
+    RECOMPUTED.clear()
+    loss = model(**batch).loss
+    assert RECOMPUTED == []  # the forward attends per text, with ours
+    try:
+        loss.backward()
+    except torch.utils.checkpoint.CheckpointError:
+        different = True  # non-reentrant: the recompute saved other tensors than the forward did
+    else:
+        grads = {n.replace("_checkpoint_wrapped_module.", ""): p.grad for n, p in model.named_parameters()}
+        different = max(float((grads[n] - padded[n]).abs().max()) for n in padded) > 1e-6
+    assert RECOMPUTED[0] == sum(LENGTHS) and different  # one row of all the texts' tokens, attended as one text
 
 
 def test_auto_flattens_on_the_cpu_and_a_choice_is_kept():

@@ -204,6 +204,17 @@ class FlatForward:
 SAID: set[str] = set()  # the fallbacks' reasons printed so far
 
 
+def recomputing(args, accelerator=None) -> str:
+    """The setting whose backward pass recomputes the encoder's layers (activation checkpointing), or "": the
+    Trainer's own, or FSDP's (`training.fsdp_config`, or the accelerate config's, read from the accelerator)."""
+    if getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False):
+        return "training.gradient_checkpointing"
+    plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
+    if (getattr(args, "fsdp_plugin_args", None) or {}).get("activation_checkpointing") or getattr(plugin, "activation_checkpointing", False):
+        return "FSDP's activation_checkpointing"
+    return ""
+
+
 def resolve_padding(setting: str, args, cost: int | None = None) -> str:
     """`batching.padding` as run: auto is flatten on the CPU (bench/bench_speed.py, docs/scaling.md); elsewhere the length
     split where `cost` (the resolved length_split_cost) is set, else dynamic, since auto's cost leaves GPU batches whole:
@@ -227,9 +238,11 @@ class Flattening:
             # DataParallel runs replicas of the model in threads, which would share the hooks' state.
             why = f"DataParallel over {self.args.n_gpu} GPUs in one process (torchrun, one process per GPU, flattens)"
             self.say(why)
-        elif flatten and (getattr(self.args, "activation_checkpointing", False) or getattr(self.args, "gradient_checkpointing", False)):
-            # The backward pass recomputes each layer outside the flattened call, on the padded batch.
-            self.say("training.gradient_checkpointing recomputes each layer outside the flattened forward")
+        elif flatten and (key := recomputing(self.args, self.accelerator)):
+            # The backward pass recomputes each checkpointed layer on the flattened row it saved, but by then
+            # after_encoder has restored the model's own attention implementation, which ignores cu_seq_lens_q and
+            # attends across the texts: other gradients under reentrant checkpointing, a CheckpointError otherwise.
+            self.say(f"{key} recomputes each layer in the backward pass with the model's own attention, across the flattened texts")
         elif flatten:
             self.flat, why = FlatForward.install(self.model)
             if self.flat is None:
