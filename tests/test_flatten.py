@@ -81,12 +81,15 @@ def test_every_family_gives_the_padded_logits_flattened(family):
 def test_texts_do_not_see_each_other_flattened():
     # Changing one text's tokens moves that text's logits only: attention stays inside each text.
     model = family_model("bert")
-    FlatForward.install(model)
+    hooks, why = FlatForward.install(model)
+    assert hooks is not None and why == ""
+    probed = hooks.flattened  # the probe's own flattened call
     batch = uneven_batch(0)
     other = {k: v.clone() for k, v in batch.items()}
     other["input_ids"][1, :4] = 7
     with torch.no_grad():
         before, after = model(**batch).logits, model(**other).logits
+    assert hooks.flattened == probed + 2  # both calls ran flattened
     moved = (before - after).abs().amax(dim=1)
     assert moved[1] > 1e-3 and moved[[0, 2, 3, 4, 5]].max() == 0
 
@@ -304,7 +307,7 @@ def base_recipe(tmp_path):
 def test_a_run_flattens_records_it_and_predicts_as_a_padded_run_does(tiny_model, write_recipe, tmp_path, capsys):
     from conftest import run_cli
 
-    from recipekit.inference.predictor import predict_rows
+    from recipekit.inference.predictor import Predictor
     from recipekit.inference.runs import open_run
 
     rows = ["text,label"] + [f"{['awful', 'superb'][i % 2]} {'film ' * (30 if i % 8 == 0 else 1)}{i},{i % 2}" for i in range(48)]
@@ -329,7 +332,12 @@ def test_a_run_flattens_records_it_and_predicts_as_a_padded_run_does(tiny_model,
             assert runs[padding]["train"]["padding_share"] == 0.0
             assert "training: 0% of the computed positions were padding (flattened batches)" in said
         run = open_run(str(out))
-        _, prediction = next(predict_rows(run, run_view(run, tmp_path / "test.csv"), None, 100, False))
+        with Predictor(run) as predictor:
+            prediction = predictor.predict(run_view(run, tmp_path / "test.csv"))
+            assert (run.padding, predictor.trainer.padding) == (padding, padding)
+            if padding == "flatten":
+                # The probe's call, then one per batch of the test file's 16 rows (per_device_eval_batch_size 8).
+                assert (run.batch_size, predictor.trainer.flat.flattened) == (8, 1 + 2)
         runs[padding]["logits"] = prediction.output.predictions
     # Same data, seed and steps: the two runs train the same model, up to float rounding.
     assert runs["dynamic"]["train"]["padding_share"] > 0.3
