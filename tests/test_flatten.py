@@ -32,6 +32,8 @@ FAMILIES = {
                    "max_position_embeddings": 64},
     "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 120, "n_positions": 64,
              "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3},  # causal, pools its last real token
+    # Causal with rotary positions and grouped-query attention (2 key heads serve 4 query heads).
+    "llama": {"model_type": "llama", **SMALL, "num_key_value_heads": 2, "pad_token_id": 0},
 }
 LENGTHS = [5, 17, 3, 11, 9, 2]
 
