@@ -116,7 +116,7 @@ def worker_recipekit(cfg) -> dict:
             seen["cpu"] = time.process_time() - seen["cpu"]
             # Counted by run.py's trainer at each training forward pass, after any length split.
             trainer = seen["trainer"]
-            seen["tokens"] = (int(trainer.real_tokens), trainer.computed_tokens)
+            seen["tokens"] = (int(trainer.real_tokens), int(trainer.computed_tokens))
 
     def instrumented(*args, **kwargs):
         trainer = build_trainer(*args, **kwargs)

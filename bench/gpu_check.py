@@ -395,7 +395,7 @@ def measure(c: dict, model: str, work: Path, smoke: bool, flops: float) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             trainer = seen["trainer"]
             if state.global_step in (warmup, warmup + timed):
-                seen[state.global_step] = (now(), int(trainer.real_tokens), trainer.computed_tokens)
+                seen[state.global_step] = (now(), int(trainer.real_tokens), int(trainer.computed_tokens))
 
     def instrumented(recipe, head, model, tokenizer, tokenized):
         trainer = build_trainer(recipe, head, model, tokenizer, tokenized)

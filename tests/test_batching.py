@@ -66,6 +66,16 @@ def test_auto_cost_is_the_measured_cpu_cost_and_a_number_is_kept():
     assert resolve_cost(None, SimpleNamespace(use_cpu=True)) is None
 
 
+def test_auto_cost_on_a_gpu_splits_only_where_the_recipe_asks_for_the_split(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    gpu = SimpleNamespace(use_cpu=False)
+    assert resolve_cost("auto", gpu) is None  # padding auto or a flatten that fell back: whole batches
+    assert resolve_cost("auto", gpu, asked=True) == 128  # padding: length_split
+    assert resolve_cost(None, gpu, asked=True) is None  # the recipe check refuses this pair before a run
+
+
 def gradients_after_one_step(tiny_model, tmp_path, chunk_cost, use_cpu=True):
     """Gradients (on the CPU) of one training step of a tiny BERT classifier (dropout off) on a batch of uneven
     lengths; with use_cpu=False the step runs on the GPU (tests/test_gpu.py)."""
@@ -122,7 +132,7 @@ def test_a_run_reports_the_padding_it_computed_and_the_split_cuts_it(tiny_model,
         recipe = {
             "model": {"name_or_path": tiny_model},
             "data": {"train_file": str(tmp_path / "train.csv"), "max_length": 64},
-            "batching": {"padding": "length_split", "length_split_cost": cost},
+            "batching": {"padding": "length_split", "length_split_cost": cost} if cost else {"padding": "dynamic"},
             "training": {"output_dir": str(out), "max_steps": 8, "per_device_train_batch_size": 8, "save_strategy": "no",
                          "report_to": "none", "seed": 3},
         }

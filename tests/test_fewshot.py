@@ -42,6 +42,9 @@ def setfit_recipe(data: dict, out: Path, **options) -> dict:
     ("model.head_options.batch_size=0", "model.head_options.batch_size: 0 must be at least 1"),
     ("model.head_options.sampling_strategy=pairs", "sampling_strategy: 'pairs' is not valid. Choices: oversampling, undersampling, unique"),
     ("sanity.overfit_batch=true", "sanity: head setfit has no Trainer loop"),
+    # setfit batches its own contrastive pairs: a split would silently do nothing.
+    ("batching.padding=length_split", ("batching.padding: 'length_split' splits training batches into chunks, which head "
+                                       "'setfit' never does (it trains whole batches); set auto, flatten or dynamic")),
 ])
 def test_setfit_refuses_what_it_cannot_honour_in_one_line(sst2, write_recipe, tmp_path, capsys, override, message):
     path = write_recipe(setfit_recipe(sst2, tmp_path / "run"))

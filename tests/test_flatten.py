@@ -8,17 +8,19 @@ import json
 import pytest
 import torch
 from transformers import (
+    AttentionInterface,
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     TrainingArguments,
 )
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from recipekit.heads import build_head
 from recipekit.recipe.data import DataArgs
 from recipekit.recipe.model import ModelArgs
-from recipekit.trainer.flatten import ATTENTION, FlatForward, flat_inputs, resolve_padding
+from recipekit.trainer.flatten import ATTENTION, FlatForward, flat_inputs, recomputing, resolve_padding
 from recipekit.trainer.trainer import RecipeTrainer
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 48, "vocab_size": 120,
@@ -30,6 +32,8 @@ FAMILIES = {
                    "max_position_embeddings": 64},
     "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "vocab_size": 120, "n_positions": 64,
              "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3},  # causal, pools its last real token
+    # Causal with rotary positions and grouped-query attention (2 key heads serve 4 query heads).
+    "llama": {"model_type": "llama", **SMALL, "num_key_value_heads": 2, "pad_token_id": 0},
 }
 LENGTHS = [5, 17, 3, 11, 9, 2]
 
@@ -79,12 +83,15 @@ def test_every_family_gives_the_padded_logits_flattened(family):
 def test_texts_do_not_see_each_other_flattened():
     # Changing one text's tokens moves that text's logits only: attention stays inside each text.
     model = family_model("bert")
-    FlatForward.install(model)
+    hooks, why = FlatForward.install(model)
+    assert hooks is not None and why == ""
+    probed = hooks.flattened  # the probe's own flattened call
     batch = uneven_batch(0)
     other = {k: v.clone() for k, v in batch.items()}
     other["input_ids"][1, :4] = 7
     with torch.no_grad():
         before, after = model(**batch).logits, model(**other).logits
+    assert hooks.flattened == probed + 2  # both calls ran flattened
     moved = (before - after).abs().amax(dim=1)
     assert moved[1] > 1e-3 and moved[[0, 2, 3, 4, 5]].max() == 0
 
@@ -145,6 +152,19 @@ def test_every_pooled_head_has_the_padded_logits_loss_and_gradient_flattened(tin
         torch.testing.assert_close(flat[key], padded[key], rtol=0, atol=1e-5, msg=key)
 
 
+def test_a_flattened_step_counts_its_real_tokens_without_reading_them_back(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = RecipeTrainer(model=family_model("bert"), args=args, flatten=True)
+    trainer.create_optimizer_and_scheduler(num_training_steps=2)
+    batch = {**uneven_batch(0), "labels": torch.tensor([0, 2, 1, 0, 1, 2])}
+    for _ in range(2):
+        trainer.training_step(trainer.model, dict(batch), num_items_in_batch=torch.tensor(len(LENGTHS)))
+    # A tensor (on the GPU, the device's): int() at each step would wait for the device.
+    assert isinstance(trainer.computed_tokens, torch.Tensor)
+    assert int(trainer.computed_tokens) == int(trainer.real_tokens) == 2 * sum(LENGTHS)
+    assert trainer.padding_share == 0.0
+
+
 class NoKeywords(torch.nn.Module):
     """An encoder whose forward takes no attention keywords: the texts' boundaries cannot reach its attention."""
 
@@ -173,15 +193,73 @@ def test_a_model_that_cannot_flatten_falls_back_to_the_length_split_and_says_so_
 
 
 def test_gradient_checkpointing_runs_the_length_split_and_says_so(tmp_path, capsys, monkeypatch):
-    """Checkpointing recomputes each layer in the backward pass outside the flattened forward, on the padded batch:
-    flattened, its gradients differed from the same run without it (test_launch's check of that found it)."""
     monkeypatch.setattr("recipekit.trainer.flatten.SAID", set())
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", gradient_checkpointing=True)
     trainer = RecipeTrainer(model=family_model("bert"), args=args, chunk_cost=128, flatten=True)
     assert (trainer.padding, trainer.flat) == ("length_split", None)
     assert capsys.readouterr().out.strip() == (
-        "batching.padding: flatten: training.gradient_checkpointing recomputes each layer outside the flattened "
-        "forward; running the length split (chunk cost 128 tokens) instead")
+        "batching.padding: flatten: training.gradient_checkpointing recomputes each layer in the backward pass with the "
+        "model's own attention, across the flattened texts; running the length split (chunk cost 128 tokens) instead")
+
+
+def test_fsdp_activation_checkpointing_is_a_recomputing_setting_too(tmp_path):
+    # FSDP needs several processes to make a Trainer; the setting is read from the arguments Trainer hands accelerate.
+    fsdp = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", fsdp=True,
+                             fsdp_config={"activation_checkpointing": True})
+    assert recomputing(fsdp) == "FSDP's activation_checkpointing"
+    assert recomputing(TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", fsdp=True)) == ""
+    assert recomputing(TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")) == ""
+
+
+RECOMPUTED = []
+
+
+def spy_attention(module, query, *args, **kwargs):
+    RECOMPUTED.append(query.shape[2])
+    return sdpa_attention_forward(module, query, *args, **kwargs)
+
+
+AttentionInterface.register("recipekit_test_spy", spy_attention)
+
+
+def reentrant(model):
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+
+
+def fsdp_wrapper(model):
+    # What accelerate does to each layer under FSDP's activation_checkpointing.
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointImpl, checkpoint_wrapper
+
+    for i, layer in enumerate(model.bert.encoder.layer):
+        model.bert.encoder.layer[i] = checkpoint_wrapper(layer, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+
+
+@pytest.mark.parametrize("checkpoint", [reentrant, fsdp_wrapper])
+def test_a_recomputed_layer_attends_across_the_flattened_texts(checkpoint):
+    """Why checkpointing falls back: the backward pass recomputes each layer on the flattened row, with the model's
+    own attention (restored once the encoder returned), which has no boundaries between the texts."""
+    model = family_model("bert").train()
+    for dropout in (m for m in model.modules() if isinstance(m, torch.nn.Dropout)):
+        dropout.p = 0.0  # flattened and padded gradients then agree within 1e-8 without checkpointing
+    batch = {**uneven_batch(0), "labels": torch.tensor([0, 2, 1, 0, 1, 2])}
+    model(**batch).loss.backward()
+    padded = {n: p.grad.clone() for n, p in model.named_parameters()}
+    # The model's own attention (sdpa), seen: a name transformers does not know builds no padding mask, hence not before.
+    model.config._attn_implementation = "recipekit_test_spy"
+    checkpoint(model)
+    FlatForward(model, model)  # installed without the probe, as if the fallback were not there
+    model.zero_grad()
+    RECOMPUTED.clear()
+    loss = model(**batch).loss
+    assert RECOMPUTED == []  # the forward attends per text, with ours
+    try:
+        loss.backward()
+    except torch.utils.checkpoint.CheckpointError:
+        different = True  # non-reentrant: the recompute saved other tensors than the forward did
+    else:
+        grads = {n.replace("_checkpoint_wrapped_module.", ""): p.grad for n, p in model.named_parameters()}
+        different = max(float((grads[n] - padded[n]).abs().max()) for n in padded) > 1e-6
+    assert RECOMPUTED[0] == sum(LENGTHS) and different  # one row of all the texts' tokens, attended as one text
 
 
 def test_auto_flattens_on_the_cpu_and_a_choice_is_kept():
@@ -190,6 +268,17 @@ def test_auto_flattens_on_the_cpu_and_a_choice_is_kept():
     assert resolve_padding("auto", SimpleNamespace(use_cpu=True)) == "flatten"
     assert resolve_padding("dynamic", SimpleNamespace(use_cpu=True)) == "dynamic"
     assert resolve_padding("length_split", SimpleNamespace(use_cpu=True)) == "length_split"
+
+
+def test_auto_on_a_gpu_is_the_length_split_with_a_cost_and_dynamic_without(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    gpu = SimpleNamespace(use_cpu=False)
+    assert resolve_padding("auto", gpu, cost=256) == "length_split"
+    assert resolve_padding("auto", gpu, cost=None) == "dynamic"  # auto's cost leaves GPU batches whole
+    assert resolve_padding("flatten", gpu) == "flatten"
+    assert resolve_padding("auto", SimpleNamespace(use_cpu=True), cost=None) == "flatten"  # use_cpu on a GPU machine
 
 
 def test_padding_is_a_batching_choice_refused_in_one_line(base_recipe):
@@ -220,7 +309,7 @@ def base_recipe(tmp_path):
 def test_a_run_flattens_records_it_and_predicts_as_a_padded_run_does(tiny_model, write_recipe, tmp_path, capsys):
     from conftest import run_cli
 
-    from recipekit.inference.predictor import predict_rows
+    from recipekit.inference.predictor import Predictor
     from recipekit.inference.runs import open_run
 
     rows = ["text,label"] + [f"{['awful', 'superb'][i % 2]} {'film ' * (30 if i % 8 == 0 else 1)}{i},{i % 2}" for i in range(48)]
@@ -245,7 +334,12 @@ def test_a_run_flattens_records_it_and_predicts_as_a_padded_run_does(tiny_model,
             assert runs[padding]["train"]["padding_share"] == 0.0
             assert "training: 0% of the computed positions were padding (flattened batches)" in said
         run = open_run(str(out))
-        _, prediction = next(predict_rows(run, run_view(run, tmp_path / "test.csv"), None, 100, False))
+        with Predictor(run) as predictor:
+            prediction = predictor.predict(run_view(run, tmp_path / "test.csv"))
+            assert (run.padding, predictor.trainer.padding) == (padding, padding)
+            if padding == "flatten":
+                # The probe's call, then one per batch of the test file's 16 rows (per_device_eval_batch_size 8).
+                assert (run.batch_size, predictor.trainer.flat.flattened) == (8, 1 + 2)
         runs[padding]["logits"] = prediction.output.predictions
     # Same data, seed and steps: the two runs train the same model, up to float rounding.
     assert runs["dynamic"]["train"]["padding_share"] > 0.3

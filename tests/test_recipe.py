@@ -298,6 +298,17 @@ def test_length_split_cost_takes_tokens_auto_or_null(base):
         assert build_recipe(base).batching.length_split_cost == value
 
 
+def test_length_split_without_a_cost_is_refused_in_one_line(base):
+    base["batching"] = {"padding": "length_split", "length_split_cost": None}
+    assert problems(base) == [
+        ("batching.padding: length_split with length_split_cost: null never splits; set length_split_cost to a number "
+         "of padded tokens or auto, or padding to one of auto, flatten, dynamic")
+    ]
+    for padding, cost in (("length_split", "auto"), ("length_split", 64), ("auto", None), ("flatten", None), ("dynamic", None)):
+        base["batching"] = {"padding": padding, "length_split_cost": cost}
+        assert build_recipe(base).batching.padding == padding
+
+
 def test_length_split_cost_lives_in_batching_and_only_where_batches_split(base):
     base["data"]["length_split_cost"] = 64
     assert problems(base) == ["data.length_split_cost: a training-step setting, now batching.length_split_cost; move it there"]

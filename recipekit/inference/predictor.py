@@ -26,7 +26,7 @@ PREDICTION_SETTINGS = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "use_
 
 
 @contextmanager
-def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, metric_names=None, padding: str = "dynamic"):
+def inference_trainer(head, model, tokenizer, settings: dict, batch_size: int, metric_names, padding: str):
     """The run's Trainer class, only predicting, set up as the run's own was at its end (batch size, precision, generation,
     collator, metrics, flattened batches), so a finished run's predictions on its test file are the ones it wrote."""
     fields = {f.name for f in dataclasses.fields(head.training_args_class)}

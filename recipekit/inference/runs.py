@@ -24,6 +24,7 @@ from ..outputs.folder import FINISHED_MARKER
 from ..recipe.build import build_steps, read_yaml
 from ..recipe.data import DataArgs
 from ..recipe.model import ModelArgs
+from ..recipe.sections import BatchingArgs
 from .onnxmodel import OnnxModel, is_exported
 
 
@@ -38,7 +39,7 @@ class TrainedRun:
     batch_size: int  # the run's per_device_eval_batch_size: its own test predictions were made in batches of this
     metric_names: list[str]
     training: dict  # the run's `training:` section as written (precision, generation settings)
-    padding: str = "auto"  # the run's batching.padding: a run that flattens predicts flattened too
+    padding: str  # the run's batching.padding: a run that flattens predicts flattened too
 
     @property
     def labels(self) -> list[str]:
@@ -97,7 +98,7 @@ def open_run(folder: str, finished: bool = True) -> TrainedRun:
     training = raw.get("training") or {}
     batch_size = training.get("per_device_eval_batch_size") or TrainingArguments.per_device_eval_batch_size
     metrics = raw.get("metrics") or list(head.default_metrics)
-    padding = (raw.get("batching") or {}).get("padding", "auto")
+    padding = (raw.get("batching") or {}).get("padding", BatchingArgs.padding)  # a recipe.yaml from before the key
     return TrainedRun(out, data, steps, head, model_args, adapter, int(batch_size), list(metrics), training, padding)
 
 

@@ -15,7 +15,7 @@ from ..data.streaming import shard_paths
 from .folder import FINISHED_MARKER
 
 
-def manifest(recipe, data, padding: str = "dynamic") -> dict:
+def manifest(recipe, data, padding: str) -> dict:
     """What it takes to reproduce the run: code version, data identity, seed, machine, and how its batches were
     computed (`padding`: flatten, length_split or dynamic, as run, after any fallback)."""
     files = [recipe.data.train_file, recipe.data.validation_file, recipe.data.test_file]

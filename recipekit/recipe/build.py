@@ -218,6 +218,9 @@ def build_recipe(raw: dict, source: str | None = None) -> Recipe:
     if batching.padding in ("flatten", "length_split") and not head.flattens:
         errors.append(f"batching.padding: {batching.padding!r} is for the pooled heads (one vector per text); head {model.head!r} "
                       "pads its batches; leave it out (auto) or set dynamic")
+    elif batching.padding == "length_split" and not head.splits_batches:
+        errors.append(f"batching.padding: 'length_split' splits training batches into chunks, which head {model.head!r} "
+                      "never does (it trains whole batches); set auto, flatten or dynamic")
     sweep = build_sweep(raw.get("sweep"), names, training_keys, errors)
     written = {k: v for k, v in training_keys.items() if k != "hub_token"}
     passed = with_checkpoint_limit(with_best_model_default(with_run_length_defaults(dict(written)), data))

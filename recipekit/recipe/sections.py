@@ -45,14 +45,16 @@ class BatchingArgs:
     padding: Literal["auto", "flatten", "length_split", "dynamic"] = field(
         default="auto",
         metadata={"help": "pooled heads: flatten runs each batch's real tokens as one row, attention kept inside each text "
-                  "(no padded position computed; a model that cannot falls back to length_split); length_split runs "
-                  "length-sorted chunks (length_split_cost); dynamic pads each batch to its longest text; auto: flatten "
-                  "on CPU, length_split elsewhere"},
+                  "(no padded position computed; a model that cannot falls back to length_split, or to dynamic where "
+                  "length_split_cost is null or off); length_split runs length-sorted chunks (length_split_cost); dynamic "
+                  "pads each batch to its longest text; auto: flatten on CPU, elsewhere length_split with a "
+                  "length_split_cost set and dynamic without"},
     )
     length_split_cost: int | Literal["auto"] | None = field(
         default="auto",
         metadata={"help": "pooled heads: run each training batch as length-sorted chunks where a chunk saves more padded "
-                  "tokens than this (same gradient), with padding length_split or a flatten that fell back; auto: 128 on CPU, off on GPU; null: never"},
+                  "tokens than this (same gradient), with padding length_split or a flatten that fell back; auto: 128 on CPU "
+                  "or with padding length_split, off on GPU otherwise; null: never"},
     )
 
     global_batch_size: int | None = field(
@@ -68,6 +70,9 @@ class BatchingArgs:
         elif isinstance(self.length_split_cost, int) and self.padding == "dynamic":
             out.append(f"length_split_cost: {self.length_split_cost} splits batches, which padding: dynamic never does; "
                        "set padding: length_split or leave the cost out")
+        elif self.length_split_cost is None and self.padding == "length_split":
+            out.append("padding: length_split with length_split_cost: null never splits; set length_split_cost to a number "
+                       "of padded tokens or auto, or padding to one of auto, flatten, dynamic")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             out.append(f"global_batch_size: {self.global_batch_size} must be 1 or more (or null)")
         return out

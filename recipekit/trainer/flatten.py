@@ -97,6 +97,7 @@ class FlatForward:
         self.start = position_start(self.encoder)
         self.active = True
         self.mask = None  # the padded batch's attention mask, between the model's call and its encoder's
+        self.padded = None  # the same mask, between the encoder's call and its output
         self.saved_attention = None
         self.handles = [
             # On what Trainer calls (a peft model calls its transformers model's forward directly, past its hooks).
@@ -136,7 +137,7 @@ class FlatForward:
             self.mask = None
             return None
         bound = dict(self.signature.bind_partial(*args, **kwargs).arguments)
-        extra = bound.pop(self.var_keyword, {}) if self.var_keyword else {}
+        extra = bound.pop(self.var_keyword, {})
         if bound.get("inputs_embeds") is not None or bound.get("position_ids") is not None:
             self.mask = None  # a caller's own embeddings or positions: left as given
             return None
@@ -151,7 +152,7 @@ class FlatForward:
         return (), bound
 
     def after_encoder(self, module, args, output):
-        mask, self.padded = getattr(self, "padded", None), None
+        mask, self.padded = self.padded, None
         if mask is None:
             return None
         self.encoder.config._attn_implementation = self.saved_attention
@@ -193,7 +194,7 @@ class FlatForward:
             model.train(training)
         if not self.flattened:
             return f"{type(self.model).__name__}'s encoder takes no attention keywords to flatten with"
-        tolerance = 1e-4 if padded.dtype == torch.float32 and next(self.model.parameters()).dtype == torch.float32 else 3e-2
+        tolerance = 1e-4 if next(self.model.parameters()).dtype == torch.float32 else 3e-2
         gap = float((padded - flat).abs().max())
         if not gap <= tolerance * max(1.0, float(padded.abs().max())):
             return f"{type(self.model).__name__} gives other logits flattened (largest difference {gap:.2g} on a probe)"
@@ -203,12 +204,26 @@ class FlatForward:
 SAID: set[str] = set()  # the fallbacks' reasons printed so far
 
 
-def resolve_padding(setting: str, args) -> str:
-    """`batching.padding` as run: auto is flatten on the CPU (bench/bench_speed.py, docs/scaling.md) and the length split
-    elsewhere, whose own auto cost leaves GPU batches whole: flattened attention on a GPU is not measured yet."""
+def recomputing(args, accelerator=None) -> str:
+    """The setting whose backward pass recomputes the encoder's layers (activation checkpointing), or "": the
+    Trainer's own, or FSDP's (`training.fsdp_config`, or the accelerate config's, read from the accelerator)."""
+    if getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False):
+        return "training.gradient_checkpointing"
+    plugin = getattr(getattr(accelerator, "state", None), "fsdp_plugin", None)
+    if (getattr(args, "fsdp_plugin_args", None) or {}).get("activation_checkpointing") or getattr(plugin, "activation_checkpointing", False):
+        return "FSDP's activation_checkpointing"
+    return ""
+
+
+def resolve_padding(setting: str, args, cost: int | None = None) -> str:
+    """`batching.padding` as run: auto is flatten on the CPU (bench/bench_speed.py, docs/scaling.md); elsewhere the length
+    split where `cost` (the resolved length_split_cost) is set, else dynamic, since auto's cost leaves GPU batches whole:
+    flattened attention on a GPU is not measured yet."""
     if setting != "auto":
         return setting
-    return "flatten" if args.use_cpu or not torch.cuda.is_available() else "length_split"
+    if args.use_cpu or not torch.cuda.is_available():
+        return "flatten"
+    return "length_split" if cost is not None else "dynamic"
 
 
 class Flattening:
@@ -223,9 +238,11 @@ class Flattening:
             # DataParallel runs replicas of the model in threads, which would share the hooks' state.
             why = f"DataParallel over {self.args.n_gpu} GPUs in one process (torchrun, one process per GPU, flattens)"
             self.say(why)
-        elif flatten and (getattr(self.args, "activation_checkpointing", False) or getattr(self.args, "gradient_checkpointing", False)):
-            # The backward pass recomputes each layer outside the flattened call, on the padded batch.
-            self.say("training.gradient_checkpointing recomputes each layer outside the flattened forward")
+        elif flatten and (key := recomputing(self.args, self.accelerator)):
+            # The backward pass recomputes each checkpointed layer on the flattened row it saved, but by then
+            # after_encoder has restored the model's own attention implementation, which ignores cu_seq_lens_q and
+            # attends across the texts: other gradients under reentrant checkpointing, a CheckpointError otherwise.
+            self.say(f"{key} recomputes each layer in the backward pass with the model's own attention, across the flattened texts")
         elif flatten:
             self.flat, why = FlatForward.install(self.model)
             if self.flat is None:
@@ -248,4 +265,6 @@ class Flattening:
         if isinstance(mask, torch.Tensor):
             real = mask.sum()
             self.real_tokens = self.real_tokens + real
-            self.computed_tokens += int(real)  # a flattened encoder computes the real tokens only
+            # A flattened encoder computes the real tokens only; kept on the device, as real_tokens is, since int()
+            # here would wait for the GPU at every step.
+            self.computed_tokens = self.computed_tokens + real

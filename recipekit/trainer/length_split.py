@@ -27,13 +27,14 @@ SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "position_ids"
 CPU_CHUNK_COST = 128
 
 
-def resolve_cost(setting, args) -> int | None:
-    """The chunk cost in padded tokens for `batching.length_split_cost`; None: never split."""
+def resolve_cost(setting, args, asked: bool = False) -> int | None:
+    """The chunk cost in padded tokens for `batching.length_split_cost`; None: never split. `asked`: the recipe set
+    `batching.padding: length_split`, which auto then honours on any device."""
     if setting != "auto":
         return setting
     # On a GPU a small forward pass costs kernel launches, not arithmetic, so splitting can only pay for
-    # large models or long texts; not measured here, so off unless a recipe sets a cost.
-    return CPU_CHUNK_COST if args.use_cpu or not torch.cuda.is_available() else None
+    # large models or long texts; not measured here, so off unless a recipe asks for the split or sets a cost.
+    return CPU_CHUNK_COST if asked or args.use_cpu or not torch.cuda.is_available() else None
 
 
 def plan(lengths: list[int], cost: int) -> list[tuple[int, int]]:
@@ -101,7 +102,7 @@ class LengthSplit:
         self.chunk_cost = chunk_cost  # padded tokens one more forward+backward costs; None: never split
         self.pad_multiple = pad_multiple  # chunks are trimmed to this multiple, as the collator pads
         self.real_tokens = 0  # a tensor once counting starts: summed on the device, read once after training
-        self.computed_tokens = 0  # positions the model computed, padding included
+        self.computed_tokens = 0  # positions the model computed, padding included; a tensor once flattened (read with int())
         super().__init__(*args, **kwargs)
 
     def count(self, batch: dict) -> None:
@@ -113,7 +114,8 @@ class LengthSplit:
     @property
     def padding_share(self) -> float | None:
         """Share of the positions computed in training (this process) that were padding."""
-        return 1 - float(self.real_tokens) / self.computed_tokens if self.computed_tokens else None
+        computed = int(self.computed_tokens)
+        return 1 - float(self.real_tokens) / computed if computed else None
 
     def can_split(self, num_items_in_batch) -> bool:
         return (

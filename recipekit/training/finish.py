@@ -117,7 +117,7 @@ def user_columns(split) -> list[str]:
     return [c for c in split.column_names if c != "labels" and not c.startswith("__")]
 
 
-def run_record(recipe, results: dict, data, head, outputs: dict, started: float, padding: str = "dynamic") -> dict:
+def run_record(recipe, results: dict, data, head, outputs: dict, started: float, padding: str) -> dict:
     """What metrics.json holds: the recipe's metrics per split, and the head's full evaluation of each labelled split."""
     evaluation = {split: head.evaluation(y, p) for split, (y, p) in outputs.items()}
     return {

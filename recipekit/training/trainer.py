@@ -22,7 +22,9 @@ def build_trainer(recipe, head, model, tokenizer, tokenized, schedule=None) -> R
     multiple = pad_multiple(args)
     regularize.freeze(model, recipe.regularization)
     loss = head.loss(args)
-    padding = resolve_padding(recipe.batching.padding, args) if head.flattens else "dynamic"
+    setting = recipe.batching
+    cost = batching.resolve_cost(setting.length_split_cost, args, asked=setting.padding == "length_split") if head.splits_batches else None
+    padding = resolve_padding(setting.padding, args, cost) if head.flattens else "dynamic"
     teacher = TEACHER_COLUMN in (tokenized["train"].column_names or [])  # a stream after map names no columns
     if teacher:
         loss = DistillationLoss(loss, head.teacher_term, recipe.model.teacher_temperature, recipe.model.teacher_weight)
@@ -38,7 +40,7 @@ def build_trainer(recipe, head, model, tokenizer, tokenized, schedule=None) -> R
         preprocess_logits_for_metrics=head.preprocess_logits() or logits_only,
         callbacks=regularize.callbacks(recipe.regularization),
         # Flattening that falls back runs the length split at the recipe's cost.
-        chunk_cost=batching.resolve_cost(recipe.batching.length_split_cost, args) if head.splits_batches and padding != "dynamic" else None,
+        chunk_cost=cost if padding != "dynamic" else None,
         flatten=padding == "flatten",
         pad_multiple=multiple,
         chunk_pooling=chunk_pooling(head.data),
