@@ -4,9 +4,10 @@
     python bench/bench_speed.py --bf16 --batch-size 64 --train-samples 20000   # on a GPU
 
 Contenders, all with the same model (MiniLM), data subset, epochs, batch size, learning rate, schedule and seed:
-  recipekit            run.py with the recipe defaults: truncate, pad each batch to its own longest text, and on
-                       the CPU run each batch as length-sorted chunks (batching.length_split_cost: auto; same gradient)
-  recipekit, no length split   the same with batching.length_split_cost: null (one padded forward pass per batch)
+  recipekit            run.py with the recipe defaults: truncate, then batching.padding: auto (on the CPU each
+                       batch flattened into one row of its real tokens; on a GPU length-sorted chunks; same gradient)
+  recipekit, no length split   the same with batching.padding: dynamic (one forward pass per batch, padded to its
+                       longest text)
   recipekit+grouped    the defaults with training.train_sampling_strategy: group_by_length
   reference            the transformers example's documented defaults: pad every example to max_seq_length
                        (re-created here with plain Trainer code), default_data_collator
@@ -133,7 +134,7 @@ def worker_recipekit(cfg) -> dict:
             **({"validation_file": cfg["eval_file"]} if cfg["eval_file"] else {}),
             "max_length": cfg["max_length"],
         },
-        "batching": {"length_split_cost": cfg["length_split_cost"] if cfg.get("split", True) else None},
+        "batching": {"length_split_cost": cfg["length_split_cost"]} if cfg.get("split", True) else {"padding": "dynamic"},
         "metrics": ["accuracy"],
         "training": {
             "output_dir": str(out),
@@ -506,7 +507,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--imdb-no-length-split", action="store_true",
-        help="IMDb runs with batching.length_split_cost: null, to see length grouping alone against one padded pass per batch",
+        help="IMDb runs with batching.padding: dynamic, to see length grouping alone against one padded pass per batch",
     )
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     parser.add_argument("--only", nargs="*", help="run only these contenders (names as in the table)")
@@ -585,7 +586,7 @@ def main() -> None:
                 print(f"  IMDb {cfg['name']}: {grouping[-1]['samples_per_s']:.2f} samples/s", flush=True)
             report["imdb"] = grouping
             steps = f", {args.imdb_steps} steps" if args.imdb_steps else ""
-            split = ", batching.length_split_cost: null" if args.imdb_no_length_split else ""
+            split = ", batching.padding: dynamic" if args.imdb_no_length_split else ""
             print(f"\nIMDb, {args.imdb_samples} reviews, max_length 512, batch {args.imdb_batch_size}{steps}, run.py{split}\n")
             print(table(grouping, ["random batches"], flops))
     if args.json:
