@@ -16,7 +16,7 @@ OMP_NUM_THREADS are off). No model runs: it measures what streaming changes, not
 The 1x pair runs --pairs times, streaming and whole alternating, and the ratio quoted is the median of the
 pairs' ratios: on a machine shared with other work the absolute figures move with its load, a ratio of two
 runs made side by side much less, and one per CPU second less again.
-The issue's size is --size-mb 100 (1 GB at 10x): about an hour of 2 cores. Writes bench/results/streaming.json.
+A 1 GB corpus at 10x is --size-mb 100 --pairs 1: about 45 minutes of one core, on 2 cores. Writes bench/results/streaming.json.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def run_one(mode: str, corpus: Path, rows: int, cache: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=float, default=20.0, help="corpus size at 1x, in MB (10x is ten times that); 100 is the issue's 1 GB run")
+    parser.add_argument("--size-mb", type=float, default=20.0, help="corpus size at 1x, in MB (10x is ten times that); 100 gives 1 GB at 10x")
     parser.add_argument("--pairs", type=int, default=3, help="streaming/whole pairs at 1x, run alternately; the median ratio is quoted")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave bench/results/streaming.json as it is")
