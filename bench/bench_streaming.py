@@ -16,7 +16,7 @@ OMP_NUM_THREADS are off). No model runs: it measures what streaming changes, not
 The 1x pair runs --pairs times, streaming and whole alternating, and the ratio quoted is the median of the
 pairs' ratios: on a machine shared with other work the absolute figures move with its load, a ratio of two
 runs made side by side much less, and one per CPU second less again.
-A 1 GB corpus at 10x is --size-mb 100 --pairs 1: about 45 minutes of one core, on 2 cores. Writes bench/results/streaming.json.
+A 1 GB corpus at 10x is --size-mb 100 --pairs 1: 27 minutes of CPU, one thread (45 minutes here beside other work). Writes bench/results/streaming.json.
 """
 
 from __future__ import annotations
