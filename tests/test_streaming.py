@@ -280,6 +280,32 @@ def test_a_classifier_trains_on_a_stream_with_its_given_labels_then_predicts_and
     assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
 
 
+@pytest.mark.slow  # a 60-step tiny run, cut at step 24 and resumed
+def test_a_streamed_classifier_killed_and_resumed_ends_where_the_uninterrupted_run_ends(streamed_classifier):
+    """Trainer skips the batches a checkpoint already trained on by reading past them in the stream: the resumed
+    run sees the rows the uninterrupted one saw, in the same order, and ends with its scores and predictions."""
+    import signal
+
+    from test_joins import SignalAt
+
+    import run
+    from recipekit.recipe.build import load_recipe
+
+    raw = yaml.safe_load((streamed_classifier / "recipe.yaml").read_text())
+    raw["training"].update(output_dir=str(streamed_classifier / "cut"), save_strategy="steps", save_steps=12)
+    path = streamed_classifier / "cut.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert run.fine_tune(load_recipe(str(path)), callbacks=[SignalAt(24)]) == 128 + signal.SIGTERM
+    assert run_cli([path, "--resume"]) == 0
+    resumed = json.loads((streamed_classifier / "cut" / "metrics.json").read_text())
+    whole = json.loads((streamed_classifier / "out" / "metrics.json").read_text())
+    assert resumed["train"]["resumed_from_step"] == 24
+    assert resumed["test"]["loss"] == pytest.approx(whole["test"]["loss"], abs=1e-6)
+    assert resumed["test"]["accuracy"] == whole["test"]["accuracy"]
+    cut = pd.read_csv(streamed_classifier / "cut" / "predictions.csv")
+    assert cut["predicted"].tolist() == pd.read_csv(streamed_classifier / "out" / "predictions.csv")["predicted"].tolist()
+
+
 def test_a_streamed_classifier_without_its_labels_and_heads_that_cannot_stream_are_refused_in_one_line(tmp_path, write_recipe, capsys):
     labelled(tmp_path / "corpus", n=1, rows=5, seed=0)
     raw = {"model": {"name_or_path": "bert-base-uncased", "head": "sequence_classification"},
