@@ -2,6 +2,8 @@
 
     PYTHONPATH=. python bench/bench_fewshot.py                                   # the full measurement
     PYTHONPATH=. python bench/bench_fewshot.py --sets sst2 --sizes 8,16 --seeds 2 --eval-rows 200   # a reduced one
+    PYTHONPATH=. python bench/bench_fewshot.py --sets sst2 --sizes 4,8,16,32,64 --approaches setfit --name fewshot_curve_time
+                                                                   # one setfit curve alone, timed on quiet cores
 
 Each approach is `run.py curve` on the same recipe data, so the subsets are the same rows for all three (curve
 draws them from training.seed + seed); TF-IDF + logistic regression is curve's own baseline. Every run is
@@ -10,6 +12,7 @@ training subsets: data.test_split carves 10%, of which eval_rows are kept). Writ
 """
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -58,13 +61,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--eval-rows", type=int, default=872)
     parser.add_argument("--num-iterations", type=int, default=5)
+    parser.add_argument("--approaches", default="setfit,fine_tune", help="which curves to run (TF-IDF comes with each)")
+    parser.add_argument("--name", default="fewshot", help="results file: bench/results/NAME.json")
     args = parser.parse_args()
-    values = {}
+    values = {"load_average_before": round(os.getloadavg()[0], 2)}  # near 0: quiet cores, and the wall times hold
     note = (f"sets {args.sets}, per class {args.sizes}, {args.seeds} seeds, {args.eval_rows} scored rows, setfit num_iterations "
             f"{args.num_iterations}; accuracy mean and std over seeds; train_s: mean training seconds per run; wall_s: the whole curve")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.sets.split(","):
             for approach, recipe in recipes(data_section(name, args.eval_rows), Path(scratch) / name, args.num_iterations).items():
+                if approach not in args.approaches.split(","):
+                    continue
                 path = Path(scratch) / f"{name}-{approach}.yaml"
                 path.write_text(yaml.safe_dump({"report": {"plots": False}, **recipe}))
                 started = time.time()
@@ -79,7 +86,7 @@ def main() -> None:
                     values[f"{key}_tfidf_mean"] = round(point["baseline_mean"], 4)
                     values[f"{key}_tfidf_std"] = round(point["baseline_std"], 4)
                 # Written after each curve, so an hour's measurement stopped part way keeps the curves it finished.
-                record("fewshot", values, note=note)
+                record(args.name, values, note=note)
 
 
 if __name__ == "__main__":
