@@ -133,14 +133,6 @@ class PooledHead(Head):
         return np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)
 
 
-def given_labels_problems(head: str, data) -> list[str]:
-    """A classifier on a stream is told its labels (data.label_names): nothing reads the corpus before training."""
-    if data.streaming and not data.label_names:
-        return [(f"data.label_names: head {head!r} on a streamed corpus needs its labels given, since the stream is not "
-                 "read before training; set data.label_names, e.g. [negative, positive]")]
-    return []
-
-
 def stream_labels(batch, column: str, index: dict) -> dict:
     """A streamed batch's labels as ids of data.label_names; a label outside them stops the run, naming it."""
     out = []
@@ -162,10 +154,6 @@ class ClassLabels(PooledHead):
 
     streams = True  # with data.label_names: the label set is given, since a stream is not read before training
     given_labels = True
-
-    @classmethod
-    def recipe_problems(cls, options, recipe):
-        return given_labels_problems(cls.name, recipe.data)
 
     def encode(self, splits, where):
         column = self.data.label_column

@@ -18,7 +18,7 @@ from ..data.steps.base import STREAM_BATCH
 from ..data.streaming import SAMPLE_ROWS, is_streamed
 from ..evaluation import metrics as M
 from .base import column_values, first_bad, pick, reduce, register
-from .classification import PooledHead, given_labels_problems, needs_validation, sigmoid, threshold_problems
+from .classification import PooledHead, needs_validation, sigmoid, threshold_problems
 from .distillation import sigmoid_kl
 
 
@@ -107,7 +107,7 @@ class MultiLabel(PooledHead):
 
     @classmethod
     def recipe_problems(cls, options, recipe):
-        return given_labels_problems(cls.name, recipe.data) + needs_validation(options, recipe.data)
+        return needs_validation(options, recipe.data)
 
     def split_labels(self, value) -> list[str] | None:
         if value is None:

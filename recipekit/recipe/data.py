@@ -207,6 +207,9 @@ class DataArgs:
         if not head.streams:
             out.append(f"data.streaming: head {head.name!r} learns from its whole training split before training; "
                        f"heads that stream: {', '.join(streaming_heads)}")
+        if head.streams and head.given_labels and not self.label_names:
+            out.append(f"data.label_names: head {head.name!r} on a streamed corpus needs its labels given, since the stream "
+                       "is not read before training; set data.label_names, e.g. [negative, positive]")
         if self.label_names is not None and head.streams and not head.given_labels:
             out.append(f"data.label_names: head {head.name!r} has no label set to give (its labels are "
                        f"{'targets' if head.needs_labels else 'the text itself'}); leave it out")
